@@ -17,15 +17,20 @@ public static partial class LlmTextCatalog
     /// <param name="tokenizer">A ready tokenizer to use instead of building one.</param>
     /// <param name="tiktokenEncoding">The encoding for <see cref="LmTokenizerKind.Tiktoken"/>: "o200k_base" or "cl100k_base".</param>
     /// <param name="endOfTextToken">The end-of-text special token of tokenizers built in Fit (null for none).</param>
+    /// <param name="vocabularySize">BPE: the target vocabulary size (256 bytes + merges + special tokens).</param>
+    /// <param name="preTokenization">BPE: the pre-tokenization regex (GPT-2, cl100k, o200k).</param>
     public static LmTokenizingEstimator TokenizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName = null,
         LmTokenizerKind kind = TokenizeForLmOptions.Defaults.Kind, LmTokenizer? tokenizer = null,
-        string tiktokenEncoding = TokenizeForLmOptions.Defaults.TiktokenEncoding, string? endOfTextToken = TokenizeForLmOptions.Defaults.EndOfTextToken)
+        string tiktokenEncoding = TokenizeForLmOptions.Defaults.TiktokenEncoding, string? endOfTextToken = TokenizeForLmOptions.Defaults.EndOfTextToken,
+        int vocabularySize = TokenizeForLmOptions.Defaults.VocabularySize, PreTokenizationPattern preTokenization = TokenizeForLmOptions.Defaults.PreTokenization)
         => TokenizeForLm(catalog, outputColumnName, inputColumnName, new TokenizeForLmOptions
         {
             Kind = kind,
             Tokenizer = tokenizer,
             TiktokenEncoding = tiktokenEncoding,
             EndOfTextToken = endOfTextToken,
+            VocabularySize = vocabularySize,
+            PreTokenization = preTokenization,
         });
 
     /// <summary>Tokenizes a text column for language modelling, with all options.</summary>

@@ -14,7 +14,7 @@ namespace Microsoft.ML.Llm.Data;
 /// tokenizers are small <see cref="Microsoft.ML.Tokenizers.Tokenizer"/> subclasses of this library, the others are
 /// Microsoft.ML.Tokenizers' own (Tiktoken, BPE, SentencePiece) or any instance the user supplies.
 /// </remarks>
-public sealed class LmTokenizer
+public sealed partial class LmTokenizer
 {
     /// <summary>The end-of-text token text used by GPT-2 and tiktoken, and by this library's own tokenizers.</summary>
     public const string DefaultEndOfTextToken = "<|endoftext|>";
@@ -143,6 +143,12 @@ public sealed class LmTokenizer
             case LmTokenizerKind.Tiktoken:
                 if (!TryReadTiktokenByteCounts(_encodingName!, counts))
                     FillByteCountsByDecoding(counts);
+                break;
+            case LmTokenizerKind.Bpe:
+                FillBpeByteCounts(counts);
+                break;
+            case LmTokenizerKind.SentencePiece:
+                FillSentencePieceByteCounts(counts);
                 break;
             default:
                 FillByteCountsByDecoding(counts);
@@ -346,6 +352,12 @@ public sealed class LmTokenizer
             case LmTokenizerKind.Tiktoken:
                 writer.Write(_encodingName!);
                 return;
+            case LmTokenizerKind.Bpe:
+                SaveBpe(writer);
+                return;
+            case LmTokenizerKind.SentencePiece:
+                SaveSentencePiece(writer);
+                return;
         }
         // Special tokens in id order, then which of them are end-of-text and padding.
         var specials = SpecialTokens.OrderBy(kv => kv.Value).ToList();
@@ -385,6 +397,10 @@ public sealed class LmTokenizer
             }
             case LmTokenizerKind.Tiktoken:
                 return Tiktoken(reader.ReadString());
+            case LmTokenizerKind.Bpe:
+                return LoadBpe(reader);
+            case LmTokenizerKind.SentencePiece:
+                return LoadSentencePiece(reader);
             default:
                 throw new FormatException($"The saved tokenizer has unknown kind {(byte)kind}.");
         }

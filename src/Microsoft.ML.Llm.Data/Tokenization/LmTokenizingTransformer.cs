@@ -17,10 +17,14 @@ public sealed class TokenizeForLmOptions
 {
     internal static class Defaults
     {
-        public const LmTokenizerKind Kind = LmTokenizerKind.Bytes;
+        public const LmTokenizerKind Kind = LmTokenizerKind.Bpe;
         public const string TiktokenEncoding = "o200k_base";
         public const string EndOfTextToken = LmTokenizer.DefaultEndOfTextToken;
         public const bool CharacterSpecialTokens = false;
+        public const int VocabularySize = 8192;
+        public const int MinPairFrequency = 2;
+        public const PreTokenizationPattern PreTokenization = PreTokenizationPattern.Gpt2;
+        public const int MaxTokenLength = 32;
     }
 
     /// <summary>A ready tokenizer to use; when set, <see cref="Kind"/> and the building options are ignored.</summary>
@@ -29,7 +33,8 @@ public sealed class TokenizeForLmOptions
     /// <summary>
     /// Which tokenizer <c>Fit</c> builds when <see cref="Tokenizer"/> is null: <see cref="LmTokenizerKind.Character"/>
     /// (the sorted distinct characters of the input column), <see cref="LmTokenizerKind.Bytes"/> or
-    /// <see cref="LmTokenizerKind.Tiktoken"/> (<see cref="TiktokenEncoding"/>).
+    /// <see cref="LmTokenizerKind.Tiktoken"/> (<see cref="TiktokenEncoding"/>) or <see cref="LmTokenizerKind.Bpe"/>
+    /// (the default: a byte-level BPE trained on the input column, see <see cref="VocabularySize"/> and the other BPE options).
     /// </summary>
     public LmTokenizerKind Kind { get; set; } = Defaults.Kind;
 
@@ -47,6 +52,40 @@ public sealed class TokenizeForLmOptions
     /// distinct characters, as nanoGPT's shakespeare_char (65 on tinyshakespeare).
     /// </summary>
     public bool CharacterSpecialTokens { get; set; } = Defaults.CharacterSpecialTokens;
+
+    /// <summary>BPE: the beginning-of-text special token (null for none, the default).</summary>
+    public string? BeginOfTextToken { get; set; }
+
+    /// <summary>BPE: the target vocabulary size, counting the 256 byte tokens and the special tokens.</summary>
+    public int VocabularySize { get; set; } = Defaults.VocabularySize;
+
+    /// <summary>BPE: a pair seen fewer times than this is never merged (training stops early). At least 1.</summary>
+    public int MinPairFrequency { get; set; } = Defaults.MinPairFrequency;
+
+    /// <summary>BPE: the regex that splits text into words before merging (GPT-2, cl100k or o200k).</summary>
+    public PreTokenizationPattern PreTokenization { get; set; } = Defaults.PreTokenization;
+
+    /// <summary>BPE: the longest token, in bytes, a merge may create (0 for no limit).</summary>
+    public int MaxTokenLength { get; set; } = Defaults.MaxTokenLength;
+
+    /// <summary>Threads for BPE training and for encoding in cursors; null means all cores.</summary>
+    public int? MaxDegreeOfParallelism { get; set; }
+
+    internal void ValidateBpe(int specialCount)
+    {
+        if (VocabularySize < 256 + specialCount)
+            throw new ArgumentOutOfRangeException(nameof(VocabularySize), VocabularySize,
+                $"TokenizeForLmOptions.VocabularySize must be at least 256 + {specialCount} special tokens = {256 + specialCount} for a byte-level BPE; got {VocabularySize}.");
+        if (MinPairFrequency < 1)
+            throw new ArgumentOutOfRangeException(nameof(MinPairFrequency), MinPairFrequency, $"TokenizeForLmOptions.MinPairFrequency must be at least 1; got {MinPairFrequency}.");
+        if (MaxTokenLength < 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxTokenLength), MaxTokenLength, $"TokenizeForLmOptions.MaxTokenLength must be 0 (no limit) or more; got {MaxTokenLength}.");
+        if (MaxDegreeOfParallelism is < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, $"TokenizeForLmOptions.MaxDegreeOfParallelism must be at least 1 or null; got {MaxDegreeOfParallelism}.");
+        if (!Enum.IsDefined(PreTokenization))
+            throw new ArgumentOutOfRangeException(nameof(PreTokenization), PreTokenization,
+                $"TokenizeForLmOptions.PreTokenization {(int)PreTokenization} is not a pattern; accepted: {string.Join(", ", Enum.GetNames<PreTokenizationPattern>())}.");
+    }
 }
 
 /// <summary>Estimator of <c>TokenizeForLm</c>: builds (or takes) the tokenizer in <see cref="Fit"/>.</summary>
@@ -68,6 +107,14 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Tiktoken && !LmTokenizer.TiktokenEncodings.Contains(options.TiktokenEncoding))
             throw new ArgumentOutOfRangeException(nameof(options),
                 $"TokenizeForLmOptions.TiktokenEncoding '{options.TiktokenEncoding}' is not available; accepted values are {string.Join(", ", LmTokenizer.TiktokenEncodings.Select(e => $"'{e}'"))}.");
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Bpe)
+        {
+            int specials = new[] { options.EndOfTextToken, options.PadToken, options.BeginOfTextToken }.Count(t => t is not null);
+            options.ValidateBpe(specials);
+        }
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.SentencePiece)
+            throw new ArgumentOutOfRangeException(nameof(options),
+                "TokenizeForLmOptions.Kind is SentencePiece but TokenizeForLmOptions.Tokenizer is null; load the model with LmTokenizer.FromSentencePiece and set Tokenizer.");
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Custom)
             throw new ArgumentOutOfRangeException(nameof(options), "TokenizeForLmOptions.Kind is Custom but TokenizeForLmOptions.Tokenizer is null; set Tokenizer to the custom tokenizer.");
     }
@@ -82,7 +129,8 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
             LmTokenizerKind.Character => BuildCharacter(input),
             LmTokenizerKind.Bytes => LmTokenizer.Bytes(_options.EndOfTextToken, _options.PadToken),
             LmTokenizerKind.Tiktoken => LmTokenizer.Tiktoken(_options.TiktokenEncoding),
-            _ => throw new NotSupportedException($"TokenizeForLmOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Character, Bytes, Tiktoken."),
+            LmTokenizerKind.Bpe => TrainBpe(input),
+            _ => throw new NotSupportedException($"TokenizeForLmOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Bpe, Character, Bytes, Tiktoken."),
         };
         return new LmTokenizingTransformer(_outputColumnName, _inputColumnName, tokenizer);
     }
@@ -100,6 +148,38 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
         {
             throw new InvalidOperationException(
                 $"The input column '{_inputColumnName}' holds no text (an empty corpus); a character tokenizer needs at least one character to build its vocabulary.", e);
+        }
+    }
+
+    private LmTokenizer TrainBpe(IDataView input)
+    {
+        var column = input.Schema[_inputColumnName];
+        try
+        {
+            var tokenizer = LmTokenizer.TrainBpe(ReadMemories(input, column), _options, out var report);
+            LastTrainingReport = report;
+            return tokenizer;
+        }
+        catch (ArgumentException e) when (e.ParamName == "corpus")
+        {
+            throw new InvalidOperationException(
+                $"The input column '{_inputColumnName}' holds no text (an empty corpus); BPE training needs at least one character.", e);
+        }
+    }
+
+    /// <summary>What the latest BPE training in <see cref="Fit"/> did, with the time of each phase (null before any).</summary>
+    public BpeTrainingReport? LastTrainingReport { get; private set; }
+
+    private static IEnumerable<ReadOnlyMemory<char>> ReadMemories(IDataView input, DataViewSchema.Column column)
+    {
+        using var cursor = input.GetRowCursor([column]);
+        var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
+        ReadOnlyMemory<char> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            // The loader may reuse the buffer behind value for the next row: keep a copy.
+            yield return value.ToArray();
         }
     }
 
