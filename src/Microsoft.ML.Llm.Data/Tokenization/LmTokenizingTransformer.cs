@@ -239,7 +239,8 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
 
     /// <summary>
     /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
-    /// batch of rows and encodes them in parallel. Null means all cores; 1 encodes row by row. Not persisted.
+    /// batch of rows and encodes them in parallel. Null means all cores; 1 encodes row by row. Character and byte
+    /// tokenizers always encode row by row (they are cheaper than batching). Not persisted.
     /// </summary>
     public int? MaxDegreeOfParallelism
     {
@@ -373,7 +374,9 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
             var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
             int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
             // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
-            if (tokensActive && parallelism > 1 && inputColumns.Count() == 1)
+            // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
+            bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
+            if (tokensActive && parallelism > 1 && !cheap && inputColumns.Count() == 1)
                 return new BatchCursor(this, _input.GetRowCursor(inputColumns, rand), parallelism);
             return new Cursor(this, _input.GetRowCursor(inputColumns, rand), tokensActive);
         }
