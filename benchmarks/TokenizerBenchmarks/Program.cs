@@ -8,13 +8,17 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
 
 int bpeMegabytes = 100;
-bool skipBpe = false;
+bool skipBpe = false, diverse = false, onlyBpe = false;
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--bpe-mb")
         bpeMegabytes = int.Parse(args[++i]);
     else if (args[i] == "--skip-bpe")
         skipBpe = true;
+    else if (args[i] == "--diverse")
+        diverse = true;    // mutate one letter in 30% of words: a corpus with millions of distinct words
+    else if (args[i] == "--only-bpe")
+        onlyBpe = true;
 }
 
 PrintMachine();
@@ -26,10 +30,11 @@ Console.WriteLine();
 LmTokenizer? bpe8192 = null;
 if (!skipBpe)
 {
-    var corpus = BuildCorpus(shakespeare, bpeMegabytes * 1_000_000L);
+    var corpus = BuildCorpus(shakespeare, bpeMegabytes * 1_000_000L, diverse);
     long bytes = corpus.Sum(d => (long)Encoding.UTF8.GetByteCount(d));
     Console.WriteLine($"== BPE training: vocabulary 8192, GPT-2 pre-tokenization, corpus {bytes / 1e6:F1} MB in {corpus.Count:N0} documents " +
-        "(tinyshakespeare paragraphs, shuffled and repeated with a fixed seed)");
+        (diverse ? "(tinyshakespeare paragraphs, shuffled and repeated, one letter of 30% of words replaced at random: many distinct words; fixed seed)"
+                 : "(tinyshakespeare paragraphs, shuffled and repeated with a fixed seed)"));
     var clock = Stopwatch.StartNew();
     bpe8192 = LmTokenizer.TrainBpe(corpus, new TokenizeForLmOptions { VocabularySize = 8192 }, out var report);
     clock.Stop();
@@ -41,6 +46,8 @@ if (!skipBpe)
     corpus = null;
     GC.Collect();
 }
+if (onlyBpe)
+    return;
 
 // ---- 2. Quality: bytes per token on tinyshakespeare ----
 Console.WriteLine("== Bytes per token on tinyshakespeare (BPE trained on the first 90%, measured on the last 10%; and on the whole file)");
@@ -143,7 +150,7 @@ static string FindData()
 
 static string[] Paragraphs(string text) => text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(p => p + "\n\n").ToArray();
 
-static List<string> BuildCorpus(string text, long targetBytes)
+static List<string> BuildCorpus(string text, long targetBytes, bool diverse)
 {
     var paragraphs = Paragraphs(text);
     var random = new Random(42);
@@ -153,8 +160,22 @@ static List<string> BuildCorpus(string text, long targetBytes)
     {
         var copy = (string[])paragraphs.Clone();
         random.Shuffle(copy);
-        foreach (string p in copy)
+        foreach (string paragraph in copy)
         {
+            string p = paragraph;
+            if (diverse)
+            {
+                var chars = p.ToCharArray();
+                for (int i = 1; i < chars.Length; i++)
+                    if (char.IsLetter(chars[i]) && !char.IsLetter(chars[i - 1]) && random.Next(10) < 3)
+                    {
+                        int end = i;
+                        while (end < chars.Length && char.IsLetter(chars[end]))
+                            end++;
+                        chars[random.Next(i, end)] = (char)('a' + random.Next(26));
+                    }
+                p = new string(chars);
+            }
             corpus.Add(p);
             bytes += p.Length;   // ASCII
             if (bytes >= targetBytes)
