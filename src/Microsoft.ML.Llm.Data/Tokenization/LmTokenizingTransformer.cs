@@ -132,7 +132,7 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
             LmTokenizerKind.Bpe => TrainBpe(input),
             _ => throw new NotSupportedException($"TokenizeForLmOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Bpe, Character, Bytes, Tiktoken."),
         };
-        return new LmTokenizingTransformer(_outputColumnName, _inputColumnName, tokenizer);
+        return new LmTokenizingTransformer(_outputColumnName, _inputColumnName, tokenizer) { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism };
     }
 
     private LmTokenizer BuildCharacter(IDataView input)
@@ -236,6 +236,24 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
 
     /// <summary>Name of the text column read.</summary>
     public string InputColumnName { get; }
+
+    /// <summary>
+    /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
+    /// batch of rows and encodes them in parallel. Null means all cores; 1 encodes row by row. Character and byte
+    /// tokenizers always encode row by row (they are cheaper than batching). Not persisted.
+    /// </summary>
+    public int? MaxDegreeOfParallelism
+    {
+        get => _maxDegreeOfParallelism;
+        set
+        {
+            if (value is < 1)
+                throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), value, $"MaxDegreeOfParallelism must be at least 1 or null; got {value}.");
+            _maxDegreeOfParallelism = value;
+        }
+    }
+
+    private int? _maxDegreeOfParallelism;
 
     /// <summary>The transform is row-to-row: <see cref="GetRowToRowMapper"/> works (so prediction engines do).</summary>
     public bool IsRowToRowMapper => true;
@@ -354,6 +372,12 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
         public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
         {
             var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
+            int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
+            // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
+            // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
+            bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
+            if (tokensActive && parallelism > 1 && !cheap && inputColumns.Count() == 1)
+                return new BatchCursor(this, _input.GetRowCursor(inputColumns, rand), parallelism);
             return new Cursor(this, _input.GetRowCursor(inputColumns, rand), tokensActive);
         }
 
@@ -395,6 +419,116 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
                 if (!_tokensActive)
                     throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
                 return _tokens as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
+            }
+
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing)
+                    _input.Dispose();
+                base.Dispose(disposing);
+            }
+        }
+
+        /// <summary>
+        /// Reads up to <see cref="BatchRows"/> rows (or <see cref="BatchCharacters"/> characters) of text, encodes them
+        /// in parallel, then serves them in order: same rows, same order, same ids as the serial cursor.
+        /// </summary>
+        private sealed class BatchCursor : DataViewRowCursor
+        {
+            private const int BatchRows = 4096;
+            private const int BatchCharacters = 4 << 20;
+
+            private readonly TokenizedDataView _view;
+            private readonly DataViewRowCursor _input;
+            private readonly ValueGetter<ReadOnlyMemory<char>> _text;
+            private readonly ValueGetter<DataViewRowId> _inputId;
+            private readonly ParallelOptions _parallel;
+            private readonly List<string> _texts = [];
+            private readonly List<DataViewRowId> _ids = [];
+            private int[][] _tokens = [];
+            private int _current = -1;
+            private long _position = -1;
+            private bool _exhausted;
+
+            public BatchCursor(TokenizedDataView view, DataViewRowCursor input, int parallelism)
+            {
+                _view = view;
+                _input = input;
+                _text = input.GetGetter<ReadOnlyMemory<char>>(view._textColumn);
+                _inputId = input.GetIdGetter();
+                _parallel = new ParallelOptions { MaxDegreeOfParallelism = parallelism };
+            }
+
+            public override DataViewSchema Schema => _view.Schema;
+            public override long Position => _position;
+            public override long Batch => 0;
+
+            public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = _ids[_current];
+
+            public override bool IsColumnActive(DataViewSchema.Column column) => column.Index >= _view._input.Schema.Count;
+
+            public override bool MoveNext()
+            {
+                if (++_current < _texts.Count)
+                {
+                    _position++;
+                    return true;
+                }
+                if (_exhausted || !Fill())
+                {
+                    _position = -1;
+                    return false;
+                }
+                _current = 0;
+                _position++;
+                return true;
+            }
+
+            private bool Fill()
+            {
+                _texts.Clear();
+                _ids.Clear();
+                long characters = 0;
+                ReadOnlyMemory<char> text = default;
+                DataViewRowId id = default;
+                while (_texts.Count < BatchRows && characters < BatchCharacters)
+                {
+                    if (!_input.MoveNext())
+                    {
+                        _exhausted = true;
+                        break;
+                    }
+                    _text(ref text);
+                    _inputId(ref id);
+                    _texts.Add(text.ToString());
+                    _ids.Add(id);
+                    characters += text.Length;
+                }
+                if (_texts.Count == 0)
+                    return false;
+                if (_tokens.Length < _texts.Count)
+                    _tokens = new int[_texts.Count][];
+                var tokenizer = _view._parent.Tokenizer;
+                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, _texts.Count, Math.Max(1, _texts.Count / (_parallel.MaxDegreeOfParallelism * 4))), _parallel, range =>
+                {
+                    for (int i = range.Item1; i < range.Item2; i++)
+                        _tokens[i] = tokenizer.Encode(_texts[i]);
+                });
+                return true;
+            }
+
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+            {
+                if (column.Index < _view._input.Schema.Count)
+                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
+                ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> value) =>
+                {
+                    int[] tokens = _tokens[_current];
+                    var editor = VBufferEditor.Create(ref value, tokens.Length);
+                    tokens.CopyTo(editor.Values);
+                    value = editor.Commit();
+                };
+                return getter as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
             }
 
             protected override void Dispose(bool disposing)

@@ -68,7 +68,10 @@ public sealed class PackingOptions
     /// <summary>BestFit mode: how many documents are packed together (bounds memory). At least 1.</summary>
     public int BestFitWindow { get; set; } = Defaults.BestFitWindow;
 
-    /// <summary>Name of the per-token document-id column (BestFit mode; -1 marks padding).</summary>
+    /// <summary>
+    /// Name of the per-token document-id column (BestFit mode): within a block, tokens of the same document (chunk) share
+    /// an id 0, 1, 2, … in block order, and padding is -1. Empty documents are skipped in every mode.
+    /// </summary>
     public string DocumentIdsColumnName { get; set; } = Defaults.DocumentIdsColumnName;
 
     /// <summary>Name of the loss-mask column (true where the token is real), emitted whenever blocks can hold padding.</summary>
@@ -571,10 +574,9 @@ internal sealed class ConcatenatePacker : BlockPacker
 
     private void Append(ReadOnlySpan<int> document)
     {
-        int extra = EndOfText is null ? 0 : 1;
-        int count = document.Length + extra;
-        if (count == 0)
-            return;
+        if (document.Length == 0)
+            return;   // an empty document adds nothing, not even a separator
+        int count = document.Length + (EndOfText is null ? 0 : 1);
         Reserve(count);
         int id = (int)DocumentCount;
         document.CopyTo(_buffer.AsSpan(_end));
@@ -637,9 +639,9 @@ internal sealed class PaddedPacker : BlockPacker
     {
         while (Documents.TryRead(out var document))
         {
+            if (document.Length == 0)
+                continue;   // an empty document makes no row
             int count = document.Length + (EndOfText is null ? 0 : 1);
-            if (count == 0)
-                continue;
             DocumentCount++;
             InputTokens += count;
             int kept = Math.Min(document.Length, BlockLength);
@@ -709,9 +711,9 @@ internal sealed class BestFitPacker : BlockPacker
                 _exhausted = true;
                 break;
             }
-            int count = document.Length + (EndOfText is null ? 0 : 1);
-            if (count == 0)
+            if (document.Length == 0)
                 continue;
+            int count = document.Length + (EndOfText is null ? 0 : 1);
             read++;
             DocumentCount++;
             InputTokens += count;

@@ -140,4 +140,34 @@ public class TokenizeForLmTests
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken, tiktokenEncoding: "gpt2"));
         Assert.Equal("TokenizeForLmOptions.TiktokenEncoding 'gpt2' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'options')", e.Message);
     }
+
+    [Fact]
+    public void ParallelBatchCursorYieldsTheSameRowsAsTheSerialCursor()
+    {
+        var ml = new MLContext(seed: 1);
+        var lines = File.ReadAllLines(TestData.TinyShakespearePath).Take(9000).ToArray();   // > 2 batches of 4096 rows
+        var data = Texts(ml, lines);
+        var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken).Fit(data);
+        model.MaxDegreeOfParallelism = 1;
+        var serial = ReadTokens(model.Transform(data), "Tokens");
+        model.MaxDegreeOfParallelism = 4;
+        var output = model.Transform(data);
+        var parallel = ReadTokens(output, "Tokens");
+        Assert.Equal(serial, parallel);
+        Assert.Equal(lines.Length, parallel.Count);
+        Assert.Equal(lines[8999], model.Tokenizer.Decode(parallel[8999]));
+        // Row ids match the input's.
+        using var cursor = output.GetRowCursor([output.Schema["Tokens"]]);
+        var id = cursor.GetIdGetter();
+        DataViewRowId value = default;
+        using var inputCursor = data.GetRowCursor([]);
+        var inputId = inputCursor.GetIdGetter();
+        DataViewRowId expected = default;
+        while (cursor.MoveNext() && inputCursor.MoveNext())
+        {
+            id(ref value);
+            inputId(ref expected);
+            Assert.Equal(expected, value);
+        }
+    }
 }
