@@ -14,10 +14,8 @@ public class CausalLmTrainerTests
         var ml = new MLContext(seed: 1);
         var tok = TestData.CharTokenizer();
         var data = TestData.Blocks(ml, tok, Block, repeats: 4, stride: 5);
-        var options = TestData.TinyOptions(16, maxSteps: 150);
+        var options = TestData.TinyOptions(16, maxSteps: 600);
         options.Tokenizer = tok;
-        options.LearningRate = 1e-2;
-        options.MinLearningRate = 1e-3;
         var model = ml.Llm().Trainers.CausalLm(options).Fit(data);
 
         // At initialisation (std 0.02) the logits are near zero: a uniform guess over the padded vocabulary of 64 costs
@@ -25,11 +23,11 @@ public class CausalLmTrainerTests
         Assert.Equal(64, model.Config.PaddedVocabularySize);
         double first = model.History[0].Loss, last = model.History.TakeLast(10).Average(m => m.Loss);
         Assert.InRange(first, Math.Log(64) - 0.15, Math.Log(64) + 0.15);
-        Assert.True(last < 0.6, $"loss after 150 steps was {last:F3}, expected < 0.6");
-        Assert.Equal(150, model.History.Count);
-        Assert.Equal(150, model.History[^1].Step);
+        Assert.True(last < 0.6, $"loss after 600 steps was {last:F3}, expected < 0.6");
+        Assert.Equal(600, model.History.Count);
+        Assert.Equal(600, model.History[^1].Step);
         // The learning-rate column follows the schedule.
-        Assert.Equal(LearningRateSchedule.At(LearningRateScheduleKind.Cosine, 0, 3e-3, 3e-4, 5, 150), model.History[0].LearningRate, 12);
+        Assert.Equal(LearningRateSchedule.At(LearningRateScheduleKind.Cosine, 0, 3e-3, 3e-4, 5, 600), model.History[0].LearningRate, 12);
     }
 
     [Fact]
@@ -135,6 +133,29 @@ public class CausalLmTrainerTests
         // number of live native tensors never changes, across training steps and validation passes alike.
         Assert.True(live[50] > live[20], "the best-weights copy made at the first evaluation is live");
         Assert.All(new long[] { 60, 99, 100, 140, 150, 199, 200 }, s => Assert.Equal(live[50], live[s]));
+    }
+
+    [Fact]
+    public void DocumentMaskingTrainsOnBestFitPackedBlocks()
+    {
+        var ml = new MLContext(seed: 1);
+        var docs = TestData.Corpus.Split(". ", StringSplitOptions.RemoveEmptyEntries).Select(d => new TestData.TextRow { Text = d + ". " }).ToArray();
+        var text = ml.Data.LoadFromEnumerable(Enumerable.Repeat(docs, 6).SelectMany(d => d));
+        var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character, CharacterSpecialTokens = true })
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", new PackingOptions { ContextLength = 32, Mode = PackingMode.BestFit }))
+            .Fit(text);
+        var packed = prep.Transform(text);
+        var options = TestData.TinyOptions(32, maxSteps: 60);
+        options.DocumentIdsColumnName = "DocumentIds";
+        options.LossMaskColumnName = "LossMask";
+        options.UseDocumentMasking = true;
+        var masked = ml.Llm().Trainers.CausalLm(options).Fit(packed);
+        Assert.True(masked.History.TakeLast(5).Average(h => h.Loss) < masked.History.Take(5).Average(h => h.Loss) - 1.0);
+
+        // The same run without masking sees other documents in its context, so its losses differ.
+        options.UseDocumentMasking = false;
+        var unmasked = ml.Llm().Trainers.CausalLm(options).Fit(packed);
+        Assert.NotEqual(masked.History.Select(h => h.Loss), unmasked.History.Select(h => h.Loss));
     }
 
     [Fact]
