@@ -29,6 +29,13 @@ public sealed class LlmCatalog
     /// <summary>Language-model trainers.</summary>
     public LlmTrainers Trainers { get; }
 
+    /// <summary>
+    /// Cancels work running on this MLContext (ML.NET's own MLContext.CancelExecution, which ML.NET 5 keeps internal):
+    /// a running <see cref="CausalLmTrainer"/> stops at the next step boundary, writes a checkpoint and throws
+    /// <see cref="OperationCanceledException"/>. The context stays cancelled; create a new MLContext to train again.
+    /// </summary>
+    public void CancelExecution() => Llm.Internal.HostAccess.CancelExecution(_context);
+
     /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {

@@ -16,8 +16,11 @@ internal static class HostAccess
     /// <summary><see cref="MLContext.FallbackToCpu"/> of the environment.</summary>
     public static bool FallbackToCpu(IHostEnvironment env) => (env as IHostEnvironmentInternal)?.FallbackToCpu ?? true;
 
-    /// <summary>True once <see cref="MLContext.CancelExecution"/> was called on the environment.</summary>
+    /// <summary>True once MLContext.CancelExecution() (internal to ML.NET) was called on the environment.</summary>
     public static bool IsCanceled(IHostEnvironment env) => env is ICancelable { IsCanceled: true };
+
+    /// <summary>Calls ML.NET's internal MLContext.CancelExecution(): every component that checks the context stops.</summary>
+    public static void CancelExecution(MLContext context) => context.CancelExecution();
 
     /// <summary>Writes an informational message to the channel (ML.NET's <c>Info</c> extension is internal).</summary>
     public static void Info(IChannel channel, string message) => channel.Info(MessageSensitivity.None, message);

@@ -161,7 +161,7 @@ public sealed class CausalLmTrainerOptions
     public string? LogDirectory { get; set; }
 
     /// <summary>Ends training at the next step boundary (after writing a checkpoint) with <see cref="OperationCanceledException"/>.
-    /// <see cref="MLContext.CancelExecution"/> does the same.</summary>
+    /// <c>mlContext.Llm().CancelExecution()</c> does the same.</summary>
     public CancellationToken CancellationToken { get; set; }
 }
 
