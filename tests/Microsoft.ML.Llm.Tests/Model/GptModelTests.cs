@@ -282,6 +282,38 @@ public class GptModelTests
     }
 
     [Fact]
+    public void TrainingStepsInsideADisposeScopeLeaveNoLiveTensors()
+    {
+        // TorchSharp counts live tensors two ways: torch.Tensor.TotalCount (process-wide, every undisposed Tensor
+        // handle) and DisposeScopeManager.Statistics (this thread: ThreadTotalLiveCount, created/disposed in and
+        // outside scopes). Gradients live on the parameters, so the count settles after the first step.
+        using var model = NewModel(GptConfig.Tiny(50) with { Style = GptStyle.Modern });
+        model.train();
+        var idx = RandomTokens(2, 16, 50, 11);
+        var documents = zeros(2, 16, dtype: ScalarType.Int64);
+
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.forward(idx, documents);
+            nn.functional.cross_entropy(logits.view(-1, 64), idx.view(-1)).backward();
+        }
+
+        Step();
+        long liveTotal = torch.Tensor.TotalCount;
+        long liveThread = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 5; i++)
+        {
+            Step();
+        }
+
+        Assert.Equal(liveTotal, torch.Tensor.TotalCount);
+        Assert.Equal(liveThread, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        idx.Dispose();
+        documents.Dispose();
+    }
+
+    [Fact]
     public void BadInputsAreRejectedWithClearMessages()
     {
         using var scope = NewDisposeScope();
