@@ -306,12 +306,6 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// <summary>The token embedding, which is also the output layer's weight (tied).</summary>
     internal Parameter TokenEmbeddingWeight => wte.weight!;
 
-    /// <summary>The learned position embedding (GPT-2 style), or null (modern style).</summary>
-    internal Parameter? PositionEmbeddingWeight => wpe?.weight;
-
-    /// <summary>The transformer blocks, in order.</summary>
-    internal IReadOnlyList<GptBlock> Blocks => h.ToList();
-
     /// <summary>Computes next-token logits for every position.</summary>
     /// <param name="idx">(B, T) int64 token ids, T ≤ <see cref="GptConfig.ContextLength"/>.</param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits; the padded columns are meaningless.</returns>
