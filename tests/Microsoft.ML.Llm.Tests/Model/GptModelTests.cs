@@ -257,6 +257,33 @@ public class GptModelTests
         Assert.False(a.forward(idx).allclose(c.forward(idx), rtol: 0, atol: 0));
     }
 
+    [Theory]
+    [InlineData(GptStyle.Gpt2)]
+    [InlineData(GptStyle.Modern)]
+    public void WeightsRoundTripThroughTorchSharpSaveAndLoad(GptStyle style)
+    {
+        // How the trainer persists a model: GptConfig.Save, then TorchSharp's Module.save (named parameters in
+        // state_dict order); loading builds a model from the config with any seed and loads the weights into it.
+        using var scope = NewDisposeScope();
+        var config = GptConfig.Tiny(50) with { Style = style };
+        using var original = NewModel(config, seed: 1);
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            config.Save(writer);
+            original.save(writer);
+        }
+
+        stream.Position = 0;
+        using var reader = new BinaryReader(stream);
+        using var loaded = NewModel(GptConfig.Load(reader), seed: 2);
+        loaded.load(reader);
+        loaded.eval();
+        Assert.Equal(stream.Length, stream.Position);
+        var idx = RandomTokens(2, 16, 50, 12);
+        Assert.True(loaded.forward(idx).allclose(original.forward(idx), rtol: 0, atol: 0));
+    }
+
     [Fact]
     public void DropoutActsInTrainingOnly()
     {
