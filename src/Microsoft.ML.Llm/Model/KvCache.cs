@@ -11,7 +11,7 @@ namespace Microsoft.ML.Llm;
 /// <para>
 /// The buffers, (B, nh, ContextLength, hs) per layer for keys and for values, are allocated on the first forward pass
 /// with the model's type and device and live until <see cref="Dispose"/>, outside any dispose scope.
-/// For GPT-2 small at context 1024 and batch 1 that is 2·12·1024·768 fp32 values, 75 MiB.
+/// For GPT-2 small at context 1024 and batch 1 that is 2·12·1024·768 fp32 values, 72 MiB.
 /// </para>
 /// <para>
 /// The cache holds at most <see cref="GptConfig.ContextLength"/> positions. To continue past it, <see cref="Reset"/>
