@@ -15,13 +15,18 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Llm;
 
 /// <summary>
-/// What every attention layer of one forward pass shares, computed once per pass: the attention mask (only for
-/// document masking) and the rotary angles (only for the modern style).
+/// What every attention layer of one forward pass shares, computed once per pass: which keys each query may see,
+/// the rotary angles (modern style only) and the key/value cache (incremental decoding only).
 /// </summary>
-/// <param name="Mask">(B, 1, T, T) bool, true where a query may attend to a key; null means plain causal attention.</param>
+/// <param name="Mask">
+/// (B, 1, T, Tk) or (T, Tk) bool, true where a query may attend to a key; null for <paramref name="IsCausal"/> or for
+/// a single new token that sees every cached key.
+/// </param>
+/// <param name="IsCausal">Whether the plain causal triangle applies (no mask, no cache).</param>
 /// <param name="Cos">(T, hs) or (B, 1, T, hs) cosines of the rotary angles; null for learned positions.</param>
 /// <param name="Sin">Sines matching <paramref name="Cos"/>.</param>
-internal sealed record AttentionContext(Tensor? Mask, Tensor? Cos, Tensor? Sin);
+/// <param name="Cache">The keys and values of earlier tokens, which this pass extends; null without a cache.</param>
+internal sealed record AttentionContext(Tensor? Mask, bool IsCausal, Tensor? Cos, Tensor? Sin, KvCache? Cache);
 
 /// <summary>
 /// LayerNorm (GPT-2 style, with an optional bias, which PyTorch's LayerNorm could not switch off before 2.1) or
@@ -68,6 +73,7 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
 internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
 {
     private readonly int headCount;
+    private readonly int layerIndex;
     private readonly double dropout;
 
     // One matmul computes queries, keys and values together (C → 3C): fewer, larger matmuls run faster.
@@ -75,9 +81,10 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     private readonly Linear c_proj;
     private readonly Dropout resid_dropout;
 
-    public GptAttention(GptConfig config) : base("attn")
+    public GptAttention(GptConfig config, int layerIndex) : base("attn")
     {
         headCount = config.HeadCount;
+        this.layerIndex = layerIndex;
         dropout = config.Dropout;
         c_attn = nn.Linear(config.EmbeddingSize, 3 * config.EmbeddingSize, hasBias: config.UseBias);
         c_proj = nn.Linear(config.EmbeddingSize, config.EmbeddingSize, hasBias: config.UseBias);
@@ -106,12 +113,17 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
             k = ApplyRotary(k, context.Cos, context.Sin);
         }
 
+        if (context.Cache is not null)
+        {
+            (k, v) = context.Cache.Append(layerIndex, k, v);        // (B, nh, Tk, hs): cached keys then the new ones
+        }
+
         // softmax(q·kᵀ/√hs)·v. With no mask the causal flag lets the kernel skip the upper triangle; with document
         // masking the block-diagonal causal mask replaces it (the flag and a mask together are rejected by libtorch).
         // TorchSharp 0.107 spells the flag is_casual.
         double p = training ? dropout : 0.0;
         var y = context.Mask is null
-            ? nn.functional.scaled_dot_product_attention(q, k, v, p: p, is_casual: true)
+            ? nn.functional.scaled_dot_product_attention(q, k, v, p: p, is_casual: context.IsCausal)
             : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: context.Mask, p: p, is_casual: false); // (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
@@ -185,10 +197,10 @@ internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
     private readonly GptNorm ln_2;
     private readonly GptMlp mlp;
 
-    public GptBlock(GptConfig config) : base("block")
+    public GptBlock(GptConfig config, int layerIndex) : base("block")
     {
         ln_1 = new GptNorm("ln_1", config.EmbeddingSize, config);
-        attn = new GptAttention(config);
+        attn = new GptAttention(config, layerIndex);
         ln_2 = new GptNorm("ln_2", config.EmbeddingSize, config);
         mlp = new GptMlp(config);
         RegisterComponents();
@@ -244,7 +256,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
         wte = nn.Embedding(config.PaddedVocabularySize, config.EmbeddingSize);
         wpe = config.Style == GptStyle.Gpt2 ? nn.Embedding(config.ContextLength, config.EmbeddingSize) : null;
         drop = nn.Dropout(config.Dropout);
-        h = nn.ModuleList(Enumerable.Range(0, config.LayerCount).Select(_ => new GptBlock(config)).ToArray());
+        h = nn.ModuleList(Enumerable.Range(0, config.LayerCount).Select(i => new GptBlock(config, i)).ToArray());
         ln_f = new GptNorm("ln_f", config.EmbeddingSize, config);
         RegisterComponents();
 
@@ -294,16 +306,10 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// <summary>The token embedding, which is also the output layer's weight (tied).</summary>
     internal Parameter TokenEmbeddingWeight => wte.weight!;
 
-    /// <summary>The learned position embedding (GPT-2 style), or null (modern style).</summary>
-    internal Parameter? PositionEmbeddingWeight => wpe?.weight;
-
-    /// <summary>The transformer blocks, in order.</summary>
-    internal IReadOnlyList<GptBlock> Blocks => h.ToList();
-
     /// <summary>Computes next-token logits for every position.</summary>
     /// <param name="idx">(B, T) int64 token ids, T ≤ <see cref="GptConfig.ContextLength"/>.</param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits; the padded columns are meaningless.</returns>
-    public override Tensor forward(Tensor idx) => forward(idx, null);
+    public override Tensor forward(Tensor idx) => forward(idx, documentIds: null);
 
     /// <summary>
     /// Computes next-token logits for every position, optionally with document masking: when several documents are
@@ -351,8 +357,55 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
             (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs) or (B, 1, T, hs)
         }
 
+        return RunTransformer(x, new AttentionContext(mask, IsCausal: mask is null, cos, sin, Cache: null));
+    }
+
+    /// <summary>
+    /// Computes the logits of new tokens that continue the sequence held in <paramref name="cache"/>, reusing the
+    /// cached keys and values of the earlier tokens instead of recomputing them (incremental decoding): after a prompt
+    /// of n tokens, each further token costs one position's work instead of n + 1 positions'. Inference only: no
+    /// autograd graph is built. Call <c>eval()</c> first, as for any inference (dropout follows the training mode).
+    /// </summary>
+    /// <param name="idx">(B, T) int64 new token ids; the cache's length plus T must not exceed the context length.</param>
+    /// <param name="cache">A cache made for this model; extended by T positions.</param>
+    /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits of the new positions.</returns>
+    /// <exception cref="ArgumentException">The tokens do not fit, or the cache belongs to another configuration or batch size.</exception>
+    public Tensor forward(Tensor idx, KvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        CheckInput(idx, null);
+        cache.CheckFits(Config, idx.shape[0], idx.shape[1]);
+        using var noGrad = no_grad();
+        long T = idx.shape[1], past = cache.Length;
+        var device = idx.device;
+        var positions = arange(past, past + T, dtype: ScalarType.Int64, device: device);       // (T): continue after the cache
+
+        // A new token at absolute position past + i sees keys 0..past + i. One token sees every key, so no mask;
+        // several need the causal triangle shifted right by past (SDPA's is_causal aligns it top-left instead).
+        Tensor? mask = T == 1
+            ? null
+            : arange(past + T, device: device).unsqueeze(0).le(positions.unsqueeze(1));        // (T, past + T)
+
+        var x = wte.call(idx);                                      // (B, T, C)
+        Tensor? cos = null, sin = null;
+        if (wpe is not null)
+        {
+            x = x + wpe.call(positions);                            // + (T, C)
+        }
+        else
+        {
+            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs)
+        }
+
+        var logits = RunTransformer(x, new AttentionContext(mask, IsCausal: false, cos, sin, cache));
+        cache.Advance(T);
+        return logits;
+    }
+
+    /// <summary>The transformer proper, shared by both forward passes: dropout, the blocks, the final norm, the output layer.</summary>
+    private Tensor RunTransformer(Tensor x, AttentionContext context)
+    {
         x = drop.call(x);
-        var context = new AttentionContext(mask, cos, sin);
         foreach (var block in h)
         {
             x = block.call(x, context);                             // (B, T, C)

@@ -111,6 +111,51 @@ public class TokenSamplingTests
     }
 
     [Fact]
+    public void TopKAndTopPKeepExactlyTheSetsTorchComputes()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(13);
+        static HashSet<int> Survivors(float[] scores) =>
+            Enumerable.Range(0, scores.Length).Where(i => !float.IsNegativeInfinity(scores[i])).ToHashSet();
+
+        foreach (int vocabulary in new[] { 2, 65, 2000, 50257 })
+        {
+            var logits = randn(vocabulary, generator: generator) * 3;
+            var values = logits.data<float>().ToArray();
+            foreach (int k in new[] { 1, 2, vocabulary / 3 + 1 })
+            {
+                var scores = (float[])values.Clone();
+                TokenSampling.KeepTopK(scores, k);
+                var expected = torch.topk(logits, k).indices.data<long>().Select(i => (int)i).ToHashSet();
+                Assert.Equal(expected, Survivors(scores));
+            }
+
+            // Reference nucleus: sort descending, keep up to and including the first token where the cumulative sum reaches p.
+            var (sorted, order) = logits.softmax(0, ScalarType.Float64).sort(descending: true);
+            var cumulative = sorted.cumsum(0).data<double>().ToArray();
+            var ranked = order.data<long>().Select(i => (int)i).ToArray();
+            foreach (float p in new[] { 1e-6f, 0.3f, 0.6f, 0.9f, 0.999f })
+            {
+                int size = Array.FindIndex(cumulative, c => c >= p) + 1;
+                var scores = (float[])values.Clone();
+                TokenSampling.KeepTopP(scores, p);
+                Assert.Equal(ranked[..size].ToHashSet(), Survivors(scores));
+            }
+
+            // Min-p 0.1: tokens at least a tenth as likely as the top one.
+            var minP = (float[])values.Clone();
+            TokenSampling.KeepMinP(minP, 0.1f);
+            var probabilities = logits.softmax(0, ScalarType.Float64).data<double>().ToArray();
+            Assert.Equal(Enumerable.Range(0, vocabulary).Where(i => probabilities[i] >= 0.1 * probabilities.Max()).ToHashSet(), Survivors(minP));
+        }
+
+        // Ties with the k-th largest all survive (Hugging Face compares against the k-th value).
+        var tied = new[] { 1f, 3f, 2f, 2f, 0f };
+        TokenSampling.KeepTopK(tied, 2);
+        Assert.Equal([float.NegativeInfinity, 3f, 2f, 2f, float.NegativeInfinity], tied);
+    }
+
+    [Fact]
     public void RepetitionPenaltyChangesTheChoiceAsComputedByHand()
     {
         using var scope = NewDisposeScope();

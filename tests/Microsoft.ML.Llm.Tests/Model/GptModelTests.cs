@@ -257,6 +257,33 @@ public class GptModelTests
         Assert.False(a.forward(idx).allclose(c.forward(idx), rtol: 0, atol: 0));
     }
 
+    [Theory]
+    [InlineData(GptStyle.Gpt2)]
+    [InlineData(GptStyle.Modern)]
+    public void WeightsRoundTripThroughTorchSharpSaveAndLoad(GptStyle style)
+    {
+        // How the trainer persists a model: GptConfig.Save, then TorchSharp's Module.save (named parameters in
+        // state_dict order); loading builds a model from the config with any seed and loads the weights into it.
+        using var scope = NewDisposeScope();
+        var config = GptConfig.Tiny(50) with { Style = style };
+        using var original = NewModel(config, seed: 1);
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            config.Save(writer);
+            original.save(writer);
+        }
+
+        stream.Position = 0;
+        using var reader = new BinaryReader(stream);
+        using var loaded = NewModel(GptConfig.Load(reader), seed: 2);
+        loaded.load(reader);
+        loaded.eval();
+        Assert.Equal(stream.Length, stream.Position);
+        var idx = RandomTokens(2, 16, 50, 12);
+        Assert.True(loaded.forward(idx).allclose(original.forward(idx), rtol: 0, atol: 0));
+    }
+
     [Fact]
     public void DropoutActsInTrainingOnly()
     {
@@ -279,6 +306,38 @@ public class GptModelTests
         var half = model.forward(idx);
         Assert.Equal(ScalarType.BFloat16, half.dtype);
         Assert.True(half.to(ScalarType.Float32).allclose(full, rtol: 0.05, atol: 0.02));
+    }
+
+    [Fact]
+    public void TrainingStepsInsideADisposeScopeLeaveNoLiveTensors()
+    {
+        // TorchSharp counts live tensors two ways: torch.Tensor.TotalCount (process-wide, every undisposed Tensor
+        // handle) and DisposeScopeManager.Statistics (this thread: ThreadTotalLiveCount, created/disposed in and
+        // outside scopes). Gradients live on the parameters, so the count settles after the first step.
+        using var model = NewModel(GptConfig.Tiny(50) with { Style = GptStyle.Modern });
+        model.train();
+        var idx = RandomTokens(2, 16, 50, 11);
+        var documents = zeros(2, 16, dtype: ScalarType.Int64);
+
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.forward(idx, documents);
+            nn.functional.cross_entropy(logits.view(-1, 64), idx.view(-1)).backward();
+        }
+
+        Step();
+        long liveTotal = torch.Tensor.TotalCount;
+        long liveThread = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 5; i++)
+        {
+            Step();
+        }
+
+        Assert.Equal(liveTotal, torch.Tensor.TotalCount);
+        Assert.Equal(liveThread, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        idx.Dispose();
+        documents.Dispose();
     }
 
     [Fact]
