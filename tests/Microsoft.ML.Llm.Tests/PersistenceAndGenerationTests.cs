@@ -80,6 +80,36 @@ public class PersistenceAndGenerationTests
         Assert.Equal(free[..space], untilStop);
     }
 
+    [Fact]
+    public void CachedGenerationEqualsFullForwardGreedyPastTheContext()
+    {
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        var options = TestData.TinyOptions(16, maxSteps: 40);
+        options.Tokenizer = tok;
+        var lm = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, 17));
+        var prompt = tok.Encode("to be or not");
+        var generated = ml.Llm().CreateGenerator(lm).GenerateTokens(prompt, new GenerationOptions { DoSample = false, MaxNewTokens = 30 });
+
+        // Reference: nanoGPT's generate — crop to the context, run the whole window, take the argmax of the last position.
+        var history = prompt.ToList();
+        for (int i = 0; i < 30; i++)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var window = history.Skip(Math.Max(0, history.Count - 16)).Select(t => (long)t).ToArray();
+            var logits = lm.Model.forward(tensor(window, new long[] { 1, window.Length }))[0, -1, ..lm.Config.VocabularySize];
+            history.Add((int)logits.argmax().item<long>());
+        }
+        Assert.Equal(history.Skip(prompt.Length), generated);   // 12 + 30 tokens: crosses the 16-token context
+
+        var gen = ml.Llm().CreateGenerator(lm);
+        gen.Generate("to be", new GenerationOptions { MaxNewTokens = 20, Seed = 1 });
+        long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 5; i++) gen.Generate("to be", new GenerationOptions { MaxNewTokens = 20, Seed = i });
+        Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
     private sealed class Scored
     {
         public float LogLikelihood { get; set; }

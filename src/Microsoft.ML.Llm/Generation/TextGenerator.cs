@@ -84,19 +84,27 @@ public sealed class TextGenerator
                 throw new ArgumentOutOfRangeException(nameof(prompt), id, $"Prompt token id {id} is outside the model's vocabulary [0, {config.VocabularySize}).");
         var history = new List<int>(prompt);
         using var generator = new torch.Generator((ulong)(options.Seed ?? Random.Shared.Next()));
+        using var cache = new KvCache(_model);   // keys/values of the tokens already seen: one position's work per token
+        int cachedFrom = 0;                      // history index of the cache's first position
         _model.eval();
         for (int i = 0; i < options.MaxNewTokens; i++)
         {
             int next;
             using (var scope = NewDisposeScope())
-            using (torch.no_grad())
             {
-                // Crop to the model's context (nanoGPT generate): the oldest tokens fall out of view.
-                int start = Math.Max(0, history.Count - config.ContextLength);
-                var window = new long[history.Count - start];
-                for (int j = 0; j < window.Length; j++) window[j] = history[start + j];
-                var idx = torch.tensor(window, new long[] { 1, window.Length });
-                var logits = _model.forward(idx)[0, -1, ..config.VocabularySize];                // (V)
+                int uncached = history.Count - cachedFrom - (int)cache.Length;
+                if (cache.Length + uncached > config.ContextLength)
+                {
+                    // Past the context, crop as nanoGPT's generate does: the oldest tokens fall out of view, and the
+                    // window is run again from position 0 (the model never saw positions ≥ ContextLength).
+                    cache.Reset();
+                    cachedFrom = Math.Max(0, history.Count - config.ContextLength);
+                    uncached = history.Count - cachedFrom;
+                }
+                var feed = new long[uncached];
+                for (int j = 0; j < uncached; j++) feed[j] = history[history.Count - uncached + j];
+                var idx = torch.tensor(feed, new long[] { 1, uncached });
+                var logits = _model.forward(idx, cache)[0, -1, ..config.VocabularySize];      // (V)
                 next = TokenSampling.NextToken(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history), options, generator);
             }
             if (options.EosTokenIds.Contains(next))
