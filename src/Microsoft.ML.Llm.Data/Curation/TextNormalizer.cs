@@ -311,14 +311,13 @@ public static class LmTextNormalizer
 /// </summary>
 public sealed class TextNormalizerEstimator : IEstimator<TextNormalizerTransformer>
 {
-    private readonly IHostEnvironment _env;
     private readonly string _outputColumn;
     private readonly string _inputColumn;
     private readonly TextNormalizerOptions _options;
 
-    internal TextNormalizerEstimator(IHostEnvironment env, string outputColumnName, string? inputColumnName, TextNormalizerOptions? options)
+    internal TextNormalizerEstimator(TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName, TextNormalizerOptions? options)
     {
-        _env = env ?? throw new ArgumentNullException(nameof(env));
+        ArgumentNullException.ThrowIfNull(catalog);
         _outputColumn = CurationChecks.ColumnName(outputColumnName, "outputColumnName");
         _inputColumn = CurationChecks.ColumnName(inputColumnName ?? outputColumnName, "inputColumnName");
         _options = (options ?? new TextNormalizerOptions()).Clone();
@@ -330,7 +329,7 @@ public sealed class TextNormalizerEstimator : IEstimator<TextNormalizerTransform
     {
         ArgumentNullException.ThrowIfNull(input);
         CurationChecks.TextColumnIndex(input.Schema, _inputColumn);
-        return new TextNormalizerTransformer(_env, _outputColumn, _inputColumn, _options);
+        return new TextNormalizerTransformer(_outputColumn, _inputColumn, _options);
     }
 
     /// <inheritdoc/>
@@ -354,11 +353,9 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
     static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion =>
         new("LMTXNORM", 0x00010001, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
 
-    private readonly IHostEnvironment _env;
 
-    internal TextNormalizerTransformer(IHostEnvironment env, string outputColumn, string inputColumn, TextNormalizerOptions options)
+    internal TextNormalizerTransformer(string outputColumn, string inputColumn, TextNormalizerOptions options)
     {
-        _env = env;
         OutputColumnName = outputColumn;
         InputColumnName = inputColumn;
         Options = options;
@@ -435,6 +432,6 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
             Lowercase = r.ReadBoolean(),
         };
         options.Validate();
-        return new TextNormalizerTransformer(env, output, input, options);
+        return new TextNormalizerTransformer(output, input, options);
     }
 }

@@ -1,0 +1,56 @@
+using Microsoft.ML.Llm.Data;
+
+namespace Microsoft.ML;
+
+/// <summary>Catalog entries of the data curation transforms on <c>mlContext.Transforms.Text</c>.</summary>
+public static partial class LlmTextCatalog
+{
+    // The curation components need nothing from the ML.NET environment (no training, no logging channel).
+    private static TransformsCatalog.TextTransforms Checked(TransformsCatalog.TextTransforms catalog)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return catalog;
+    }
+
+    /// <summary>
+    /// Normalizes text for language-model training (NFC/NFKC, whitespace with line and paragraph structure kept,
+    /// quote and dash folding, control and zero-width characters removed, lone surrogates repaired).
+    /// </summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="outputColumnName">The column to write.</param>
+    /// <param name="inputColumnName">The text column to read; defaults to <paramref name="outputColumnName"/>.</param>
+    /// <param name="form">Unicode normalization form.</param>
+    /// <param name="lowercase">Lowercase the text.</param>
+    public static TextNormalizerEstimator NormalizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName = null,
+        LmNormalizationForm form = TextNormalizerOptions.Defaults.Form, bool lowercase = TextNormalizerOptions.Defaults.Lowercase)
+        => new(Checked(catalog), outputColumnName, inputColumnName, new TextNormalizerOptions { Form = form, Lowercase = lowercase });
+
+    /// <summary>Normalizes text for language-model training with the given options.</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="outputColumnName">The column to write.</param>
+    /// <param name="inputColumnName">The text column to read; null: <paramref name="outputColumnName"/>.</param>
+    /// <param name="options">The options.</param>
+    public static TextNormalizerEstimator NormalizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName, TextNormalizerOptions options)
+        => new(Checked(catalog), outputColumnName, inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>
+    /// Filters rows by the Gopher quality and repetition, C4 and FineWeb rules with datatrove's defaults.
+    /// </summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="mode">Drop failing rows, or annotate them.</param>
+    /// <param name="gopherQuality">Apply the Gopher quality rules.</param>
+    /// <param name="gopherRepetition">Apply the Gopher repetition rules.</param>
+    /// <param name="c4">Apply the C4 rules.</param>
+    /// <param name="fineWeb">Apply the FineWeb rules.</param>
+    public static TextQualityFilterEstimator FilterByQuality(this TransformsCatalog.TextTransforms catalog, string inputColumnName,
+        QualityFilterMode mode = TextQualityFilterOptions.Defaults.Mode, bool gopherQuality = true, bool gopherRepetition = true, bool c4 = true, bool fineWeb = true)
+        => new(Checked(catalog), inputColumnName, new TextQualityFilterOptions { Mode = mode, GopherQuality = gopherQuality, GopherRepetition = gopherRepetition, C4 = c4, FineWeb = fineWeb });
+
+    /// <summary>Filters rows by the quality rules with the given options.</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="options">The options.</param>
+    public static TextQualityFilterEstimator FilterByQuality(this TransformsCatalog.TextTransforms catalog, string inputColumnName, TextQualityFilterOptions options)
+        => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+}
