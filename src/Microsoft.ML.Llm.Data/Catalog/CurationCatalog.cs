@@ -53,4 +53,24 @@ public static partial class LlmTextCatalog
     /// <param name="options">The options.</param>
     public static TextQualityFilterEstimator FilterByQuality(this TransformsCatalog.TextTransforms catalog, string inputColumnName, TextQualityFilterOptions options)
         => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>
+    /// Removes exact or near-duplicate rows (MinHash LSH, 14 bands × 8 rows of word 5-gram shingles by default),
+    /// keeping the first row of each cluster.
+    /// </summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="mode">Exact or MinHash.</param>
+    /// <param name="verify">Verify candidate pairs by exact Jaccard similarity of their shingles.</param>
+    /// <param name="seed">Seed of the MinHash permutations.</param>
+    public static NearDuplicateRemoverEstimator RemoveNearDuplicates(this TransformsCatalog.TextTransforms catalog, string inputColumnName,
+        DeduplicationMode mode = NearDuplicateRemoverOptions.Defaults.Mode, bool verify = NearDuplicateRemoverOptions.Defaults.Verify, int seed = NearDuplicateRemoverOptions.Defaults.Seed)
+        => new(Checked(catalog), inputColumnName, new NearDuplicateRemoverOptions { Mode = mode, Verify = verify, Seed = seed });
+
+    /// <summary>Removes exact or near-duplicate rows with the given options (reference data, bands, rows, n-gram size...).</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="options">The options.</param>
+    public static NearDuplicateRemoverEstimator RemoveNearDuplicates(this TransformsCatalog.TextTransforms catalog, string inputColumnName, NearDuplicateRemoverOptions options)
+        => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
 }
