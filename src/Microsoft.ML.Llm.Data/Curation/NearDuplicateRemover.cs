@@ -155,6 +155,7 @@ internal sealed class MinHasher
     {
         var t = new char[65536];
         Span<char> one = stackalloc char[1];
+        Span<char> decomposed = stackalloc char[8];
         for (int c = 0; c < 65536; c++)
         {
             char ch = (char)c;
@@ -165,8 +166,9 @@ internal sealed class MinHasher
             if (cat == UnicodeCategory.DecimalDigitNumber) { t[c] = '0'; continue; }
             char lower = char.ToLowerInvariant(ch);
             if (lower < 128) { t[c] = lower; continue; }
-            string d = lower.ToString().Normalize(NormalizationForm.FormD);
-            t[c] = d.Length > 0 && !char.IsSurrogate(d[0]) ? d[0] : lower;
+            if (cat is UnicodeCategory.OtherNotAssigned or UnicodeCategory.PrivateUse) { t[c] = lower; continue; }
+            one[0] = lower;
+            t[c] = ((ReadOnlySpan<char>)one).TryNormalize(decomposed, out int written, NormalizationForm.FormD) && written > 0 && !char.IsSurrogate(decomposed[0]) ? decomposed[0] : lower;
         }
         return t;
     }
