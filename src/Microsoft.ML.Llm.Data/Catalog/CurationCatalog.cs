@@ -73,4 +73,35 @@ public static partial class LlmTextCatalog
     /// <param name="options">The options.</param>
     public static NearDuplicateRemoverEstimator RemoveNearDuplicates(this TransformsCatalog.TextTransforms catalog, string inputColumnName, NearDuplicateRemoverOptions options)
         => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>Adds the detected language (ISO 639-1 code) and its score, with the bundled 26-language model.</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="languageColumnName">The language column to write.</param>
+    /// <param name="scoreColumnName">The score column to write.</param>
+    public static LanguageDetectorEstimator DetectLanguage(this TransformsCatalog.TextTransforms catalog, string inputColumnName,
+        string languageColumnName = LanguageDetectorOptions.Defaults.LanguageColumnName, string scoreColumnName = LanguageDetectorOptions.Defaults.ScoreColumnName)
+        => new(Checked(catalog), inputColumnName, new LanguageDetectorOptions { LanguageColumnName = languageColumnName, ScoreColumnName = scoreColumnName });
+
+    /// <summary>Adds the detected language and its score with the given options.</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="options">The options.</param>
+    public static LanguageDetectorEstimator DetectLanguage(this TransformsCatalog.TextTransforms catalog, string inputColumnName, LanguageDetectorOptions options)
+        => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>Keeps rows in one of <paramref name="languages"/> with a score above <paramref name="minScore"/> (default 0.65).</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="languages">ISO 639-1 codes to keep.</param>
+    /// <param name="minScore">Score threshold.</param>
+    public static LanguageFilterEstimator FilterByLanguage(this TransformsCatalog.TextTransforms catalog, string inputColumnName, string[] languages, double minScore = LanguageFilterOptions.Defaults.MinScore)
+        => new(Checked(catalog), inputColumnName, new LanguageFilterOptions { Languages = languages, MinScore = minScore });
+
+    /// <summary>Keeps rows by language with the given options.</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="inputColumnName">The text column.</param>
+    /// <param name="options">The options.</param>
+    public static LanguageFilterEstimator FilterByLanguage(this TransformsCatalog.TextTransforms catalog, string inputColumnName, LanguageFilterOptions options)
+        => new(Checked(catalog), inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
 }
