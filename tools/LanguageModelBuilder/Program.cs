@@ -45,7 +45,20 @@ foreach (var (code, _) in languages)
     Console.WriteLine($"{code}: {all.Count} strings ({train.Count} train, {test[code].Count} test), {counts.Count} distinct n-grams");
 }
 
-const int TopPerLanguage = 2500;
+// n-grams kept per language: alphabetic scripts need few; Chinese, Japanese and Korean have far more distinct ones.
+static int TopPerLanguage(string code) => code is "zh" or "ja" or "ko" ? 12_000 : 2_500;
+var tops = new Dictionary<string, List<(string Gram, float LogP)>>();
+foreach (var (code, _) in languages)
+{
+    var counts = model[code];
+    double total = counts.Values.Sum(v => (double)v);
+    tops[code] = counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Take(TopPerLanguage(code))
+        .Select(kv => (kv.Key, (float)Math.Log(kv.Value / total))).ToList();
+}
+// One floor for every language: an n-gram missing from a language's list scores below the least frequent n-gram
+// of any list, the same for all languages, so only the n-grams a language does know move its score (a language with
+// a small list, e.g. Arabic, does not win texts of a script it has never seen).
+float floor = tops.Values.Min(t => t[^1].LogP) - (float)Math.Log(2);
 using (var fs = File.Create(args[1] + ".tmp"))
 using (var w = new BinaryWriter(fs, Encoding.UTF8))
 {
@@ -53,24 +66,39 @@ using (var w = new BinaryWriter(fs, Encoding.UTF8))
     w.Write(languages.Length);
     foreach (var (code, _) in languages)
     {
-        var counts = model[code];
-        long total = counts.Values.Sum(v => (long)v);
-        var top = counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Take(TopPerLanguage).ToList();
-        long kept = top.Sum(kv => (long)kv.Value);
         w.Write(code);
-        // floor: log-probability of an n-gram outside the top list
-        w.Write((float)Math.Log((double)(total - kept + 1) / total / Math.Max(1, counts.Count - top.Count + 1)));
-        w.Write(top.Count);
-        foreach (var (g, c) in top)
+        w.Write(floor);
+        w.Write(tops[code].Count);
+        foreach (var (g, logp) in tops[code])
         {
             w.Write(g);
-            w.Write((float)Math.Log((double)c / total));
+            w.Write(logp);
         }
     }
 }
 File.Move(args[1] + ".tmp", args[1], overwrite: true);
 Console.WriteLine($"wrote {args[1]}: {new FileInfo(args[1]).Length} bytes");
-File.WriteAllLines(args[1] + ".test.tsv", test.SelectMany(kv => kv.Value.Select(t => kv.Key + "\t" + t.Replace('\t', ' '))));
+
+// Held-out accuracy with the library's identifier: sentence-length texts (>= 40 characters) and 20-character snippets.
+using (var stream = File.OpenRead(args[1]))
+{
+    var identifier = Microsoft.ML.Llm.Data.LanguageIdentifier.Load(stream);
+    Console.WriteLine();
+    Console.WriteLine("| language | sentences (>= 40 chars) | accuracy | 20-char snippets | accuracy | snippets with score > 0.65 |");
+    Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+    long sn = 0, sok = 0, cn = 0, cok = 0;
+    foreach (var (code, _) in languages)
+    {
+        var sentences = test[code].Where(t => t.Length >= 40).ToList();
+        var snippets = test[code].Where(t => t.Length >= 20).Select(t => t[..20]).Where(t => !char.IsHighSurrogate(t[^1])).ToList();
+        int s1 = sentences.Count(t => identifier.Detect(t).Language == code);
+        int s2 = snippets.Count(t => identifier.Detect(t).Language == code);
+        int s3 = snippets.Count(t => identifier.Detect(t) is var r && r.Language == code && r.Score > 0.65f);
+        sn += sentences.Count; sok += s1; cn += snippets.Count; cok += s2;
+        Console.WriteLine($"| {code} | {sentences.Count} | {100.0 * s1 / Math.Max(1, sentences.Count):F1}% | {snippets.Count} | {100.0 * s2 / Math.Max(1, snippets.Count):F1}% | {100.0 * s3 / Math.Max(1, snippets.Count):F1}% |");
+    }
+    Console.WriteLine($"| all | {sn} | {100.0 * sok / sn:F1}% | {cn} | {100.0 * cok / cn:F1}% | |");
+}
 return 0;
 
 static string? Clean(string s)
