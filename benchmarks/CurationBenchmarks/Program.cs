@@ -48,6 +48,18 @@ static void Throughput(string[] vocabulary)
         double s = Best(3, () => CountRows(filtered, threads));
         Console.WriteLine($"quality filter (all 4 rule sets)      threads={threads}: {mb / s,8:F1} MB/s  ({mb / s / threads:F1} MB/s per core)  {filter.LastReport}");
     }
+    foreach (var (name, options) in new (string, TextQualityFilterOptions)[]
+    {
+        ("  Gopher quality only", new() { GopherRepetition = false, C4 = false, FineWeb = false }),
+        ("  Gopher repetition only", new() { GopherQuality = false, C4 = false, FineWeb = false }),
+        ("  C4 only", new() { GopherQuality = false, GopherRepetition = false, FineWeb = false }),
+        ("  FineWeb only", new() { GopherQuality = false, GopherRepetition = false, C4 = false }),
+    })
+    {
+        var one = ml.Transforms.Text.FilterByQuality("Text", options).Fit(data).Transform(data);
+        double s = Best(3, () => CountRows(one, 1));
+        Console.WriteLine($"{name,-38}threads=1: {mb / s,8:F1} MB/s");
+    }
 
     // MinHash: 14 bands x 8 rows = 112 permutations, word 5-grams; the full dedup pass (hash, band sort, union-find).
     foreach (int threads in new[] { 1, Environment.ProcessorCount })
@@ -61,6 +73,7 @@ static void Throughput(string[] vocabulary)
 static long CountRows(IDataView view, int threads)
 {
     var cursors = threads == 1 ? [view.GetRowCursor(view.Schema)] : view.GetRowCursorSet(view.Schema, threads);
+    if (cursors.Length != threads) Console.WriteLine($"  (asked for {threads} cursors, got {cursors.Length})");
     long n = 0;
     Parallel.ForEach(cursors, c =>
     {

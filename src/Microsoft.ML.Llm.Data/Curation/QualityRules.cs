@@ -88,8 +88,55 @@ internal sealed class QualityEvaluator : RowFilterState
     private static readonly string[] s_policy = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
 
     private readonly TextQualityFilterOptions _o;
-    private readonly HashSet<ulong> _seen = [];
-    private readonly Dictionary<ulong, (int Count, int Chars, int First)> _counts = [];
+    private readonly HashCounter _seen = new();
+    private readonly HashCounter _counts = new();
+    private ulong[] _prefixHash = new ulong[257];
+    private int[] _prefixChars = new int[257];
+    private static readonly ulong[] s_pow = BuildPowers();
+
+    private const ulong RollBase = 0x9E3779B97F4A7C15UL;
+
+    private static ulong[] BuildPowers()
+    {
+        var p = new ulong[64];
+        p[0] = 1;
+        for (int i = 1; i < p.Length; i++) p[i] = p[i - 1] * RollBase;
+        return p;
+    }
+
+    /// <summary>Prefix hashes and character counts of the tokens, so any n-gram's hash and length is O(1).</summary>
+    private void BuildPrefixes()
+    {
+        var tokens = Tokens;
+        if (_prefixHash.Length < tokens.Length + 1)
+        {
+            _prefixHash = new ulong[tokens.Length * 2 + 1];
+            _prefixChars = new int[tokens.Length * 2 + 1];
+        }
+        ulong h = 0;
+        int c = 0;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            h = h * RollBase + tokens[i].Hash;
+            c += tokens[i].Length;
+            _prefixHash[i + 1] = h;
+            _prefixChars[i + 1] = c;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong NGramHash(int i, int n) =>
+        n < s_pow.Length ? SpanHash.Mix((_prefixHash[i + n] - _prefixHash[i] * s_pow[n]) ^ ((ulong)n << 56)) : SlowNGramHash(i, n);
+
+    private ulong SlowNGramHash(int i, int n)
+    {
+        ulong h = 0;
+        for (int k = 0; k < n; k++) h = SpanHash.Combine(h, _tokens[i + k].Hash);
+        return SpanHash.Mix(h);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int NGramChars(int i, int n) => _prefixChars[i + n] - _prefixChars[i];
     private readonly ulong[] _stopWordHashes;
     private WordToken[] _tokens = new WordToken[256];
     private int _tokenCount;
@@ -268,6 +315,7 @@ internal sealed class QualityEvaluator : RowFilterState
         if (o.DupLineCharFraction > 0 && lineDupChars / len > o.DupLineCharFraction) return "dup_line_char_frac";
 
         var tokens = Tokens;
+        BuildPrefixes();
         foreach (var t in o.TopNGrams)
         {
             if (t.MaxCharFraction <= 0 || tokens.Length < t.N) continue;
@@ -284,7 +332,7 @@ internal sealed class QualityEvaluator : RowFilterState
     /// <summary>(elements, duplicate elements, characters in duplicate elements) of the split text.</summary>
     private (int Count, int Duplicates, long DuplicateChars) Duplicates(ReadOnlySpan<char> text, bool paragraphs)
     {
-        _seen.Clear();
+        _seen.Clear(text.Length / 32 + 16);
         int count = 0, dup = 0;
         long dupChars = 0;
         int start = 0;
@@ -321,25 +369,17 @@ internal sealed class QualityEvaluator : RowFilterState
     /// <summary>Characters of the most frequent n-gram (" ".join) times its count; ties go to the first seen.</summary>
     private double TopNGramChars(ReadOnlySpan<WordToken> tokens, int n)
     {
-        _counts.Clear();
+        _counts.Clear(tokens.Length);
         int bestCount = 0, bestChars = 0, bestFirst = int.MaxValue;
         for (int i = 0; i + n <= tokens.Length; i++)
         {
-            ulong h = 0;
-            int chars = n - 1;
-            for (int k = 0; k < n; k++)
+            ref int count = ref _counts.Slot(NGramHash(i, n), i, out int first);
+            count++;
+            if (count > bestCount || (count == bestCount && first < bestFirst))
             {
-                h = SpanHash.Combine(h, tokens[i + k].Hash);
-                chars += tokens[i + k].Length;
-            }
-            ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(_counts, h, out bool exists);
-            if (!exists) entry = (0, chars, i);
-            entry.Count++;
-            if (entry.Count > bestCount || (entry.Count == bestCount && entry.First < bestFirst))
-            {
-                bestCount = entry.Count;
-                bestChars = entry.Chars;
-                bestFirst = entry.First;
+                bestCount = count;
+                bestChars = NGramChars(first, n) + n - 1;
+                bestFirst = first;
             }
         }
         return (double)bestCount * bestChars;
@@ -348,21 +388,14 @@ internal sealed class QualityEvaluator : RowFilterState
     /// <summary>datatrove's find_all_duplicate: characters ("".join) of n-grams seen before, skipping n words after each.</summary>
     private double DuplicateNGramChars(ReadOnlySpan<WordToken> tokens, int n)
     {
-        _seen.Clear();
+        _seen.Clear(tokens.Length);
         long repeated = 0;
         int idx = 0;
         while (idx < tokens.Length - n + 1)
         {
-            ulong h = 0;
-            int chars = 0;
-            for (int k = 0; k < n; k++)
+            if (!_seen.Add(NGramHash(idx, n)))
             {
-                h = SpanHash.Combine(h, tokens[idx + k].Hash);
-                chars += tokens[idx + k].Length;
-            }
-            if (!_seen.Add(h))
-            {
-                repeated += chars;
+                repeated += NGramChars(idx, n);
                 idx += n;
             }
             else
@@ -506,7 +539,7 @@ internal sealed class QualityEvaluator : RowFilterState
         var o = _o;
         int lines = 0, punct = 0, shortLines = 0;
         long dupChars = 0;
-        _seen.Clear();
+        _seen.Clear(text.Length / 32 + 16);
         foreach (var line in new SplitEnumerator(text, '\n'))
         {
             if (line.IsWhiteSpace()) continue;
@@ -527,6 +560,96 @@ internal sealed class QualityEvaluator : RowFilterState
             if (words == 0 ? newlines > 0 : (double)newlines / words > o.FineWebMaxNewLineRatio) return "list_ratio";
         }
         return null;
+    }
+}
+
+/// <summary>
+/// An open-addressing table of 64-bit hashes with a count and the first index per entry, cleared in O(1) by a
+/// generation stamp (the quality rules clear it several times per document).
+/// </summary>
+internal sealed class HashCounter
+{
+    private ulong[] _keys = new ulong[1024];
+    private int[] _stamps = new int[1024];
+    private int[] _counts = new int[1024];
+    private int[] _firsts = new int[1024];
+    private int _stamp = 1, _mask = 1023, _size;
+
+    /// <summary>Empties the table, sized for about <paramref name="expected"/> entries.</summary>
+    public void Clear(int expected)
+    {
+        int needed = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(1024, expected * 2));
+        if (needed > _keys.Length)
+        {
+            _keys = new ulong[needed];
+            _stamps = new int[needed];
+            _counts = new int[needed];
+            _firsts = new int[needed];
+            _mask = needed - 1;
+            _stamp = 0;
+        }
+        _size = 0;
+        if (++_stamp == int.MaxValue)
+        {
+            Array.Clear(_stamps);
+            _stamp = 1;
+        }
+    }
+
+    /// <summary>Adds <paramref name="key"/>; false when it was already there.</summary>
+    public bool Add(ulong key)
+    {
+        Slot(key, 0, out _, out bool existed);
+        return !existed;
+    }
+
+    /// <summary>The count slot of <paramref name="key"/> (0 when new) and the index it was first seen at.</summary>
+    public ref int Slot(ulong key, int index, out int first) => ref Slot(key, index, out first, out _);
+
+    private ref int Slot(ulong key, int index, out int first, out bool existed)
+    {
+        if (_size * 2 >= _keys.Length) Grow();
+        int i = (int)(key >> 32) & _mask;
+        while (true)
+        {
+            if (_stamps[i] != _stamp)
+            {
+                _stamps[i] = _stamp;
+                _keys[i] = key;
+                _counts[i] = 0;
+                _firsts[i] = index;
+                _size++;
+                first = index;
+                existed = false;
+                return ref _counts[i];
+            }
+            if (_keys[i] == key)
+            {
+                first = _firsts[i];
+                existed = true;
+                return ref _counts[i];
+            }
+            i = (i + 1) & _mask;
+        }
+    }
+
+    private void Grow()
+    {
+        var (keys, stamps, counts, firsts, stamp) = (_keys, _stamps, _counts, _firsts, _stamp);
+        int n = keys.Length * 2;
+        _keys = new ulong[n];
+        _stamps = new int[n];
+        _counts = new int[n];
+        _firsts = new int[n];
+        _mask = n - 1;
+        _stamp = 1;
+        _size = 0;
+        for (int j = 0; j < keys.Length; j++)
+        {
+            if (stamps[j] != stamp) continue;
+            ref int c = ref Slot(keys[j], firsts[j], out _, out _);
+            c = counts[j];
+        }
     }
 }
 
