@@ -14,6 +14,9 @@ var vocabulary = RealText.Vocabulary();
 if (what is "all" or "throughput") Throughput(vocabulary);
 if (what is "all" or "dedup") DedupAccuracy();
 if (what is "all" or "pipeline") Pipeline(vocabulary, pipelineMb);
+Console.WriteLine($"\nload average at the end (1/5/15 min): {LoadAverage()}");
+
+static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
 static void PrintMachine()
 {
@@ -21,6 +24,7 @@ static void PrintMachine()
         ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':', 2)[1].Trim() ?? "unknown" : "unknown";
     Console.WriteLine($"machine: {Environment.ProcessorCount} logical cores, {cpu}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
     Console.WriteLine($"vector width: {System.Numerics.Vector<ulong>.Count * 64} bits, AVX-512: {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}");
+    Console.WriteLine($"load average at the start (1/5/15 min): {LoadAverage()}  (a shared machine: figures for all cores are only meaningful when it is near 0)");
 }
 
 static void Throughput(string[] vocabulary)

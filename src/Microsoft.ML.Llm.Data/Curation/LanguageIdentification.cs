@@ -210,17 +210,10 @@ public sealed class LanguageDetectorTransformer : ITransformer, IPersistentCompo
         {
             var source = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[index]);
             ReadOnlyMemory<char> text = default;
-            long cached = -1;
-            (string Language, float Score) result = ("", 0f);
-            void Compute()
-            {
-                if (cached == row.Position && cached >= 0) return;
-                source(ref text);
-                result = model.Detect(text.Span);
-                cached = row.Position;
-            }
-            ValueGetter<ReadOnlyMemory<char>> language = (ref ReadOnlyMemory<char> v) => { Compute(); v = result.Language.AsMemory(); };
-            ValueGetter<float> score = (ref float v) => { Compute(); v = result.Score; };
+            // Rows are not identified reliably in every context (a PredictionEngine reuses its row), so each getter
+            // detects from the current text; reading both columns detects twice.
+            ValueGetter<ReadOnlyMemory<char>> language = (ref ReadOnlyMemory<char> v) => { source(ref text); v = model.Detect(text.Span).Language.AsMemory(); };
+            ValueGetter<float> score = (ref float v) => { source(ref text); v = model.Detect(text.Span).Score; };
             return [language, score];
         });
     }

@@ -81,6 +81,36 @@ public class TextQualityFilterTests
         Assert.Null(Evaluate(noTop, "a1 a2 a3 a4 a5 a6 a1 a2 a3 a4"));
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(6)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(9)]
+    [InlineData(10)]
+    public void EveryDuplicatedNGramSize(int n)
+    {
+        // n one-letter words twice: n repeated characters of 4n - 1 (n / (4n - 1) > 0.15 ... 0.10); one size enabled at a time
+        var o = Only(repetition: true);
+        o.TopNGrams = [];
+        o.DuplicateNGrams = [new(n, TextQualityFilterOptions.Defaults.DuplicateNGrams.Single(t => t.N == n).MaxCharFraction)];
+        string half = string.Join(' ', "bcdefghijk".Take(n).Select(c => c.ToString()));
+        Assert.Equal($"duplicated_{n}_n_grams", Evaluate(o, half + " " + half));
+        Assert.Null(Evaluate(o, half + " " + string.Join(' ', "lmnopqrstu".Take(n).Select(c => c.ToString()))));
+    }
+
+    [Fact]
+    public void TopThreeGram()
+    {
+        // "aa bb cc" (8 chars) × 2 = 16 / 68 = 0.235 > 0.18; the 2-gram check is off
+        var o = Only(repetition: true);
+        o.TopNGrams = [new(3, 0.18)];
+        o.DuplicateNGrams = [];
+        Assert.Equal("top_3_gram", Evaluate(o, "aa bb cc aa bb cc dd ee ff gg hh ii jj kk ll mm nn oo pp qq rr ss tt"));
+        o.TopNGrams = [new(3, 0.24)];
+        Assert.Null(Evaluate(o, "aa bb cc aa bb cc dd ee ff gg hh ii jj kk ll mm nn oo pp qq rr ss tt"));
+    }
+
     [Fact]
     public void C4RulesDropDocumentsAndRemoveLines()
     {
@@ -105,7 +135,7 @@ public class TextQualityFilterTests
     public void C4LineRemovalRewritesTheTextInDropMode()
     {
         var ml = new MLContext(seed: 1);
-        string text = GoodDocument + "\nno terminal punctuation here\nPlease enable JavaScript to view the page.\nThis site uses cookies to improve things.\nToo short.\nA line with a citation[1] ends here[edit].";
+        string text = GoodDocument + "\nno terminal punctuation here\nPlease enable JavaScript to view the page.\nThis site uses cookies to improve things.\nToo short.\nA line with a citation[1] ends here[edit].\nThis line has a " + new string('x', 1001) + " word.";
         var data = Load(ml, text);
         var model = ml.Transforms.Text.FilterByQuality("Text", Only(c4: true)).Fit(data);
         Assert.Equal([GoodDocument + "\nA line with a citation ends here."], Column(model.Transform(data)));
