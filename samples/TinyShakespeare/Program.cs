@@ -1,0 +1,73 @@
+// Tiny Shakespeare, end to end: character-level GPT with nanoGPT's CPU configuration
+// (n_layer 4, n_head 4, n_embd 128, context 64, batch 12, 2000 iterations, lr 1e-3 cosine to 1e-4, warmup 100,
+// β2 0.99, dropout 0), trained inside an ML.NET pipeline, saved as a model zip, reloaded in a fresh MLContext, sampled.
+// nanoGPT reports validation loss 1.88 in about 3 minutes for this configuration on a laptop CPU.
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Llm;
+using Microsoft.ML.Llm.Data;
+
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+string outDir = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "out");
+long maxSteps = args.Length > 1 ? long.Parse(args[1], CultureInfo.InvariantCulture) : 2000;
+Directory.CreateDirectory(outDir);
+
+string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"));
+int split = (int)(text.Length * 0.9);   // nanoGPT prepare.py: first 90% train, last 10% validation
+var ml = new MLContext(seed: 1337);
+var all = ml.Data.LoadFromEnumerable(new[] { new TextRow(text) });
+var train = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[..split]) });
+var validation = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..]) });
+
+// 1. Tokenize (vocabulary = the 65 distinct characters, as nanoGPT's shakespeare_char) and pack into blocks of 64 + 1.
+var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character })
+    .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 64))
+    .Fit(all);
+
+// 2. Train.
+var options = new CausalLmTrainerOptions
+{
+    Model = GptConfig.ShakespeareChar(vocabularySize: 0),   // 0: take the tokenizer's vocabulary size
+    BatchSize = 12,
+    MaxSteps = maxSteps,
+    LearningRate = 1e-3,
+    MinLearningRate = 1e-4,
+    WarmupSteps = 100,
+    Beta2 = 0.99,
+    ValidationSet = prep.Transform(validation),
+    EvaluationInterval = 250,
+    EvaluationBatches = 20,      // nanoGPT --eval_iters=20
+    LogDirectory = Path.Combine(outDir, "logs"),
+    LogInterval = 100,
+    Progress = new ConsoleProgress(),
+};
+var clock = Stopwatch.StartNew();
+var lm = ml.Llm().Trainers.CausalLm(options).Fit(prep.Transform(train));
+clock.Stop();
+var model = prep.Append(lm);
+var final = ml.Llm().Evaluate(model, validation);
+Console.WriteLine($"Parameters: {lm.Model.ParameterCount / 1e6:F2}M; training wall time {clock.Elapsed.TotalSeconds:F1} s for {lm.History.Count} steps");
+Console.WriteLine($"Final validation loss (whole validation split, {final.Tokens} tokens): {final.Loss:F4}, perplexity {final.Perplexity:F2}, {final.BitsPerByte:F4} bits/byte");
+
+// 3. Save, reload in a fresh MLContext, generate.
+string zip = Path.Combine(outDir, "shakespeare.zip");
+ml.Model.Save(model, train.Schema, zip);
+var fresh = new MLContext(seed: 1);
+var loaded = fresh.Model.Load(zip, out _);
+var generator = fresh.Llm().CreateGenerator(loaded);
+Console.WriteLine($"Saved {zip} ({new FileInfo(zip).Length / 1024} KiB), reloaded. Sample (temperature 0.8, top-k 200):");
+Console.WriteLine("----");
+foreach (var piece in generator.GenerateStreaming("\n", new GenerationOptions { MaxNewTokens = 500, Temperature = 0.8f, TopK = 200, Seed = 1337 }))
+    Console.Write(piece);
+Console.WriteLine();
+Console.WriteLine("----");
+
+internal sealed record TextRow(string Text);
+
+internal sealed class ConsoleProgress : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress p) => Console.WriteLine(
+        $"step {p.Step,5}: loss {p.Loss:F4}, lr {p.LearningRate:E2}, {p.TokensPerSecond,8:F0} tok/s, {p.Elapsed.TotalSeconds,6:F1} s" +
+        (p.Validation is { } v ? $"  | val loss {v.Loss:F4}" : ""));
+}

@@ -1,0 +1,615 @@
+// TokenizeForLm: text column → variable-length Int32 token column carrying the LmTokenizer as an annotation.
+// Estimator (builds or trains the tokenizer in Fit), transformer (persisted with the tokenizer's definition),
+// and the row mapping shared by the IDataView cursor and the IRowToRowMapper live together in this file.
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Llm.Data;
+using Microsoft.ML.Llm.Data.Internal;
+using Microsoft.ML.Runtime;
+
+[assembly: LoadableClass(typeof(LmTokenizingTransformer), typeof(ComponentLoader<LmTokenizingTransformer>), null, typeof(SignatureLoadModel),
+    "LM tokenizing transformer", LmTokenizingTransformer.LoaderSignature)]
+
+namespace Microsoft.ML.Llm.Data;
+
+/// <summary>Options of <c>TokenizeForLm</c>.</summary>
+public sealed class TokenizeForLmOptions
+{
+    internal static class Defaults
+    {
+        public const LmTokenizerKind Kind = LmTokenizerKind.Bpe;
+        public const string TiktokenEncoding = "o200k_base";
+        public const string EndOfTextToken = LmTokenizer.DefaultEndOfTextToken;
+        public const bool CharacterSpecialTokens = false;
+        public const int VocabularySize = 8192;
+        public const int MinPairFrequency = 2;
+        public const PreTokenizationPattern PreTokenization = PreTokenizationPattern.Gpt2;
+        public const int MaxTokenLength = 32;
+    }
+
+    /// <summary>A ready tokenizer to use; when set, <see cref="Kind"/> and the building options are ignored.</summary>
+    public LmTokenizer? Tokenizer { get; set; }
+
+    /// <summary>
+    /// Which tokenizer <c>Fit</c> builds when <see cref="Tokenizer"/> is null: <see cref="LmTokenizerKind.Character"/>
+    /// (the sorted distinct characters of the input column), <see cref="LmTokenizerKind.Bytes"/> or
+    /// <see cref="LmTokenizerKind.Tiktoken"/> (<see cref="TiktokenEncoding"/>) or <see cref="LmTokenizerKind.Bpe"/>
+    /// (the default: a byte-level BPE trained on the input column, see <see cref="VocabularySize"/> and the other BPE options).
+    /// </summary>
+    public LmTokenizerKind Kind { get; set; } = Defaults.Kind;
+
+    /// <summary>The tiktoken encoding for <see cref="LmTokenizerKind.Tiktoken"/>: "o200k_base" or "cl100k_base".</summary>
+    public string TiktokenEncoding { get; set; } = Defaults.TiktokenEncoding;
+
+    /// <summary>The end-of-text special token of tokenizers built in Fit (null for none).</summary>
+    public string? EndOfTextToken { get; set; } = Defaults.EndOfTextToken;
+
+    /// <summary>The padding special token of tokenizers built in Fit (null for none, the default).</summary>
+    public string? PadToken { get; set; }
+
+    /// <summary>
+    /// Whether a character tokenizer gets the special tokens too. Off by default: the vocabulary is exactly the
+    /// distinct characters, as nanoGPT's shakespeare_char (65 on tinyshakespeare).
+    /// </summary>
+    public bool CharacterSpecialTokens { get; set; } = Defaults.CharacterSpecialTokens;
+
+    /// <summary>BPE: the beginning-of-text special token (null for none, the default).</summary>
+    public string? BeginOfTextToken { get; set; }
+
+    /// <summary>BPE: the target vocabulary size, counting the 256 byte tokens and the special tokens.</summary>
+    public int VocabularySize { get; set; } = Defaults.VocabularySize;
+
+    /// <summary>BPE: a pair seen fewer times than this is never merged (training stops early). At least 1.</summary>
+    public int MinPairFrequency { get; set; } = Defaults.MinPairFrequency;
+
+    /// <summary>BPE: the regex that splits text into words before merging (GPT-2, cl100k or o200k).</summary>
+    public PreTokenizationPattern PreTokenization { get; set; } = Defaults.PreTokenization;
+
+    /// <summary>BPE: the longest token, in bytes, a merge may create (0 for no limit).</summary>
+    public int MaxTokenLength { get; set; } = Defaults.MaxTokenLength;
+
+    /// <summary>Threads for BPE training and for encoding in cursors; null means all cores.</summary>
+    public int? MaxDegreeOfParallelism { get; set; }
+
+    internal void ValidateBpe(int specialCount)
+    {
+        if (VocabularySize < 256 + specialCount)
+            throw new ArgumentOutOfRangeException(nameof(VocabularySize), VocabularySize,
+                $"TokenizeForLmOptions.VocabularySize must be at least 256 + {specialCount} special tokens = {256 + specialCount} for a byte-level BPE; got {VocabularySize}.");
+        if (MinPairFrequency < 1)
+            throw new ArgumentOutOfRangeException(nameof(MinPairFrequency), MinPairFrequency, $"TokenizeForLmOptions.MinPairFrequency must be at least 1; got {MinPairFrequency}.");
+        if (MaxTokenLength < 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxTokenLength), MaxTokenLength, $"TokenizeForLmOptions.MaxTokenLength must be 0 (no limit) or more; got {MaxTokenLength}.");
+        if (MaxDegreeOfParallelism is < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, $"TokenizeForLmOptions.MaxDegreeOfParallelism must be at least 1 or null; got {MaxDegreeOfParallelism}.");
+        if (!Enum.IsDefined(PreTokenization))
+            throw new ArgumentOutOfRangeException(nameof(PreTokenization), PreTokenization,
+                $"TokenizeForLmOptions.PreTokenization {(int)PreTokenization} is not a pattern; accepted: {string.Join(", ", Enum.GetNames<PreTokenizationPattern>())}.");
+    }
+}
+
+/// <summary>Estimator of <c>TokenizeForLm</c>: builds (or takes) the tokenizer in <see cref="Fit"/>.</summary>
+public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
+{
+    private readonly string _outputColumnName;
+    private readonly string _inputColumnName;
+    private readonly TokenizeForLmOptions _options;
+
+    internal LmTokenizingEstimator(string outputColumnName, string? inputColumnName, TokenizeForLmOptions options)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outputColumnName);
+        ArgumentNullException.ThrowIfNull(options);
+        _outputColumnName = outputColumnName;
+        _inputColumnName = inputColumnName ?? outputColumnName;
+        _options = options;
+        if (options.Tokenizer is null && !Enum.IsDefined(options.Kind))
+            throw new ArgumentOutOfRangeException(nameof(options), $"TokenizeForLmOptions.Kind {(int)options.Kind} is not a tokenizer kind; accepted: {string.Join(", ", Enum.GetNames<LmTokenizerKind>())}.");
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Tiktoken && !LmTokenizer.TiktokenEncodings.Contains(options.TiktokenEncoding))
+            throw new ArgumentOutOfRangeException(nameof(options),
+                $"TokenizeForLmOptions.TiktokenEncoding '{options.TiktokenEncoding}' is not available; accepted values are {string.Join(", ", LmTokenizer.TiktokenEncodings.Select(e => $"'{e}'"))}.");
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Bpe)
+        {
+            int specials = new[] { options.EndOfTextToken, options.PadToken, options.BeginOfTextToken }.Count(t => t is not null);
+            options.ValidateBpe(specials);
+        }
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.SentencePiece)
+            throw new ArgumentOutOfRangeException(nameof(options),
+                "TokenizeForLmOptions.Kind is SentencePiece but TokenizeForLmOptions.Tokenizer is null; load the model with LmTokenizer.FromSentencePiece and set Tokenizer.");
+        if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Custom)
+            throw new ArgumentOutOfRangeException(nameof(options), "TokenizeForLmOptions.Kind is Custom but TokenizeForLmOptions.Tokenizer is null; set Tokenizer to the custom tokenizer.");
+    }
+
+    /// <summary>Builds the tokenizer (scanning the input column where the kind needs the corpus) and returns the transformer.</summary>
+    public LmTokenizingTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        LmTokenizingTransformer.CheckInput(input.Schema, _inputColumnName);
+        LmTokenizer tokenizer = _options.Tokenizer ?? _options.Kind switch
+        {
+            LmTokenizerKind.Character => BuildCharacter(input),
+            LmTokenizerKind.Bytes => LmTokenizer.Bytes(_options.EndOfTextToken, _options.PadToken),
+            LmTokenizerKind.Tiktoken => LmTokenizer.Tiktoken(_options.TiktokenEncoding),
+            LmTokenizerKind.Bpe => TrainBpe(input),
+            _ => throw new NotSupportedException($"TokenizeForLmOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Bpe, Character, Bytes, Tiktoken."),
+        };
+        return new LmTokenizingTransformer(_outputColumnName, _inputColumnName, tokenizer) { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism };
+    }
+
+    private LmTokenizer BuildCharacter(IDataView input)
+    {
+        var column = input.Schema[_inputColumnName];
+        try
+        {
+            return LmTokenizer.Character(ReadTexts(input, column),
+                _options.CharacterSpecialTokens ? _options.EndOfTextToken : null,
+                _options.CharacterSpecialTokens ? _options.PadToken : null);
+        }
+        catch (ArgumentException e) when (e.ParamName == "corpus")
+        {
+            throw new InvalidOperationException(
+                $"The input column '{_inputColumnName}' holds no text (an empty corpus); a character tokenizer needs at least one character to build its vocabulary.", e);
+        }
+    }
+
+    private LmTokenizer TrainBpe(IDataView input)
+    {
+        var column = input.Schema[_inputColumnName];
+        try
+        {
+            var tokenizer = LmTokenizer.TrainBpe(ReadMemories(input, column), _options, out var report);
+            LastTrainingReport = report;
+            return tokenizer;
+        }
+        catch (ArgumentException e) when (e.ParamName == "corpus")
+        {
+            throw new InvalidOperationException(
+                $"The input column '{_inputColumnName}' holds no text (an empty corpus); BPE training needs at least one character.", e);
+        }
+    }
+
+    /// <summary>What the latest BPE training in <see cref="Fit"/> did, with the time of each phase (null before any).</summary>
+    public BpeTrainingReport? LastTrainingReport { get; private set; }
+
+    private static IEnumerable<ReadOnlyMemory<char>> ReadMemories(IDataView input, DataViewSchema.Column column)
+    {
+        using var cursor = input.GetRowCursor([column]);
+        var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
+        ReadOnlyMemory<char> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            // The loader may reuse the buffer behind value for the next row: keep a copy.
+            yield return value.ToArray();
+        }
+    }
+
+    internal static IEnumerable<string> ReadTexts(IDataView input, DataViewSchema.Column column)
+    {
+        using var cursor = input.GetRowCursor([column]);
+        var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
+        ReadOnlyMemory<char> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            yield return value.ToString();
+        }
+    }
+
+    /// <summary>The output column is a variable-length Int32 vector carrying the tokenizer annotation.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (!inputSchema.TryFindColumn(_inputColumnName, out var column))
+            throw SchemaErrors.MissingColumn(nameof(inputSchema), _inputColumnName);
+        if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
+            throw SchemaErrors.Mismatch(nameof(inputSchema), _inputColumnName, "String", SchemaErrors.Describe(column));
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_outputColumnName] = ModelPersistence.SchemaColumn(_outputColumnName, SchemaShape.Column.VectorKind.VariableVector,
+            NumberDataViewType.Int32, isKey: false, LmAnnotations.Shape);
+        return ModelPersistence.SchemaShapeOf(columns.Values);
+    }
+}
+
+/// <summary>
+/// Transformer of <c>TokenizeForLm</c>: adds a variable-length Int32 token column (<see cref="VectorDataViewType"/> of
+/// size 0) computed from a text column; the column carries <see cref="Tokenizer"/> as its <see cref="LmAnnotations.TokenizerKind"/> annotation.
+/// </summary>
+public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent<LmTokenizingTransformer>
+{
+    internal const string LoaderSignature = "LmTokenizingTransformer";
+
+    static ComponentVersion IPersistentComponent<LmTokenizingTransformer>.PersistenceVersion =>
+        new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizingTransformer).Assembly);
+
+    internal LmTokenizingTransformer(string outputColumnName, string inputColumnName, LmTokenizer tokenizer)
+    {
+        OutputColumnName = outputColumnName;
+        InputColumnName = inputColumnName;
+        Tokenizer = tokenizer;
+    }
+
+    /// <summary>The tokenizer the transformer applies.</summary>
+    public LmTokenizer Tokenizer { get; }
+
+    /// <summary>Name of the token column added.</summary>
+    public string OutputColumnName { get; }
+
+    /// <summary>Name of the text column read.</summary>
+    public string InputColumnName { get; }
+
+    /// <summary>
+    /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
+    /// batch of rows and encodes them in parallel. Null means all cores; 1 encodes row by row. Character and byte
+    /// tokenizers always encode row by row (they are cheaper than batching). Not persisted.
+    /// </summary>
+    public int? MaxDegreeOfParallelism
+    {
+        get => _maxDegreeOfParallelism;
+        set
+        {
+            if (value is < 1)
+                throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), value, $"MaxDegreeOfParallelism must be at least 1 or null; got {value}.");
+            _maxDegreeOfParallelism = value;
+        }
+    }
+
+    private int? _maxDegreeOfParallelism;
+
+    /// <summary>The transform is row-to-row: <see cref="GetRowToRowMapper"/> works (so prediction engines do).</summary>
+    public bool IsRowToRowMapper => true;
+
+    internal static DataViewSchema.Column CheckInput(DataViewSchema schema, string inputColumnName)
+    {
+        var column = schema.GetColumnOrNull(inputColumnName)
+            ?? throw SchemaErrors.MissingColumn("inputSchema", inputColumnName);
+        if (column.Type is not TextDataViewType)
+            throw SchemaErrors.Mismatch("inputSchema", inputColumnName, "String", column.Type.ToString() ?? "");
+        return column;
+    }
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        CheckInput(inputSchema, InputColumnName);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        builder.AddColumn(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32), LmAnnotations.Create(Tokenizer));
+        return builder.ToSchema();
+    }
+
+    /// <inheritdoc/>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return new TokenizedDataView(this, input);
+    }
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new Mapper(this, inputSchema);
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
+
+    void IPersistentComponent<LmTokenizingTransformer>.Save(ComponentWriter writer)
+    {
+        writer.Writer.Write(OutputColumnName);
+        writer.Writer.Write(InputColumnName);
+        Tokenizer.Save(writer.Writer);
+    }
+
+    static LmTokenizingTransformer IPersistentComponent<LmTokenizingTransformer>.Load(IHostEnvironment env, ComponentReader reader)
+    {
+        string output = reader.Reader.ReadString();
+        string input = reader.Reader.ReadString();
+        var tokenizer = LmTokenizer.Load(reader.Reader);
+        return new LmTokenizingTransformer(output, input, tokenizer);
+    }
+
+    /// <summary>Builds the token getter of one input row (shared by the cursor and the row mapper).</summary>
+    private ValueGetter<VBuffer<int>> MakeGetter(DataViewRow input, DataViewSchema.Column textColumn)
+    {
+        var textGetter = input.GetGetter<ReadOnlyMemory<char>>(textColumn);
+        var ids = new List<int>();
+        ReadOnlyMemory<char> text = default;
+        long cachedPosition = -1;
+        return (ref VBuffer<int> value) =>
+        {
+            if (cachedPosition != input.Position || input.Position < 0)
+            {
+                textGetter(ref text);
+                ids.Clear();
+                Tokenizer.EncodeInto(text.Span, ids);
+                cachedPosition = input.Position;
+            }
+            var editor = VBufferEditor.Create(ref value, ids.Count);
+            System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids).CopyTo(editor.Values);
+            value = editor.Commit();
+        };
+    }
+
+    /// <summary>The transformed data: input columns plus the token column.</summary>
+    private sealed class TokenizedDataView : IDataView
+    {
+        private readonly LmTokenizingTransformer _parent;
+        private readonly IDataView _input;
+        private readonly DataViewSchema.Column _textColumn;
+
+        public TokenizedDataView(LmTokenizingTransformer parent, IDataView input)
+        {
+            _parent = parent;
+            _input = input;
+            _textColumn = CheckInput(input.Schema, parent.InputColumnName);
+            Schema = parent.GetOutputSchema(input.Schema);
+        }
+
+        public DataViewSchema Schema { get; }
+
+        public bool CanShuffle => _input.CanShuffle;
+
+        public long? GetRowCount() => _input.GetRowCount();
+
+        private IEnumerable<DataViewSchema.Column> InputColumns(IEnumerable<DataViewSchema.Column> columnsNeeded, out bool tokensActive)
+        {
+            var needed = new List<DataViewSchema.Column>();
+            tokensActive = false;
+            int inputCount = _input.Schema.Count;
+            foreach (var column in columnsNeeded)
+            {
+                if (column.Index < inputCount)
+                    needed.Add(_input.Schema[column.Index]);
+                else
+                    tokensActive = true;
+            }
+            if (tokensActive)
+                needed.Add(_textColumn);
+            return needed;
+        }
+
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+        {
+            var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
+            int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
+            // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
+            // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
+            bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
+            if (tokensActive && parallelism > 1 && !cheap && inputColumns.Count() == 1)
+                return new BatchCursor(this, _input.GetRowCursor(inputColumns, rand), parallelism);
+            return new Cursor(this, _input.GetRowCursor(inputColumns, rand), tokensActive);
+        }
+
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
+        {
+            var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
+            return _input.GetRowCursorSet(inputColumns, n, rand).Select(c => (DataViewRowCursor)new Cursor(this, c, tokensActive)).ToArray();
+        }
+
+        private sealed class Cursor : DataViewRowCursor
+        {
+            private readonly TokenizedDataView _view;
+            private readonly DataViewRowCursor _input;
+            private readonly bool _tokensActive;
+            private readonly ValueGetter<VBuffer<int>>? _tokens;
+
+            public Cursor(TokenizedDataView view, DataViewRowCursor input, bool tokensActive)
+            {
+                _view = view;
+                _input = input;
+                _tokensActive = tokensActive;
+                if (tokensActive)
+                    _tokens = view._parent.MakeGetter(input, view._textColumn);
+            }
+
+            public override DataViewSchema Schema => _view.Schema;
+            public override long Position => _input.Position;
+            public override long Batch => _input.Batch;
+            public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
+            public override bool MoveNext() => _input.MoveNext();
+
+            public override bool IsColumnActive(DataViewSchema.Column column)
+                => column.Index < _input.Schema.Count ? _input.IsColumnActive(_input.Schema[column.Index]) : _tokensActive;
+
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+            {
+                if (column.Index < _input.Schema.Count)
+                    return _input.GetGetter<TValue>(_input.Schema[column.Index]);
+                if (!_tokensActive)
+                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
+                return _tokens as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
+            }
+
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing)
+                    _input.Dispose();
+                base.Dispose(disposing);
+            }
+        }
+
+        /// <summary>
+        /// Reads up to <see cref="BatchRows"/> rows (or <see cref="BatchCharacters"/> characters) of text, encodes them
+        /// in parallel, then serves them in order: same rows, same order, same ids as the serial cursor.
+        /// </summary>
+        private sealed class BatchCursor : DataViewRowCursor
+        {
+            private const int BatchRows = 4096;
+            private const int BatchCharacters = 4 << 20;
+
+            private readonly TokenizedDataView _view;
+            private readonly DataViewRowCursor _input;
+            private readonly ValueGetter<ReadOnlyMemory<char>> _text;
+            private readonly ValueGetter<DataViewRowId> _inputId;
+            private readonly ParallelOptions _parallel;
+            private readonly List<string> _texts = [];
+            private readonly List<DataViewRowId> _ids = [];
+            private int[][] _tokens = [];
+            private int _current = -1;
+            private long _position = -1;
+            private bool _exhausted;
+
+            public BatchCursor(TokenizedDataView view, DataViewRowCursor input, int parallelism)
+            {
+                _view = view;
+                _input = input;
+                _text = input.GetGetter<ReadOnlyMemory<char>>(view._textColumn);
+                _inputId = input.GetIdGetter();
+                _parallel = new ParallelOptions { MaxDegreeOfParallelism = parallelism };
+            }
+
+            public override DataViewSchema Schema => _view.Schema;
+            public override long Position => _position;
+            public override long Batch => 0;
+
+            public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = _ids[_current];
+
+            public override bool IsColumnActive(DataViewSchema.Column column) => column.Index >= _view._input.Schema.Count;
+
+            public override bool MoveNext()
+            {
+                if (++_current < _texts.Count)
+                {
+                    _position++;
+                    return true;
+                }
+                if (_exhausted || !Fill())
+                {
+                    _position = -1;
+                    return false;
+                }
+                _current = 0;
+                _position++;
+                return true;
+            }
+
+            private bool Fill()
+            {
+                _texts.Clear();
+                _ids.Clear();
+                long characters = 0;
+                ReadOnlyMemory<char> text = default;
+                DataViewRowId id = default;
+                while (_texts.Count < BatchRows && characters < BatchCharacters)
+                {
+                    if (!_input.MoveNext())
+                    {
+                        _exhausted = true;
+                        break;
+                    }
+                    _text(ref text);
+                    _inputId(ref id);
+                    _texts.Add(text.ToString());
+                    _ids.Add(id);
+                    characters += text.Length;
+                }
+                if (_texts.Count == 0)
+                    return false;
+                if (_tokens.Length < _texts.Count)
+                    _tokens = new int[_texts.Count][];
+                var tokenizer = _view._parent.Tokenizer;
+                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, _texts.Count, Math.Max(1, _texts.Count / (_parallel.MaxDegreeOfParallelism * 4))), _parallel, range =>
+                {
+                    for (int i = range.Item1; i < range.Item2; i++)
+                        _tokens[i] = tokenizer.Encode(_texts[i]);
+                });
+                return true;
+            }
+
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+            {
+                if (column.Index < _view._input.Schema.Count)
+                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
+                ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> value) =>
+                {
+                    int[] tokens = _tokens[_current];
+                    var editor = VBufferEditor.Create(ref value, tokens.Length);
+                    tokens.CopyTo(editor.Values);
+                    value = editor.Commit();
+                };
+                return getter as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
+            }
+
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing)
+                    _input.Dispose();
+                base.Dispose(disposing);
+            }
+        }
+    }
+
+    /// <summary>Row-to-row mapping for prediction engines.</summary>
+    private sealed class Mapper : IRowToRowMapper
+    {
+        private readonly LmTokenizingTransformer _parent;
+        private readonly DataViewSchema.Column _textColumn;
+
+        public Mapper(LmTokenizingTransformer parent, DataViewSchema inputSchema)
+        {
+            _parent = parent;
+            InputSchema = inputSchema;
+            _textColumn = CheckInput(inputSchema, parent.InputColumnName);
+            OutputSchema = parent.GetOutputSchema(inputSchema);
+        }
+
+        public DataViewSchema InputSchema { get; }
+
+        public DataViewSchema OutputSchema { get; }
+
+        public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
+        {
+            var needed = new List<DataViewSchema.Column>();
+            foreach (var column in dependingColumns)
+            {
+                if (column.Index < InputSchema.Count)
+                    needed.Add(InputSchema[column.Index]);
+                else if (!needed.Contains(_textColumn))
+                    needed.Add(_textColumn);
+            }
+            return needed;
+        }
+
+        public DataViewRow GetRow(DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        {
+            ArgumentNullException.ThrowIfNull(input);
+            bool tokensActive = activeColumns.Any(c => c.Index >= InputSchema.Count);
+            return new Row(this, input, tokensActive);
+        }
+
+        private sealed class Row : DataViewRow
+        {
+            private readonly Mapper _mapper;
+            private readonly DataViewRow _input;
+            private readonly bool _tokensActive;
+            private readonly ValueGetter<VBuffer<int>>? _tokens;
+
+            public Row(Mapper mapper, DataViewRow input, bool tokensActive)
+            {
+                _mapper = mapper;
+                _input = input;
+                _tokensActive = tokensActive;
+                if (tokensActive)
+                    _tokens = mapper._parent.MakeGetter(input, mapper._textColumn);
+            }
+
+            public override DataViewSchema Schema => _mapper.OutputSchema;
+            public override long Position => _input.Position;
+            public override long Batch => _input.Batch;
+            public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
+
+            public override bool IsColumnActive(DataViewSchema.Column column)
+                => column.Index < _input.Schema.Count ? _input.IsColumnActive(_input.Schema[column.Index]) : _tokensActive;
+
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+            {
+                if (column.Index < _input.Schema.Count)
+                    return _input.GetGetter<TValue>(_input.Schema[column.Index]);
+                if (!_tokensActive)
+                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
+                return _tokens as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using Microsoft.ML.Llm;
+using Microsoft.ML.Llm.Data;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML;
+
+/// <summary>Entry point of the language-model components: <c>mlContext.Llm()</c> (as AutoML uses <c>mlContext.Auto()</c>).</summary>
+public static class LlmMLContextExtensions
+{
+    /// <summary>Trainers, generation and evaluation for causal language models.</summary>
+    public static LlmCatalog Llm(this MLContext mlContext)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        return new LlmCatalog(mlContext);
+    }
+}
+
+/// <summary>Causal language-model trainers, generation and evaluation.</summary>
+public sealed class LlmCatalog
+{
+    private readonly MLContext _context;
+
+    internal LlmCatalog(MLContext context)
+    {
+        _context = context;
+        Trainers = new LlmTrainers(context);
+    }
+
+    /// <summary>Language-model trainers.</summary>
+    public LlmTrainers Trainers { get; }
+
+    /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
+    public TextGenerator CreateGenerator(ITransformer model)
+    {
+        var lm = FindLanguageModel(model, out _);
+        var tokenizer = lm.Tokenizer ?? throw new ArgumentException(
+            "The model was trained without a tokenizer (bare token ids), so it cannot turn text into tokens. Train it after TokenizeForLm or set CausalLmTrainerOptions.Tokenizer.", nameof(model));
+        return new TextGenerator(lm.Model, tokenizer);
+    }
+
+    /// <summary>
+    /// Loss, perplexity and bits per byte of <paramref name="model"/> on <paramref name="data"/>. When the model is a
+    /// chain, the data goes through the transforms before the language model first (tokenize, pack).
+    /// </summary>
+    public LanguageModelMetrics Evaluate(ITransformer model, IDataView data, int batchSize = 32)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (batchSize <= 0)
+            throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, $"Parameter 'batchSize' must be a positive integer; got {batchSize}.");
+        var lm = FindLanguageModel(model, out var before);
+        foreach (var t in before) data = t.Transform(data);
+        var blocks = TokenBlocks.Read(data, lm.TokensColumnName, null, null, "evaluation data");
+        blocks.CheckVocabulary(lm.Config.VocabularySize, "evaluation data", lm.TokensColumnName);
+        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, null, lm.Tokenizer, TorchSharp.torch.CPU, documentMasking: false);
+    }
+
+    private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        before = [];
+        if (model is CausalLmTransformer direct) return direct;
+        if (model is IEnumerable<ITransformer> chain)
+        {
+            foreach (var t in chain)
+            {
+                if (t is CausalLmTransformer lm) return lm;
+                before.Add(t);
+            }
+        }
+        throw new ArgumentException($"The model ({model.GetType().Name}) contains no CausalLmTransformer; pass the model returned by a pipeline ending in mlContext.Llm().Trainers.CausalLm(...).", nameof(model));
+    }
+}
+
+/// <summary>Language-model trainers: <c>mlContext.Llm().Trainers</c>.</summary>
+public sealed class LlmTrainers
+{
+    private readonly IHostEnvironment _env;
+
+    internal LlmTrainers(IHostEnvironment env) => _env = env;
+
+    /// <summary>Trains a GPT on blocks of tokens with the given options.</summary>
+    public CausalLmTrainer CausalLm(CausalLmTrainerOptions options) => new(_env, options);
+
+    /// <summary>Trains a GPT on blocks of tokens; the remaining options keep their defaults.</summary>
+    /// <param name="tokensColumnName">Column of token blocks (PackTokens output).</param>
+    /// <param name="model">Architecture; null = <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer.</param>
+    /// <param name="maxSteps">Optimizer steps.</param>
+    /// <param name="batchSize">Blocks per step.</param>
+    /// <param name="learningRate">Peak learning rate (cosine decay to a tenth of it).</param>
+    /// <param name="validationSet">Held-out data evaluated during training.</param>
+    public CausalLmTrainer CausalLm(string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName, GptConfig? model = null,
+        long? maxSteps = null, int batchSize = CausalLmTrainerOptions.Defaults.BatchSize,
+        double learningRate = CausalLmTrainerOptions.Defaults.LearningRate, IDataView? validationSet = null)
+        => new(_env, new CausalLmTrainerOptions
+        {
+            TokensColumnName = tokensColumnName,
+            Model = model,
+            MaxSteps = maxSteps,
+            BatchSize = batchSize,
+            LearningRate = learningRate,
+            MinLearningRate = learningRate / 10,
+            ValidationSet = validationSet,
+        });
+}

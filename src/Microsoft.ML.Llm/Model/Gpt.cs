@@ -1,0 +1,444 @@
+// A decoder-only transformer (GPT), read top to bottom: norm → attention → MLP → block → model.
+// It follows nanoGPT's model.py (Karpathy, https://github.com/karpathy/nanoGPT) for the GPT-2 style and the Llama
+// recipe as litgpt writes it for the modern style; GptConfig.cs holds the shapes.
+//
+// Shape letters: B batch, T time (sequence length), C channels (EmbeddingSize), nh heads, hs head size (C / nh),
+// V padded vocabulary, H MLP hidden size.
+//
+// Tensors made during forward are not disposed here: callers run a step inside torch.NewDisposeScope(), as
+// TorchSharp recommends, and every intermediate goes with the scope.
+
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>
+/// What every attention layer of one forward pass shares, computed once per pass: the attention mask (only for
+/// document masking) and the rotary angles (only for the modern style).
+/// </summary>
+/// <param name="Mask">(B, 1, T, T) bool, true where a query may attend to a key; null means plain causal attention.</param>
+/// <param name="Cos">(T, hs) or (B, 1, T, hs) cosines of the rotary angles; null for learned positions.</param>
+/// <param name="Sin">Sines matching <paramref name="Cos"/>.</param>
+internal sealed record AttentionContext(Tensor? Mask, Tensor? Cos, Tensor? Sin);
+
+/// <summary>
+/// LayerNorm (GPT-2 style, with an optional bias, which PyTorch's LayerNorm could not switch off before 2.1) or
+/// RMSNorm (modern style: no mean subtraction, no bias; Zhang and Sennrich 2019).
+/// </summary>
+internal sealed class GptNorm : nn.Module<Tensor, Tensor>
+{
+    // PyTorch's LayerNorm and Llama's RMSNorm both default to 1e-5 (Llama 2 and 3 use 1e-5 too).
+    private const double Epsilon = 1e-5;
+
+    private readonly bool rms;
+    private readonly long[] shape;
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+
+    public GptNorm(string name, int size, GptConfig config) : base(name)
+    {
+        rms = config.Style == GptStyle.Modern;
+        shape = [size];
+        weight = nn.Parameter(ones(size));
+        bias = config.UseBias ? nn.Parameter(zeros(size)) : null;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (!rms)
+        {
+            return nn.functional.layer_norm(x, shape, weight, bias, Epsilon);
+        }
+
+        // Compute the mean square in fp32 even for bf16 activations: bf16 has 8 bits of mantissa, and the sum of
+        // C squares would round badly (litgpt and HF Llama upcast here too).
+        var x32 = x.to(ScalarType.Float32);
+        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + Epsilon).rsqrt();
+        return normed.to(x.dtype) * weight;
+    }
+}
+
+/// <summary>
+/// Multi-head causal self-attention through libtorch's fused <c>scaled_dot_product_attention</c>
+/// (flash/memory-efficient kernels where available; never materialises (T, T) scores in managed code).
+/// </summary>
+internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
+{
+    private readonly int headCount;
+    private readonly double dropout;
+
+    // One matmul computes queries, keys and values together (C → 3C): fewer, larger matmuls run faster.
+    private readonly Linear c_attn;
+    private readonly Linear c_proj;
+    private readonly Dropout resid_dropout;
+
+    public GptAttention(GptConfig config) : base("attn")
+    {
+        headCount = config.HeadCount;
+        dropout = config.Dropout;
+        c_attn = nn.Linear(config.EmbeddingSize, 3 * config.EmbeddingSize, hasBias: config.UseBias);
+        c_proj = nn.Linear(config.EmbeddingSize, config.EmbeddingSize, hasBias: config.UseBias);
+        resid_dropout = nn.Dropout(config.Dropout);
+        RegisterComponents();
+    }
+
+    /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
+    internal Linear OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x, AttentionContext context)
+    {
+        long B = x.shape[0], T = x.shape[1], C = x.shape[2];
+        long hs = C / headCount;
+
+        var qkv = c_attn.call(x).split(C, dim: 2);                   // 3 × (B, T, C)
+        var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
+        var k = qkv[1].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
+        var v = qkv[2].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
+
+        if (context.Cos is not null && context.Sin is not null)
+        {
+            // RoPE rotates queries and keys only, so a query·key product depends on the distance between the two
+            // positions alone (Su et al. 2021). Values carry content and stay as they are.
+            q = ApplyRotary(q, context.Cos, context.Sin);
+            k = ApplyRotary(k, context.Cos, context.Sin);
+        }
+
+        // softmax(q·kᵀ/√hs)·v. With no mask the causal flag lets the kernel skip the upper triangle; with document
+        // masking the block-diagonal causal mask replaces it (the flag and a mask together are rejected by libtorch).
+        // TorchSharp 0.107 spells the flag is_casual.
+        double p = training ? dropout : 0.0;
+        var y = context.Mask is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, p: p, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: context.Mask, p: p, is_casual: false); // (B, nh, T, hs)
+
+        y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
+        return resid_dropout.call(c_proj.call(y));
+    }
+
+    /// <summary>
+    /// Rotates each (x[i], x[i + hs/2]) channel pair by its angle: the "rotate half" layout of GPT-NeoX, HF Llama
+    /// and litgpt (Meta's reference code interleaves pairs instead; the two are equivalent up to a permutation).
+    /// </summary>
+    private static Tensor ApplyRotary(Tensor x, Tensor cos, Tensor sin)
+    {
+        var halves = x.chunk(2, dim: -1);                            // 2 × (B, nh, T, hs/2)
+        var rotated = cat([-halves[1], halves[0]], dim: -1);         // (B, nh, T, hs)
+        return x * cos + rotated * sin;
+    }
+}
+
+/// <summary>
+/// The position-wise feed-forward network: GPT-2's GELU MLP or the modern style's SwiGLU.
+/// </summary>
+internal sealed class GptMlp : nn.Module<Tensor, Tensor>
+{
+    private readonly bool swiGlu;
+
+    // For SwiGLU, c_fc computes the gate and the up projection in one matmul (C → 2H), split after; litgpt names
+    // the two halves fc_1 and fc_2. One matmul of twice the width is faster on CPU than two.
+    private readonly Linear c_fc;
+    private readonly Linear c_proj;
+    private readonly Dropout dropout;
+
+    public GptMlp(GptConfig config) : base("mlp")
+    {
+        swiGlu = config.Style == GptStyle.Modern;
+        int hidden = config.IntermediateSize;
+        c_fc = nn.Linear(config.EmbeddingSize, swiGlu ? 2 * hidden : hidden, hasBias: config.UseBias);
+        c_proj = nn.Linear(hidden, config.EmbeddingSize, hasBias: config.UseBias);
+        dropout = nn.Dropout(config.Dropout);
+        RegisterComponents();
+    }
+
+    /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
+    internal Linear OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x)
+    {
+        Tensor hidden;
+        if (swiGlu)
+        {
+            var gateAndUp = c_fc.call(x).chunk(2, dim: -1);          // 2 × (B, T, H)
+            hidden = nn.functional.silu(gateAndUp[0]) * gateAndUp[1]; // (B, T, H): SwiGLU (Shazeer 2020)
+        }
+        else
+        {
+            // GPT-2 used the tanh approximation of GELU; keeping it makes GPT-2 checkpoints compute the same function.
+            hidden = nn.functional.gelu(c_fc.call(x), GELU.Approximate.tanh); // (B, T, H)
+        }
+
+        return dropout.call(c_proj.call(hidden));                   // (B, T, C)
+    }
+}
+
+/// <summary>
+/// One transformer block, pre-norm as GPT-2 (the norm sits inside each residual branch, so the residual stream
+/// itself is a clean sum that gradients pass through unchanged).
+/// </summary>
+internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
+{
+    private readonly GptNorm ln_1;
+    private readonly GptAttention attn;
+    private readonly GptNorm ln_2;
+    private readonly GptMlp mlp;
+
+    public GptBlock(GptConfig config) : base("block")
+    {
+        ln_1 = new GptNorm("ln_1", config.EmbeddingSize, config);
+        attn = new GptAttention(config);
+        ln_2 = new GptNorm("ln_2", config.EmbeddingSize, config);
+        mlp = new GptMlp(config);
+        RegisterComponents();
+    }
+
+    internal GptAttention Attention => attn;
+
+    internal GptMlp Mlp => mlp;
+
+    public override Tensor forward(Tensor x, AttentionContext context)
+    {
+        x = x + attn.call(ln_1.call(x), context);                   // (B, T, C)
+        x = x + mlp.call(ln_2.call(x));                             // (B, T, C)
+        return x;
+    }
+}
+
+/// <summary>
+/// A decoder-only transformer language model (GPT): token ids in, next-token logits out.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Build one from a <see cref="GptConfig"/>; the constructor initialises the weights from the current torch
+/// generator, so seed it first (<c>torch.manual_seed(seed)</c>) for reproducible models. Weights are named as in
+/// nanoGPT (<c>wte.weight</c>, <c>h.0.attn.c_attn.weight</c>, <c>ln_f.weight</c>, ...). The output layer shares
+/// the token embedding's weight (tied embeddings), so there is no separate <c>lm_head</c> parameter.
+/// </para>
+/// <para>
+/// Run forward passes inside <c>torch.NewDisposeScope()</c> so that intermediate tensors are released promptly.
+/// </para>
+/// </remarks>
+public sealed class GptModel : nn.Module<Tensor, Tensor>
+{
+    // GPT-2's initialisation (nanoGPT _init_weights): N(0, 0.02) for every matmul weight and embedding.
+    private const double InitStd = 0.02;
+
+    private readonly Embedding wte;
+    private readonly Embedding? wpe;
+    private readonly Dropout drop;
+    private readonly ModuleList<GptBlock> h;
+    private readonly GptNorm ln_f;
+
+    /// <summary>Builds the model described by <paramref name="config"/> and initialises its weights.</summary>
+    /// <param name="config">The architecture; validated here.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="config"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="config"/> is invalid (see <see cref="GptConfig.Validate"/>).</exception>
+    public GptModel(GptConfig config) : base("gpt")
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+
+        wte = nn.Embedding(config.PaddedVocabularySize, config.EmbeddingSize);
+        wpe = config.Style == GptStyle.Gpt2 ? nn.Embedding(config.ContextLength, config.EmbeddingSize) : null;
+        drop = nn.Dropout(config.Dropout);
+        h = nn.ModuleList(Enumerable.Range(0, config.LayerCount).Select(_ => new GptBlock(config)).ToArray());
+        ln_f = new GptNorm("ln_f", config.EmbeddingSize, config);
+        RegisterComponents();
+
+        InitializeWeights();
+        ParameterCount = parameters().Sum(p => p.numel());
+        NonEmbeddingParameterCount = ParameterCount - (wpe?.weight!.numel() ?? 0);
+    }
+
+    /// <summary>The architecture this model was built from.</summary>
+    public GptConfig Config { get; }
+
+    /// <summary>The number of parameters; the tied token embedding / output weight counts once.</summary>
+    public long ParameterCount { get; }
+
+    /// <summary>
+    /// The number of parameters without the position embedding, as nanoGPT's <c>get_num_params(non_embedding=True)</c>:
+    /// the token embedding stays in because, tied, it is also the output layer's weight and costs matmul flops.
+    /// Equal to <see cref="ParameterCount"/> for the modern style (RoPE has no parameters).
+    /// </summary>
+    public long NonEmbeddingParameterCount { get; }
+
+    /// <summary>
+    /// Training flops per token, forward and backward, for a full context: 6N + 12·L·H·Q·T (nanoGPT
+    /// <c>estimate_mfu</c>, after the PaLM paper's appendix B): 6 flops per parameter per token (2 forward, 4 backward)
+    /// plus the attention score and value matmuls, with N = <see cref="NonEmbeddingParameterCount"/>,
+    /// L layers, H heads, Q head size, T = <see cref="GptConfig.ContextLength"/>.
+    /// </summary>
+    public double FlopsPerToken
+    {
+        get
+        {
+            double n = NonEmbeddingParameterCount;
+            double l = Config.LayerCount, heads = Config.HeadCount, q = Config.HeadSize, t = Config.ContextLength;
+            return 6 * n + 12 * l * heads * q * t;
+        }
+    }
+
+    /// <summary>
+    /// The parameters that take weight decay: every weight with two or more dimensions (matmul weights and embeddings),
+    /// as nanoGPT's <c>configure_optimizers</c>.
+    /// </summary>
+    public IEnumerable<Parameter> DecayParameters => parameters().Where(p => p.dim() >= 2);
+
+    /// <summary>The parameters that take no weight decay: biases and norm weights (one-dimensional).</summary>
+    public IEnumerable<Parameter> NoDecayParameters => parameters().Where(p => p.dim() < 2);
+
+    /// <summary>The token embedding, which is also the output layer's weight (tied).</summary>
+    internal Parameter TokenEmbeddingWeight => wte.weight!;
+
+    /// <summary>The learned position embedding (GPT-2 style), or null (modern style).</summary>
+    internal Parameter? PositionEmbeddingWeight => wpe?.weight;
+
+    /// <summary>The transformer blocks, in order.</summary>
+    internal IReadOnlyList<GptBlock> Blocks => h.ToList();
+
+    /// <summary>Computes next-token logits for every position.</summary>
+    /// <param name="idx">(B, T) int64 token ids, T ≤ <see cref="GptConfig.ContextLength"/>.</param>
+    /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits; the padded columns are meaningless.</returns>
+    public override Tensor forward(Tensor idx) => forward(idx, null);
+
+    /// <summary>
+    /// Computes next-token logits for every position, optionally with document masking: when several documents are
+    /// packed into one row, <paramref name="documentIds"/> restricts attention to earlier tokens of the same document
+    /// and restarts positions at 0 at each document start, as Llama 3 trains on packed sequences.
+    /// </summary>
+    /// <param name="idx">(B, T) int64 token ids, T ≤ <see cref="GptConfig.ContextLength"/>.</param>
+    /// <param name="documentIds">
+    /// (B, T) int64 document ids or null. Tokens with equal ids in a row belong to the same document; each document is
+    /// expected to be one contiguous run (positions count the earlier tokens of the same document).
+    /// </param>
+    /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits.</returns>
+    public Tensor forward(Tensor idx, Tensor? documentIds)
+    {
+        CheckInput(idx, documentIds);
+        long T = idx.shape[1];
+        var device = idx.device;
+
+        // Which key each query may see, and each token's position. Without documents: the causal triangle (left to
+        // the kernel's flag) and positions 0..T-1. With documents: the causal triangle intersected with "same
+        // document", and a token's position is the number of earlier tokens of its document.
+        Tensor? mask = null;
+        Tensor positions;                                           // (T) or (B, T) int64
+        if (documentIds is null)
+        {
+            positions = arange(T, dtype: ScalarType.Int64, device: device);
+        }
+        else
+        {
+            var causal = ones(T, T, dtype: ScalarType.Bool, device: device).tril();           // (T, T)
+            var sameDocument = documentIds.unsqueeze(2).eq(documentIds.unsqueeze(1));      // (B, T, T)
+            var allowed = sameDocument.logical_and(causal);                                 // (B, T, T)
+            positions = allowed.sum([-1], type: ScalarType.Int64) - 1;                      // (B, T)
+            mask = allowed.unsqueeze(1);                                                    // (B, 1, T, T): broadcast over heads
+        }
+
+        var x = wte.call(idx);                                      // (B, T, C) token embeddings
+        Tensor? cos = null, sin = null;
+        if (wpe is not null)
+        {
+            x = x + wpe.call(positions);                            // + (T, C) or (B, T, C) position embeddings
+        }
+        else
+        {
+            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs) or (B, 1, T, hs)
+        }
+
+        x = drop.call(x);
+        var context = new AttentionContext(mask, cos, sin);
+        foreach (var block in h)
+        {
+            x = block.call(x, context);                             // (B, T, C)
+        }
+
+        x = ln_f.call(x);
+        return nn.functional.linear(x, wte.weight!);                // (B, T, V): the output layer is wteᵀ (tied)
+    }
+
+    /// <summary>
+    /// The cosines and sines of RoPE's angles: position · θ^(−2i/hs) for channel pair i, duplicated to cover both
+    /// halves of the head ("rotate half" layout). Computed in fp32 (positions up to 10⁵ need more than bf16's 8
+    /// mantissa bits), then cast to the activations' type.
+    /// </summary>
+    private (Tensor Cos, Tensor Sin) RotaryAngles(Tensor positions, ScalarType dtype)
+    {
+        int hs = Config.HeadSize;
+        var exponents = arange(0, hs, 2, dtype: ScalarType.Float32, device: positions.device) / hs;  // (hs/2): 2i/hs
+        var inverseFrequencies = (exponents * -Math.Log(Config.RopeTheta)).exp();                    // (hs/2): θ^(−2i/hs)
+        var angles = positions.to(ScalarType.Float32).unsqueeze(-1) * inverseFrequencies;           // (..., T, hs/2)
+        angles = cat([angles, angles], dim: -1);                                                     // (..., T, hs)
+        if (angles.dim() == 3)
+        {
+            angles = angles.unsqueeze(1);                                                            // (B, 1, T, hs)
+        }
+
+        return (angles.cos().to(dtype), angles.sin().to(dtype));
+    }
+
+    private void CheckInput(Tensor idx, Tensor? documentIds)
+    {
+        ArgumentNullException.ThrowIfNull(idx);
+        if (idx.dtype != ScalarType.Int64 || idx.dim() != 2)
+        {
+            throw new ArgumentException(
+                $"Expected token ids of shape (B, T) and type Int64, got shape ({string.Join(", ", idx.shape)}) and type {idx.dtype}.",
+                nameof(idx));
+        }
+
+        if (idx.shape[1] > Config.ContextLength || idx.shape[1] == 0)
+        {
+            throw new ArgumentException(
+                $"The sequence length is {idx.shape[1]}; this model accepts 1 to {Config.ContextLength} tokens (GptConfig.ContextLength).",
+                nameof(idx));
+        }
+
+        if (documentIds is not null && (documentIds.dtype != ScalarType.Int64 || !documentIds.shape.SequenceEqual(idx.shape)))
+        {
+            throw new ArgumentException(
+                $"Expected document ids of the token ids' shape ({string.Join(", ", idx.shape)}) and type Int64, got shape ({string.Join(", ", documentIds.shape)}) and type {documentIds.dtype}.",
+                nameof(documentIds));
+        }
+    }
+
+    /// <summary>
+    /// GPT-2's initialisation (nanoGPT <c>_init_weights</c>): N(0, 0.02) weights and embeddings, zero biases, unit
+    /// norm weights; then each residual branch's output projection (attention and MLP <c>c_proj</c>) gets std
+    /// 0.02/√(2·n_layer). The residual stream sums 2 such projections per layer, so its variance grows with depth;
+    /// the scaling keeps it constant at initialisation (GPT-2 paper, section 2.3).
+    /// </summary>
+    private void InitializeWeights()
+    {
+        using var noGrad = no_grad();
+        foreach (var (_, module) in named_modules())
+        {
+            switch (module)
+            {
+                case Linear linear:
+                    nn.init.normal_(linear.weight!, 0.0, InitStd);
+                    if (linear.bias is not null)
+                    {
+                        nn.init.zeros_(linear.bias);
+                    }
+
+                    break;
+                case Embedding embedding:
+                    nn.init.normal_(embedding.weight!, 0.0, InitStd);
+                    break;
+            }
+        }
+
+        double residualStd = InitStd / Math.Sqrt(2.0 * Config.LayerCount);
+        foreach (var block in h)
+        {
+            nn.init.normal_(block.Attention.OutputProjection.weight!, 0.0, residualStd);
+            nn.init.normal_(block.Mlp.OutputProjection.weight!, 0.0, residualStd);
+        }
+    }
+}

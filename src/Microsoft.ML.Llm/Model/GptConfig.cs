@@ -1,0 +1,270 @@
+using System.Globalization;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>
+/// The two architectures <see cref="GptModel"/> builds.
+/// </summary>
+public enum GptStyle
+{
+    /// <summary>
+    /// GPT-2 (Radford et al. 2019, as in nanoGPT's <c>model.py</c>): learned absolute positions, LayerNorm,
+    /// a 4× MLP with GELU (tanh approximation), biases on every linear layer and norm.
+    /// </summary>
+    Gpt2,
+
+    /// <summary>
+    /// The Llama recipe (Touvron et al. 2023, as in litgpt's <c>LLaMAMLP</c>): rotary positions (RoPE), RMSNorm,
+    /// a SwiGLU MLP, no biases anywhere.
+    /// </summary>
+    Modern,
+}
+
+/// <summary>
+/// The shape of a decoder-only transformer: an immutable, validated value (litgpt's <c>config.py</c> style).
+/// Everything derived from the primary sizes (head size, padded vocabulary, MLP width, biases) is computed in
+/// this one type, so the model, the trainer and the persistence code can never disagree about it.
+/// </summary>
+/// <remarks>
+/// Create one from a preset (<see cref="Gpt2Small"/>, <see cref="ShakespeareChar"/>, <see cref="ModernSmall"/>,
+/// <see cref="Tiny"/>) and adjust it with a <c>with</c> expression:
+/// <code>var config = GptConfig.ShakespeareChar(65) with { Dropout = 0.2 };</code>
+/// <see cref="GptModel"/> calls <see cref="Validate"/>; call it yourself to check a configuration early.
+/// </remarks>
+public sealed record GptConfig
+{
+    /// <summary>The version of the binary layout written by <see cref="Save"/>.</summary>
+    private const int FormatVersion = 1;
+
+    /// <summary>The embedding table is padded to a multiple of this many rows (see <see cref="PaddedVocabularySize"/>).</summary>
+    public const int VocabularyPadMultiple = 64;
+
+    /// <summary>The number of distinct tokens the tokenizer produces (65 for shakespeare_char, 50257 for GPT-2).</summary>
+    public int VocabularySize { get; init; }
+
+    /// <summary>The longest sequence the model reads (nanoGPT's <c>block_size</c>): the number of learned positions.</summary>
+    public int ContextLength { get; init; }
+
+    /// <summary>The number of transformer blocks (<c>n_layer</c>).</summary>
+    public int LayerCount { get; init; }
+
+    /// <summary>The number of attention heads per block (<c>n_head</c>).</summary>
+    public int HeadCount { get; init; }
+
+    /// <summary>The width of the residual stream (<c>n_embd</c>); must be divisible by <see cref="HeadCount"/>.</summary>
+    public int EmbeddingSize { get; init; }
+
+    /// <summary>Which architecture to build.</summary>
+    public GptStyle Style { get; init; }
+
+    /// <summary>The dropout probability applied to embeddings, attention weights and residual branches, in [0, 1).</summary>
+    public double Dropout { get; init; }
+
+    /// <summary>The RoPE base θ (used by <see cref="GptStyle.Modern"/> only): 10000 as in RoFormer and Llama 2.</summary>
+    public double RopeTheta { get; init; } = 10000;
+
+    /// <summary>
+    /// The MLP's hidden width; <see langword="null"/> picks the architecture's default (see <see cref="IntermediateSize"/>).
+    /// </summary>
+    public int? MlpHiddenSize { get; init; }
+
+    /// <summary>The width of one attention head: <see cref="EmbeddingSize"/> / <see cref="HeadCount"/>.</summary>
+    public int HeadSize => EmbeddingSize / HeadCount;
+
+    /// <summary>
+    /// <see cref="VocabularySize"/> rounded up to a multiple of 64, the number of rows of the embedding table and of
+    /// logits per position. nanoGPT pads GPT-2's 50257 to 50304 because matmuls whose sizes are multiples of 64
+    /// run faster ("~25% speedup", Karpathy); the extra rows are never targets, so their logits learn to be very low.
+    /// </summary>
+    public int PaddedVocabularySize => checked((VocabularySize + VocabularyPadMultiple - 1) / VocabularyPadMultiple * VocabularyPadMultiple);
+
+    /// <summary>Whether linear layers and norms have biases: GPT-2 has them, Llama-style models do not.</summary>
+    public bool UseBias => Style == GptStyle.Gpt2;
+
+    /// <summary>
+    /// The MLP's hidden width actually used: <see cref="MlpHiddenSize"/> when set; otherwise 4·<see cref="EmbeddingSize"/>
+    /// for <see cref="GptStyle.Gpt2"/> (GPT-2), and for <see cref="GptStyle.Modern"/> SwiGLU's 8/3·<see cref="EmbeddingSize"/>
+    /// rounded up to a multiple of 64. SwiGLU has three weight matrices instead of two, and 2/3 of 4× keeps the
+    /// parameter count and flops of the 4× GELU MLP (Shazeer 2020); Llama rounds the result up to a multiple of 256,
+    /// we round to 64 so that small models do not grow much (768 → 2048 exactly, 128 → 384).
+    /// </summary>
+    public int IntermediateSize => MlpHiddenSize
+        ?? (Style == GptStyle.Gpt2
+            ? 4 * EmbeddingSize
+            : checked((8 * EmbeddingSize + 3 * 64 - 1) / (3 * 64) * 64));
+
+    /// <summary>
+    /// Checks every property and throws, naming the property, the value and what is accepted.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive, or a rate is outside its range or NaN.</exception>
+    /// <exception cref="ArgumentException">The sizes are inconsistent with each other.</exception>
+    public void Validate()
+    {
+        // Sizes are bounded so that derived sizes (padded vocabulary, 8·EmbeddingSize) cannot overflow an int.
+        const int MaxSize = 1 << 26;
+        CheckSize(nameof(VocabularySize), VocabularySize, MaxSize);
+        CheckSize(nameof(ContextLength), ContextLength, MaxSize);
+        CheckSize(nameof(LayerCount), LayerCount, MaxSize);
+        CheckSize(nameof(HeadCount), HeadCount, MaxSize);
+        CheckSize(nameof(EmbeddingSize), EmbeddingSize, MaxSize);
+        if (MlpHiddenSize is int mlp)
+        {
+            CheckSize(nameof(MlpHiddenSize), mlp, MaxSize);
+        }
+
+        if (!Enum.IsDefined(Style))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Style),
+                Invariant($"GptConfig.Style is {(int)Style}; expected {nameof(GptStyle.Gpt2)} or {nameof(GptStyle.Modern)}."));
+        }
+
+        if (!(Dropout >= 0 && Dropout < 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Dropout),
+                Invariant($"GptConfig.Dropout is {Dropout}; expected a probability in [0, 1)."));
+        }
+
+        if (!(RopeTheta > 0 && double.IsFinite(RopeTheta)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(RopeTheta),
+                Invariant($"GptConfig.RopeTheta is {RopeTheta}; expected a positive finite number."));
+        }
+
+        if (EmbeddingSize % HeadCount != 0)
+        {
+            throw new ArgumentException(
+                Invariant($"GptConfig.EmbeddingSize is {EmbeddingSize}; expected a multiple of HeadCount ({HeadCount}) so that every head has the same size."),
+                nameof(EmbeddingSize));
+        }
+
+        if (Style == GptStyle.Modern && HeadSize % 2 != 0)
+        {
+            throw new ArgumentException(
+                Invariant($"GptConfig.EmbeddingSize / HeadCount is {HeadSize}; the {nameof(GptStyle.Modern)} style's rotary embedding rotates pairs of channels and needs an even head size."),
+                nameof(EmbeddingSize));
+        }
+    }
+
+    private static void CheckSize(string name, int value, int max)
+    {
+        if (value < 1 || value > max)
+        {
+            throw new ArgumentOutOfRangeException(name,
+                Invariant($"GptConfig.{name} is {value}; expected an integer from 1 to {max}."));
+        }
+    }
+
+    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// GPT-2 small, the 124M-parameter model (Radford et al. 2019; nanoGPT's default): 12 layers, 12 heads, 768 wide.
+    /// Dropout is 0, nanoGPT's choice for pretraining (GPT-2 used 0.1).
+    /// </summary>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size; GPT-2's BPE has 50257.</param>
+    /// <param name="contextLength">The context length; GPT-2 used 1024.</param>
+    public static GptConfig Gpt2Small(int vocabularySize = 50257, int contextLength = 1024) => new()
+    {
+        VocabularySize = vocabularySize,
+        ContextLength = contextLength,
+        LayerCount = 12,
+        HeadCount = 12,
+        EmbeddingSize = 768,
+        Style = GptStyle.Gpt2,
+        Dropout = 0,
+    };
+
+    /// <summary>
+    /// nanoGPT's CPU configuration for the character-level Shakespeare example (README, "I only have a macbook"):
+    /// 4 layers, 4 heads, 128 wide, context 64, no dropout. About 0.8M parameters.
+    /// </summary>
+    /// <param name="vocabularySize">The number of distinct characters (65 for tinyshakespeare).</param>
+    public static GptConfig ShakespeareChar(int vocabularySize) => new()
+    {
+        VocabularySize = vocabularySize,
+        ContextLength = 64,
+        LayerCount = 4,
+        HeadCount = 4,
+        EmbeddingSize = 128,
+        Style = GptStyle.Gpt2,
+        Dropout = 0,
+    };
+
+    /// <summary>
+    /// A model of the size of GPT-2 small (12 layers, 12 heads, 768 wide) in the <see cref="GptStyle.Modern"/> style:
+    /// RoPE, RMSNorm, SwiGLU (hidden 2048), no biases.
+    /// </summary>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size.</param>
+    /// <param name="contextLength">The context length.</param>
+    public static GptConfig ModernSmall(int vocabularySize, int contextLength = 1024) => new()
+    {
+        VocabularySize = vocabularySize,
+        ContextLength = contextLength,
+        LayerCount = 12,
+        HeadCount = 12,
+        EmbeddingSize = 768,
+        Style = GptStyle.Modern,
+        Dropout = 0,
+    };
+
+    /// <summary>
+    /// A very small GPT-2-style model for tests and smoke runs: 2 layers, 2 heads, 32 wide.
+    /// Use <c>with { Style = GptStyle.Modern }</c> for the modern architecture.
+    /// </summary>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size.</param>
+    /// <param name="contextLength">The context length.</param>
+    public static GptConfig Tiny(int vocabularySize, int contextLength = 16) => new()
+    {
+        VocabularySize = vocabularySize,
+        ContextLength = contextLength,
+        LayerCount = 2,
+        HeadCount = 2,
+        EmbeddingSize = 32,
+        Style = GptStyle.Gpt2,
+        Dropout = 0,
+    };
+
+    /// <summary>Writes the configuration in a versioned binary layout that <see cref="Load"/> reads back exactly.</summary>
+    internal void Save(BinaryWriter writer)
+    {
+        writer.Write(FormatVersion);
+        writer.Write(VocabularySize);
+        writer.Write(ContextLength);
+        writer.Write(LayerCount);
+        writer.Write(HeadCount);
+        writer.Write(EmbeddingSize);
+        writer.Write((int)Style);
+        writer.Write(Dropout);
+        writer.Write(RopeTheta);
+        writer.Write(MlpHiddenSize.HasValue);
+        writer.Write(MlpHiddenSize.GetValueOrDefault());
+    }
+
+    /// <summary>Reads a configuration written by <see cref="Save"/> and validates it.</summary>
+    /// <exception cref="InvalidDataException">The data was written by an unknown version of the layout.</exception>
+    internal static GptConfig Load(BinaryReader reader)
+    {
+        int version = reader.ReadInt32();
+        if (version != FormatVersion)
+        {
+            throw new InvalidDataException(
+                Invariant($"GptConfig was saved in format version {version}; this version of Microsoft.ML.Llm reads version {FormatVersion}."));
+        }
+
+        var config = new GptConfig
+        {
+            VocabularySize = reader.ReadInt32(),
+            ContextLength = reader.ReadInt32(),
+            LayerCount = reader.ReadInt32(),
+            HeadCount = reader.ReadInt32(),
+            EmbeddingSize = reader.ReadInt32(),
+            Style = (GptStyle)reader.ReadInt32(),
+            Dropout = reader.ReadDouble(),
+            RopeTheta = reader.ReadDouble(),
+        };
+        bool hasMlpHiddenSize = reader.ReadBoolean();
+        int mlpHiddenSize = reader.ReadInt32();
+        config = config with { MlpHiddenSize = hasMlpHiddenSize ? mlpHiddenSize : null };
+        config.Validate();
+        return config;
+    }
+}

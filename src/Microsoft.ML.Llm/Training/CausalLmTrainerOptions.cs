@@ -1,0 +1,190 @@
+using Microsoft.ML.Llm.Data;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>Options of <see cref="CausalLmTrainer"/>. Defaults follow nanoGPT's <c>train.py</c> (DESIGN.md §5).</summary>
+public sealed class CausalLmTrainerOptions
+{
+    /// <summary>Default values, written once.</summary>
+    public static class Defaults
+    {
+        public const string TokensColumnName = "Tokens";
+        public const int BatchSize = 12;
+        public const int GradientAccumulationSteps = 1;
+        public const double LearningRate = 6e-4;
+        public const double MinLearningRate = 6e-5;
+        public const LearningRateScheduleKind Schedule = LearningRateScheduleKind.Cosine;
+        public const int WarmupSteps = 100;
+        public const double DecayFraction = 0.2;
+        public const double Beta1 = 0.9;
+        public const double Beta2 = 0.95;
+        public const double Epsilon = 1e-8;
+        public const double WeightDecay = 0.1;
+        public const double GradientClipNorm = 1.0;
+        public const int EvaluationInterval = 250;
+        public const int CheckpointInterval = 500;
+        public const int KeepCheckpoints = 2;
+        public const int LogInterval = 10;
+    }
+
+    // ---- data ----
+
+    /// <summary>Column of token blocks: a vector of Int32 (or Int64/UInt32/UInt16) token ids, each row one block of
+    /// context + 1 tokens (inputs are tokens 0..T-1, targets 1..T). <c>PackTokens</c> produces it.</summary>
+    public string TokensColumnName { get; set; } = Defaults.TokensColumnName;
+
+    /// <summary>Optional Boolean vector column, same length as the tokens: false marks padding, which never
+    /// contributes to the loss.</summary>
+    public string? LossMaskColumnName { get; set; }
+
+    /// <summary>Optional Int32 vector column of per-token document ids (same length as the tokens).</summary>
+    public string? DocumentIdsColumnName { get; set; }
+
+    /// <summary>With <see cref="DocumentIdsColumnName"/>: attend only within each document and restart positions at
+    /// each document start (Llama 3 document masking).</summary>
+    public bool UseDocumentMasking { get; set; }
+
+    /// <summary>Held-out data with the same columns, evaluated every <see cref="EvaluationInterval"/> steps.</summary>
+    public IDataView? ValidationSet { get; set; }
+
+    /// <summary>The tokenizer. When null, the tokenizer annotated on the tokens column by <c>TokenizeForLm</c> is used.
+    /// It travels with the trained model (for generation) and gives byte counts for bits per byte.</summary>
+    public LmTokenizer? Tokenizer { get; set; }
+
+    // ---- model ----
+
+    /// <summary>The architecture. A <see cref="GptConfig.VocabularySize"/> of 0 takes the tokenizer's vocabulary size.
+    /// When null: <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer.</summary>
+    public GptConfig? Model { get; set; }
+
+    // ---- optimization ----
+
+    /// <summary>Blocks per micro-batch.</summary>
+    public int BatchSize { get; set; } = Defaults.BatchSize;
+
+    /// <summary>Micro-batches whose gradients are summed before each optimizer step.</summary>
+    public int GradientAccumulationSteps { get; set; } = Defaults.GradientAccumulationSteps;
+
+    /// <summary>Peak learning rate.</summary>
+    public double LearningRate { get; set; } = Defaults.LearningRate;
+
+    /// <summary>Learning rate at the end of the decay (nanoGPT: about LearningRate / 10).</summary>
+    public double MinLearningRate { get; set; } = Defaults.MinLearningRate;
+
+    /// <summary>Schedule shape.</summary>
+    public LearningRateScheduleKind Schedule { get; set; } = Defaults.Schedule;
+
+    /// <summary>Steps of linear warmup.</summary>
+    public int WarmupSteps { get; set; } = Defaults.WarmupSteps;
+
+    /// <summary>Step where the decay ends; null = the step limit implied by MaxSteps/MaxTokens/MaxEpochs.</summary>
+    public long? DecaySteps { get; set; }
+
+    /// <summary>For <see cref="LearningRateScheduleKind.WarmupStableDecay"/>: fraction of training spent decaying.</summary>
+    public double DecayFraction { get; set; } = Defaults.DecayFraction;
+
+    /// <summary>AdamW β1.</summary>
+    public double Beta1 { get; set; } = Defaults.Beta1;
+
+    /// <summary>AdamW β2 (nanoGPT: 0.95; 0.99 for its tiny character model).</summary>
+    public double Beta2 { get; set; } = Defaults.Beta2;
+
+    /// <summary>AdamW ε.</summary>
+    public double Epsilon { get; set; } = Defaults.Epsilon;
+
+    /// <summary>Decoupled weight decay, applied to ≥2-D weights only (no decay on biases and norms).</summary>
+    public double WeightDecay { get; set; } = Defaults.WeightDecay;
+
+    /// <summary>Clip gradients to this global L2 norm; 0 disables clipping.</summary>
+    public double GradientClipNorm { get; set; } = Defaults.GradientClipNorm;
+
+    /// <summary>Random seed for initialisation, data order and dropout. Null: the MLContext's seed (else 0).</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Intra-op threads for torch; null = all cores.</summary>
+    public int? NumberOfThreads { get; set; }
+
+    // ---- stopping: whichever limit comes first; with none set, one epoch ----
+
+    /// <summary>Optimizer steps.</summary>
+    public long? MaxSteps { get; set; }
+
+    /// <summary>Training tokens (inputs) processed.</summary>
+    public long? MaxTokens { get; set; }
+
+    /// <summary>Passes over the training data.</summary>
+    public double? MaxEpochs { get; set; }
+
+    /// <summary>Wall-clock budget; training ends at the first step boundary past it.</summary>
+    public TimeSpan? TimeBudget { get; set; }
+
+    // ---- validation ----
+
+    /// <summary>Evaluate the validation set every this many steps (and after the last step).</summary>
+    public int EvaluationInterval { get; set; } = Defaults.EvaluationInterval;
+
+    /// <summary>Batches of the validation set evaluated each time (in a fixed order); null = the whole set.</summary>
+    public int? EvaluationBatches { get; set; }
+
+    /// <summary>Stop after this many evaluations without improvement; null = never stop early.</summary>
+    public int? EarlyStoppingPatience { get; set; }
+
+    /// <summary>Smallest decrease of the validation loss that counts as an improvement.</summary>
+    public double EarlyStoppingMinDelta { get; set; }
+
+    /// <summary>With a validation set: return the weights of the best evaluation, not the last step.</summary>
+    public bool KeepBestWeights { get; set; } = true;
+
+    // ---- checkpoints ----
+
+    /// <summary>Directory for checkpoints (model, optimizer, schedule, step, RNG and data position), written atomically.</summary>
+    public string? CheckpointDirectory { get; set; }
+
+    /// <summary>Write a checkpoint every this many steps (and when training ends or is cancelled).</summary>
+    public int CheckpointInterval { get; set; } = Defaults.CheckpointInterval;
+
+    /// <summary>Checkpoints kept in <see cref="CheckpointDirectory"/>; older ones are deleted.</summary>
+    public int KeepCheckpoints { get; set; } = Defaults.KeepCheckpoints;
+
+    /// <summary>A checkpoint file, or a directory whose newest checkpoint is used, to continue training from.</summary>
+    public string? ResumeFrom { get; set; }
+
+    // ---- progress and logs ----
+
+    /// <summary>Called every <see cref="LogInterval"/> steps and after each evaluation, on the training thread.</summary>
+    public IProgress<TrainingProgress>? Progress { get; set; }
+
+    /// <summary>Steps between progress reports and channel messages.</summary>
+    public int LogInterval { get; set; } = Defaults.LogInterval;
+
+    /// <summary>Directory for <c>metrics.csv</c> and TensorBoard event files; null = none.</summary>
+    public string? LogDirectory { get; set; }
+
+    /// <summary>Ends training at the next step boundary (after writing a checkpoint) with <see cref="OperationCanceledException"/>.
+    /// <see cref="MLContext.CancelExecution"/> does the same.</summary>
+    public CancellationToken CancellationToken { get; set; }
+}
+
+/// <summary>A progress report from <see cref="CausalLmTrainer"/>.</summary>
+/// <param name="Step">Optimizer steps completed.</param>
+/// <param name="Epoch">Passes over the training data so far (fractional).</param>
+/// <param name="Loss">Training loss (nats/token) of the last step.</param>
+/// <param name="LearningRate">Learning rate used by the last step.</param>
+/// <param name="GradientNorm">Global gradient L2 norm before clipping.</param>
+/// <param name="TokensPerSecond">Training throughput over the last reporting interval.</param>
+/// <param name="Elapsed">Wall time since training started (across resumes).</param>
+/// <param name="EstimatedRemaining">Time left to the step limit at the current speed, if known.</param>
+/// <param name="Validation">The evaluation done at this step, if any.</param>
+public sealed record TrainingProgress(long Step, double Epoch, double Loss, double LearningRate, double GradientNorm,
+    double TokensPerSecond, TimeSpan Elapsed, TimeSpan? EstimatedRemaining, LanguageModelMetrics? Validation);
+
+/// <summary>Loss-based metrics of a language model on a data set.</summary>
+/// <param name="Loss">Mean cross-entropy in nats per predicted token.</param>
+/// <param name="Perplexity">exp(Loss).</param>
+/// <param name="BitsPerByte">Total nats / (ln 2 · UTF-8 bytes of the predicted tokens); NaN when byte counts are unknown.</param>
+/// <param name="Tokens">Predicted tokens evaluated.</param>
+public sealed record LanguageModelMetrics(double Loss, double Perplexity, double BitsPerByte, long Tokens);
+
+/// <summary>One row of the training history kept on <see cref="CausalLmTransformer.History"/> and written to metrics.csv.</summary>
+public sealed record TrainingMetrics(long Step, double Epoch, long Tokens, double Loss, double LearningRate, double GradientNorm,
+    double TokensPerSecond, double ElapsedSeconds, double? ValidationLoss, double? ValidationPerplexity, double? ValidationBitsPerByte);
