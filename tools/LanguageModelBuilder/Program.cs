@@ -7,6 +7,7 @@ using Microsoft.ML.Llm.Data.Curation;
 
 if (args.Length < 2) { Console.Error.WriteLine("usage: LanguageModelBuilder <root with usr/share/locale> <output file>"); return 2; }
 string localeRoot = Path.Combine(args[0], "usr/share/locale");
+Encoding.RegisterProvider(CodePagesEncodingProvider.Instance);
 // model language -> locale directories
 var languages = new (string Code, string[] Locales)[]
 {
@@ -95,6 +96,9 @@ using (var stream = File.OpenRead(args[1]))
         int s2 = snippets.Count(t => identifier.Detect(t).Language == code);
         int s3 = snippets.Count(t => identifier.Detect(t) is var r && r.Language == code && r.Score > 0.65f);
         sn += sentences.Count; sok += s1; cn += snippets.Count; cok += s2;
+        if (Environment.GetEnvironmentVariable("LANGID_SHOW_ERRORS") == "1")
+            foreach (var t in sentences.Where(t => identifier.Detect(t).Language != code).Take(6))
+                Console.Error.WriteLine($"  {code} -> {identifier.Detect(t).Language}: {t}");
         Console.WriteLine($"| {code} | {sentences.Count} | {100.0 * s1 / Math.Max(1, sentences.Count):F1}% | {snippets.Count} | {100.0 * s2 / Math.Max(1, snippets.Count):F1}% | {100.0 * s3 / Math.Max(1, snippets.Count):F1}% |");
     }
     Console.WriteLine($"| all | {sn} | {100.0 * sok / sn:F1}% | {cn} | {100.0 * cok / cn:F1}% | |");
@@ -104,6 +108,8 @@ return 0;
 static string? Clean(string s)
 {
     s = Regex.Replace(s, @"%(\d+\$)?[-+ #0]*\d*(\.\d+)?[hlLqjzt]*[diouxXeEfFgGcsSpn%]|\$\{?\w+\}?|\{\w*\}|<[^>]*>|&\w+;|\\[nt]", " ");
+    // command-line options (--foo=BAR, -x), ALL-CAPS placeholders (FILE, NUMBER) and URLs are not language
+    s = Regex.Replace(s, @"(^|\s)--?[\w-]+(=\S*)?|\b[A-Z][A-Z0-9_.]{2,}\b|\w+://\S+", " ");
     s = s.Replace("_", "").Replace("&", "");
     s = Regex.Replace(s, @"\s+", " ").Trim();
     int letters = s.Count(char.IsLetter);
@@ -126,13 +132,26 @@ static class MoFile
         bool le = BitConverter.ToUInt32(b, 0) == 0x950412de;
         uint U(int o) { uint v = BitConverter.ToUInt32(b, o); return le ? v : System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v); }
         uint n = U(8), orig = U(12), trans = U(16);
+        // The header (translation of the empty msgid) declares the charset; a few old catalogs are not UTF-8 (EUC-JP, GB2312...).
+        var encoding = Encoding.UTF8;
+        for (int i = 0; i < n; i++)
+        {
+            if (U((int)orig + i * 8) != 0) continue;
+            int hl = (int)U((int)trans + i * 8), ho = (int)U((int)trans + i * 8 + 4);
+            var m = Regex.Match(Encoding.ASCII.GetString(b, ho, hl), @"charset=([-\w]+)");
+            if (m.Success && !m.Groups[1].Value.Equals("CHARSET", StringComparison.OrdinalIgnoreCase))
+            {
+                try { encoding = Encoding.GetEncoding(m.Groups[1].Value); } catch (ArgumentException) { yield break; }
+            }
+            break;
+        }
         for (int i = 0; i < n; i++)
         {
             int ol = (int)U((int)orig + i * 8), oo = (int)U((int)orig + i * 8 + 4);
             int tl = (int)U((int)trans + i * 8), to = (int)U((int)trans + i * 8 + 4);
             if (ol == 0) continue; // header
-            string id = Encoding.UTF8.GetString(b, oo, ol).Split('\0')[0];
-            string str = Encoding.UTF8.GetString(b, to, tl).Split('\0')[0];
+            string id = encoding.GetString(b, oo, ol).Split('\0')[0];
+            string str = encoding.GetString(b, to, tl).Split('\0')[0];
             int ctx = id.IndexOf('\u0004');
             if (ctx >= 0) id = id[(ctx + 1)..];
             yield return (id, str);
