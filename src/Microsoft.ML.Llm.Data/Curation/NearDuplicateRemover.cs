@@ -403,8 +403,8 @@ public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentC
     internal NearDuplicateRemoverTransformer(string inputColumn, NearDuplicateRemoverOptions options, ReferenceSet reference)
     {
         InputColumnName = inputColumn;
-        _options = options;
-        _options.ReferenceData = null;
+        _options = options.Clone();
+        _options.ReferenceData = null; // read once in Fit; the transformer keeps only the signatures
         _reference = reference;
     }
 

@@ -88,7 +88,9 @@ public class NearDuplicateRemoverTests
         corpus[9] = eval[0];
         var data = LoadWithIds(ml, corpus);
         var options = new NearDuplicateRemoverOptions { Mode = mode, ReferenceData = Load(ml, eval.ToArray()), Verify = mode == DeduplicationMode.MinHash };
-        var model = ml.Transforms.Text.RemoveNearDuplicates("Text", options).Fit(data);
+        var estimator = ml.Transforms.Text.RemoveNearDuplicates("Text", options);
+        var model = estimator.Fit(data);
+        Assert.Equal(5, estimator.Fit(data).ReferenceCount); // fitting again reads the reference data again
         var expected = Enumerable.Range(0, 20).Where(i => i != 4 && i != 9).ToList();
         Assert.Equal(expected, Ids(model.Transform(data)));
         Assert.Equal(2, model.LastReport!.RemovedAsReferenceMatch);
