@@ -79,6 +79,7 @@ public sealed class LanguageIdentifier
     }
 
     [ThreadStatic] private static StringBuilder? t_features;
+    [ThreadStatic] private static char[]? t_buffer;
 
     /// <summary>The most likely language of <paramref name="text"/> and its posterior probability; ("", 0) for text without letters.</summary>
     public (string Language, float Score) Detect(ReadOnlySpan<char> text)
@@ -89,8 +90,9 @@ public sealed class LanguageIdentifier
         int count = _languages.Length;
         Span<double> sums = stackalloc double[count];
         int grams = 0;
-        var features = sb.ToString();
-        var span = features.AsSpan();
+        if (t_buffer is null || t_buffer.Length < sb.Length) t_buffer = new char[Math.Max(sb.Length, 1024)];
+        sb.CopyTo(0, t_buffer, 0, sb.Length);
+        ReadOnlySpan<char> span = t_buffer.AsSpan(0, sb.Length);
         for (int i = 0; i < span.Length; i++)
             for (int n = 1; n <= NGrams.MaxN && i + n <= span.Length; n++)
             {
