@@ -29,16 +29,58 @@ public sealed class LanguageIdentifier
     });
 
     private readonly string[] _languages;
-    private readonly float[] _floors;
-    private readonly Dictionary<string, float[]> _grams;
-    private readonly Dictionary<string, float[]>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private readonly int _stride;          // languages padded to a multiple of Vector<float>.Count
+    private readonly float[] _rows;        // n-gram rows of log-probabilities, _stride floats each; row 0 is the floors
+    private readonly ulong[] _keys;        // open-addressing table: packed n-gram (chars and length) -> row
+    private readonly int[] _slots;
+    private readonly int _mask;
 
     private LanguageIdentifier(string[] languages, float[] floors, Dictionary<string, float[]> grams)
     {
         _languages = languages;
-        _floors = floors;
-        _grams = grams;
-        _lookup = grams.GetAlternateLookup<ReadOnlySpan<char>>();
+        int vc = System.Numerics.Vector<float>.Count;
+        _stride = (languages.Length + vc - 1) / vc * vc;
+        _rows = new float[(grams.Count + 1) * _stride];
+        floors.CopyTo(_rows, 0);
+        int size = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, grams.Count * 2));
+        _keys = new ulong[size];
+        _slots = new int[size];
+        _mask = size - 1;
+        int row = 1;
+        foreach (var (gram, values) in grams.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            values.CopyTo(_rows, row * _stride);
+            ulong key = Pack(gram);
+            int i = Slot(key);
+            while (_slots[i] != 0) i = (i + 1) & _mask;
+            _keys[i] = key;
+            _slots[i] = row++;
+        }
+    }
+
+    /// <summary>An n-gram of 1-3 UTF-16 units as one 64-bit key: the units in 16-bit lanes and the length on top.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static ulong Pack(ReadOnlySpan<char> g)
+    {
+        ulong key = (ulong)g.Length << 48;
+        for (int k = 0; k < g.Length; k++) key |= (ulong)g[k] << (16 * k);
+        return key;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private int Slot(ulong key) => (int)((key * 0x9E3779B97F4A7C15UL) >> 40) & _mask;
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private int Row(ulong key)
+    {
+        int i = Slot(key);
+        while (true)
+        {
+            int row = _slots[i];
+            if (row == 0) return 0;           // unknown n-gram: the floors
+            if (_keys[i] == key) return row;
+            i = (i + 1) & _mask;
+        }
     }
 
     /// <summary>The bundled model.</summary>
@@ -67,6 +109,8 @@ public sealed class LanguageIdentifier
             {
                 string g = r.ReadString();
                 float v = r.ReadSingle();
+                if (g.Length is < 1 or > NGrams.MaxN)
+                    throw new FormatException($"Language-ID model n-gram '{g}' has {g.Length} characters; expected 1 to {NGrams.MaxN}.");
                 if (!grams.TryGetValue(g, out var row)) grams[g] = row = new float[count];
                 row[l] = v;
             }
@@ -87,33 +131,39 @@ public sealed class LanguageIdentifier
         var sb = t_features ??= new StringBuilder();
         NGrams.Features(text, sb);
         if (sb.Length <= 1) return ("", 0f);
-        int count = _languages.Length;
-        Span<double> sums = stackalloc double[count];
-        int grams = 0;
         if (t_buffer is null || t_buffer.Length < sb.Length) t_buffer = new char[Math.Max(sb.Length, 1024)];
         sb.CopyTo(0, t_buffer, 0, sb.Length);
         ReadOnlySpan<char> span = t_buffer.AsSpan(0, sb.Length);
+
+        int stride = _stride;
+        Span<float> sums = stackalloc float[stride];
+        sums.Clear();
+        var acc = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(sums);
+        var rows = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(_rows.AsSpan());
+        int vectorsPerRow = acc.Length;
         for (int i = 0; i < span.Length; i++)
             for (int n = 1; n <= NGrams.MaxN && i + n <= span.Length; n++)
             {
                 var g = span.Slice(i, n);
                 if (n == 1 && g[0] == ' ') continue;
                 if (n == 2 && g[0] == ' ' && g[1] == ' ') continue;
-                grams++;
-                if (_lookup.TryGetValue(g, out var row))
-                    for (int l = 0; l < count; l++) sums[l] += row[l];
-                else
-                    for (int l = 0; l < count; l++) sums[l] += _floors[l];
+                int at = Row(Pack(g)) * vectorsPerRow;
+                for (int v = 0; v < vectorsPerRow; v++) acc[v] += rows[at + v];
             }
+
+        int count = _languages.Length;
         // Script rule for Chinese, Japanese and Korean (as CLD does): when at least half of the letters are CJK, kana
         // means Japanese, Hangul Korean, and Han alone Chinese; the n-grams then rank only that language's candidates.
         int only = CjkLanguage(span);
-        if (only >= 0)
-            for (int l = 0; l < count; l++) if (l != only) sums[l] = double.NegativeInfinity;
-        int best = 0;
-        for (int l = 1; l < count; l++) if (sums[l] > sums[best]) best = l;
+        int best = -1;
+        for (int l = 0; l < count; l++)
+        {
+            if (only >= 0 && l != only) continue;
+            if (best < 0 || sums[l] > sums[best]) best = l;
+        }
         double z = 0;
-        for (int l = 0; l < count; l++) z += Math.Exp(sums[l] - sums[best]);
+        for (int l = 0; l < count; l++)
+            if (only < 0 || l == only) z += Math.Exp((double)sums[l] - sums[best]);
         return (_languages[best], (float)(1 / z));
     }
 
