@@ -25,6 +25,21 @@ static void PrintMachine()
     Console.WriteLine($"machine: {Environment.ProcessorCount} logical cores, {cpu}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
     Console.WriteLine($"vector width: {System.Numerics.Vector<ulong>.Count * 64} bits, AVX-512: {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}");
     Console.WriteLine($"load average at the start (1/5/15 min): {LoadAverage()}  (a shared machine: figures for all cores are only meaningful when it is near 0)");
+    // Calibration: how much CPU this process can get on all cores, relative to one (a pure integer loop per thread).
+    static long Spin(int threads)
+    {
+        long total = 0;
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ =>
+        {
+            var sw = Stopwatch.StartNew();
+            long x = 0;
+            while (sw.ElapsedMilliseconds < 1500) for (int k = 0; k < 10_000; k++) x++;
+            Interlocked.Add(ref total, x);
+        });
+        return total;
+    }
+    double single = Spin(1), all = Spin(Environment.ProcessorCount);
+    Console.WriteLine($"available parallelism now: {all / single:F2}x one thread with {Environment.ProcessorCount} threads (busy-loop calibration)");
 }
 
 static void Throughput(string[] vocabulary)
