@@ -34,7 +34,8 @@ public static partial class LlmTextCatalog
         => new(Checked(catalog), outputColumnName, inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
 
     /// <summary>
-    /// Filters rows by the Gopher quality and repetition, C4 and FineWeb rules with datatrove's defaults.
+    /// Filters rows by the Gopher quality and repetition, C4 and FineWeb rules with datatrove's defaults. After a pass
+    /// over the output, <see cref="TextQualityFilterTransformer.LastReport"/> holds rows in/out and rows per rule.
     /// </summary>
     /// <param name="catalog">The text transforms catalog.</param>
     /// <param name="inputColumnName">The text column.</param>
@@ -56,7 +57,8 @@ public static partial class LlmTextCatalog
 
     /// <summary>
     /// Removes exact or near-duplicate rows (MinHash LSH, 14 bands × 8 rows of word 5-gram shingles by default),
-    /// keeping the first row of each cluster.
+    /// keeping the first row of each cluster. The first cursor over the output makes one pass over the input; then
+    /// <see cref="NearDuplicateRemoverTransformer.LastReport"/> holds the clusters found.
     /// </summary>
     /// <param name="catalog">The text transforms catalog.</param>
     /// <param name="inputColumnName">The text column.</param>

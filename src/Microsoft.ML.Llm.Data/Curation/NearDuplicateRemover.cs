@@ -223,7 +223,6 @@ internal sealed class MinHasher
     /// <summary>Band hashes of the MinHash signature of <paramref name="shingles"/> (not empty).</summary>
     public void BandHashes(ReadOnlySpan<ulong> shingles, Span<ulong> bands, Span<ulong> signature)
     {
-        int vc = Vector<ulong>.Count;
         int padded = _a.Length;
         signature[..padded].Fill(ulong.MaxValue);
         ReadOnlySpan<Vector<ulong>> a = System.Runtime.InteropServices.MemoryMarshal.Cast<ulong, Vector<ulong>>(_a);
@@ -235,7 +234,6 @@ internal sealed class MinHasher
             for (int j = 0; j < sig.Length; j++)
                 sig[j] = Vector.Min(sig[j], a[j] * h + b[j]);
         }
-        _ = vc;
         for (int band = 0; band < _bands; band++)
         {
             ulong h = (ulong)band + 1;
