@@ -11,19 +11,24 @@ using Microsoft.ML.Llm.Data;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string outDir = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "out");
 long maxSteps = args.Length > 1 ? long.Parse(args[1], CultureInfo.InvariantCulture) : 2000;
+int seed = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1337;
 Directory.CreateDirectory(outDir);
 
 string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"));
 int split = (int)(text.Length * 0.9);   // nanoGPT prepare.py: first 90% train, last 10% validation
-var ml = new MLContext(seed: 1337);
+var ml = new MLContext(seed);
 var all = ml.Data.LoadFromEnumerable(new[] { new TextRow(text) });
 var train = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[..split]) });
 var validation = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..]) });
 
 // 1. Tokenize (vocabulary = the 65 distinct characters, as nanoGPT's shakespeare_char) and pack into blocks of 64 + 1.
-var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character })
-    .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 64))
-    .Fit(all);
+var tokenizer = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character }).Fit(all);
+var packer = ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 64).Fit(tokenizer.Transform(all));
+var prep = tokenizer.Append(packer);   // the model's own pre-processing: consecutive, non-overlapping blocks
+// Training windows start every 8 characters: nanoGPT samples windows at random offsets, so every boundary is seen.
+var trainIds = tokenizer.Transform(train);
+var trainWindows = ml.Transforms.Text.PackTokens("Tokens", "Ids", new PackingOptions { ContextLength = 64, Stride = 8 })
+    .Fit(trainIds).Transform(trainIds);
 
 // 2. Train.
 var options = new CausalLmTrainerOptions
@@ -43,7 +48,7 @@ var options = new CausalLmTrainerOptions
     Progress = new ConsoleProgress(),
 };
 var clock = Stopwatch.StartNew();
-var lm = ml.Llm().Trainers.CausalLm(options).Fit(prep.Transform(train));
+var lm = ml.Llm().Trainers.CausalLm(options).Fit(trainWindows);
 clock.Stop();
 var model = prep.Append(lm);
 var final = ml.Llm().Evaluate(model, validation);

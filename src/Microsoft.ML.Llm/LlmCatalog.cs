@@ -58,7 +58,7 @@ public sealed class LlmCatalog
         foreach (var t in before) data = t.Transform(data);
         var blocks = TokenBlocks.Read(data, lm.TokensColumnName, null, null, "evaluation data");
         blocks.CheckVocabulary(lm.Config.VocabularySize, "evaluation data", lm.TokensColumnName);
-        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, null, lm.Tokenizer, TorchSharp.torch.CPU, documentMasking: false);
+        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, rows: null, lm.Tokenizer, TorchSharp.torch.CPU, documentMasking: false);
     }
 
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)

@@ -8,10 +8,10 @@ namespace Microsoft.ML.Llm;
 internal static class LanguageModelEvaluator
 {
     /// <summary>
-    /// Evaluates <paramref name="maxBatches"/> batches (null = all) in row order, in eval mode without gradients.
+    /// Evaluates <paramref name="rows"/> (null = every row, in order) in batches, in eval mode without gradients.
     /// Bits per byte = total nats / (ln 2 · total UTF-8 bytes of the predicted tokens) (The Pile; lm-evaluation-harness).
     /// </summary>
-    public static LanguageModelMetrics Evaluate(GptModel model, TokenBlocks blocks, int batchSize, int? maxBatches,
+    public static LanguageModelMetrics Evaluate(GptModel model, TokenBlocks blocks, int batchSize, IReadOnlyList<int>? rows,
         LmTokenizer? tokenizer, Device device, bool documentMasking)
     {
         bool wasTraining = model.training;
@@ -21,14 +21,13 @@ internal static class LanguageModelEvaluator
             using var noGrad = torch.no_grad();
             double nats = 0;
             long tokens = 0, bytes = 0;
-            int batches = (blocks.Count + batchSize - 1) / batchSize;
-            if (maxBatches is { } m) batches = Math.Min(batches, m);
-            var rows = new int[batchSize];
-            for (int b = 0; b < batches; b++)
+            int total = rows?.Count ?? blocks.Count;
+            var batch = new int[batchSize];
+            for (int start = 0; start < total; start += batchSize)
             {
-                int start = b * batchSize, n = Math.Min(batchSize, blocks.Count - start);
-                for (int i = 0; i < n; i++) rows[i] = start + i;
-                var batchRows = rows.AsSpan(0, n);
+                int n = Math.Min(batchSize, total - start);
+                for (int i = 0; i < n; i++) batch[i] = rows is null ? start + i : rows[start + i];
+                var batchRows = batch.AsSpan(0, n);
                 using var scope = NewDisposeScope();
                 var (x, y, d) = blocks.Batch(batchRows, device, documentMasking);
                 var logits = model.forward(x, d);
@@ -45,5 +44,21 @@ internal static class LanguageModelEvaluator
         {
             if (wasTraining) model.train();
         }
+    }
+
+    /// <summary>
+    /// The rows of a <paramref name="batches"/>-batch estimate: a fixed random sample (seeded, the same at every
+    /// evaluation), so the estimate is unbiased like nanoGPT's random batches yet comparable between steps.
+    /// Null (every row) when the set is not larger than the sample.
+    /// </summary>
+    public static int[]? SampleRows(int count, int batchSize, int? batches, int seed)
+    {
+        if (batches is not { } b || (long)b * batchSize >= count)
+            return null;
+        var order = Enumerable.Range(0, count).ToArray();
+        new Random(seed).Shuffle(order);
+        var sample = order[..(b * batchSize)];
+        Array.Sort(sample);
+        return sample;
     }
 }

@@ -141,7 +141,9 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         var parameters = model.parameters().ToArray();
         var permutations = new EpochPermutations(seed, train.Count);
         var rows = new int[rowsPerMicro];
+        var validationRows = val is null ? null : LanguageModelEvaluator.SampleRows(val.Count, o.BatchSize, o.EvaluationBatches, seed);
         var clock = Stopwatch.StartNew();
+        long firstStep = step;   // steps done before this call (resume) do not count towards this run's speed
         double lastReportSeconds = 0;
         long lastReportTokens = tokensSeen;
         bool stopEarly = false;
@@ -163,7 +165,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         LanguageModelMetrics? Validate()
         {
             if (val is null) return null;
-            var m = LanguageModelEvaluator.Evaluate(model, val, o.BatchSize, o.EvaluationBatches, tokenizer, device, docMask);
+            var m = LanguageModelEvaluator.Evaluate(model, val, o.BatchSize, validationRows, tokenizer, device, docMask);
             if (m.Loss < bestLoss - o.EarlyStoppingMinDelta)
             {
                 bestLoss = m.Loss;
@@ -248,7 +250,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
                 validation?.Loss, validation?.Perplexity, validation?.BitsPerByte));
             if (step % o.LogInterval == 0 || validation is not null || last)
             {
-                TimeSpan? eta = horizon is { } hh && step > 0 ? TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / Math.Max(1, step - (history.Count > 0 ? history[0].Step - 1 : 0)) * (hh - step)) : null;
+                TimeSpan? eta = EstimateRemaining(clock.Elapsed, step - firstStep, horizon - step, o.TimeBudget - elapsed);
                 var report = new TrainingProgress(step, epoch, lastLoss, lastLr, lastGradNorm, tokPerSec, elapsed, eta, validation);
                 HostAccess.Info(ch, Describe(report));
                 o.Progress?.Report(report);
@@ -296,6 +298,14 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
     }
 
     private static long? Min(long? a, long b) => a is { } x ? Math.Min(x, b) : b;
+
+    /// <summary>Time to the step limit at this run's mean step time, capped by what is left of the time budget.</summary>
+    private static TimeSpan? EstimateRemaining(TimeSpan elapsedThisRun, long stepsThisRun, long? stepsLeft, TimeSpan? budgetLeft)
+    {
+        TimeSpan? bySteps = stepsLeft is { } left && stepsThisRun > 0 ? elapsedThisRun / stepsThisRun * left : null;
+        if (budgetLeft is { } b && b < TimeSpan.Zero) budgetLeft = TimeSpan.Zero;
+        return bySteps is { } s && budgetLeft is { } bl ? (s < bl ? s : bl) : bySteps ?? budgetLeft;
+    }
 
     private static double GlobalNorm(IEnumerable<Parameter> parameters)
     {

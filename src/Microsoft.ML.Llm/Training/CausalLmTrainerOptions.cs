@@ -123,7 +123,8 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Evaluate the validation set every this many steps (and after the last step).</summary>
     public int EvaluationInterval { get; set; } = Defaults.EvaluationInterval;
 
-    /// <summary>Batches of the validation set evaluated each time (in a fixed order); null = the whole set.</summary>
+    /// <summary>Batches of the validation set evaluated each time: a fixed random sample of rows (seeded, the same at
+    /// every evaluation), as nanoGPT's <c>eval_iters</c>; null = the whole set.</summary>
     public int? EvaluationBatches { get; set; }
 
     /// <summary>Stop after this many evaluations without improvement; null = never stop early.</summary>

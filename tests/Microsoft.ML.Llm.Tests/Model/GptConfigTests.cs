@@ -54,6 +54,7 @@ public class GptConfigTests
             { ok with { HeadCount = 0 }, "GptConfig.HeadCount is 0; expected an integer from 1 to 67108864. (Parameter 'HeadCount')" },
             { ok with { EmbeddingSize = -32 }, "GptConfig.EmbeddingSize is -32; expected an integer from 1 to 67108864. (Parameter 'EmbeddingSize')" },
             { ok with { MlpHiddenSize = 0 }, "GptConfig.MlpHiddenSize is 0; expected an integer from 1 to 67108864. (Parameter 'MlpHiddenSize')" },
+            { ok with { VocabularyPaddingMultiple = 0 }, "GptConfig.VocabularyPaddingMultiple is 0; expected an integer from 1 to 65536. (Parameter 'VocabularyPaddingMultiple')" },
             { ok with { Style = (GptStyle)7 }, "GptConfig.Style is 7; expected Gpt2 or Modern. (Parameter 'Style')" },
             { ok with { Dropout = -0.1 }, "GptConfig.Dropout is -0.1; expected a probability in [0, 1). (Parameter 'Dropout')" },
             { ok with { Dropout = 1 }, "GptConfig.Dropout is 1; expected a probability in [0, 1). (Parameter 'Dropout')" },
@@ -93,6 +94,8 @@ public class GptConfigTests
             GptConfig.Gpt2Small(),
             GptConfig.ModernSmall(32000, 2048) with { RopeTheta = 500000, MlpHiddenSize = 1000, Dropout = 0.1 },
             GptConfig.Tiny(7, 3) with { Dropout = 0.123456789 },
+            GptConfig.ShakespeareChar(65) with { Bias = false, VocabularyPaddingMultiple = 1 },
+            GptConfig.Tiny(7, 3) with { Style = GptStyle.Modern, Bias = true },
         };
         foreach (var config in configs)
         {
@@ -121,7 +124,7 @@ public class GptConfigTests
 
         stream.Position = 0;
         var ex = Assert.Throws<InvalidDataException>(() => GptConfig.Load(new BinaryReader(stream)));
-        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads version 1.", ex.Message);
+        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads versions 1 to 2.", ex.Message);
 
         using var bad = new MemoryStream();
         using (var writer = new BinaryWriter(bad, System.Text.Encoding.UTF8, leaveOpen: true))

@@ -142,6 +142,19 @@ public class GptModelTests
         Assert.Equal(817_920L, model.ParameterCount);
         Assert.Equal(809_728L, model.NonEmbeddingParameterCount);
         Assert.Equal(5_251_584.0, model.FlopsPerToken);
+
+        // Without biases (nanoGPT train.py's default bias = False):
+        //   per block: ln 128 + c_attn 49,152 + c_proj 16,384 + ln 128 + c_fc 65,536 + c_proj 65,536 = 196,864; × 4 = 787,456
+        //   + wte 16,384 + wpe 8,192 + ln_f 128 = 812,160; N = 803,968; flops/token = 4,823,808 + 393,216 = 5,217,024
+        using var noBias = NewModel(GptConfig.ShakespeareChar(65) with { Bias = false });
+        Assert.Equal(812_160L, noBias.ParameterCount);
+        Assert.Equal(803_968L, noBias.NonEmbeddingParameterCount);
+        Assert.Equal(5_217_024.0, noBias.FlopsPerToken);
+
+        // No vocabulary padding (litgpt padding_multiple 1): wte has 65 rows, 63·128 = 8,064 fewer parameters.
+        using var unpadded = NewModel(GptConfig.ShakespeareChar(65) with { VocabularyPaddingMultiple = 1 });
+        Assert.Equal(65, unpadded.Config.PaddedVocabularySize);
+        Assert.Equal(817_920L - 8_064, unpadded.ParameterCount);
     }
 
     [Fact]
