@@ -54,7 +54,7 @@ static double MatmulPeak(ScalarType dtype)
     for (int i = 0; i < 6; i++)
     {
         var sw = Stopwatch.StartNew();
-        using (var c = a.matmul(b)) c.sum().item<float>();
+        using (var c = a.matmul(b)) c.sum().to(ScalarType.Float32).item<float>();
         double s = sw.Elapsed.TotalSeconds;
         if (i > 0) best = Math.Max(best, 2.0 * n * n * n / s / 1e9);   // first run is warmup
     }
