@@ -68,7 +68,8 @@ public sealed class TokenizeForLmOptions
     /// <summary>BPE: the longest token, in bytes, a merge may create (0 for no limit).</summary>
     public int MaxTokenLength { get; set; } = Defaults.MaxTokenLength;
 
-    /// <summary>Threads for BPE training and for encoding in cursors; null means all cores.</summary>
+    /// <summary>Threads for BPE training (null: all cores) and for encoding in cursors (null: one thread; see
+    /// <see cref="LmTokenizingTransformer.MaxDegreeOfParallelism"/>).</summary>
     public int? MaxDegreeOfParallelism { get; set; }
 
     internal void ValidateBpe(int specialCount)
@@ -239,8 +240,10 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
 
     /// <summary>
     /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
-    /// batch of rows and encodes them in parallel. Null means all cores; 1 encodes row by row. Character and byte
-    /// tokenizers always encode row by row (they are cheaper than batching). Not persisted.
+    /// batch of rows and encodes them in parallel. Null or 1 encodes row by row, the default because on the project's
+    /// 2-core machine Microsoft.ML.Tokenizers encoding did not scale: two threads ran at 0.5-0.75× one thread, even
+    /// with one tokenizer instance per thread (benchmarks/README.md), while plain compute scaled 2×. Set it above 1 on
+    /// machines where encoding scales. Character and byte tokenizers always encode row by row. Not persisted.
     /// </summary>
     public int? MaxDegreeOfParallelism
     {
@@ -372,7 +375,7 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
         public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
         {
             var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
-            int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
+            int parallelism = _parent.MaxDegreeOfParallelism ?? 1;
             // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
             // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
             bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
