@@ -128,7 +128,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         long? horizon = o.MaxSteps;
         if (o.MaxTokens is { } mt) horizon = Min(horizon, (mt + tokensPerStep - 1) / tokensPerStep);
         if (o.MaxEpochs is { } me) horizon = Min(horizon, (long)Math.Ceiling(me * train.Count / rowsPerStep));
-        if (horizon is null && o.TimeBudget is null) horizon = (train.Count + rowsPerStep - 1) / rowsPerStep; // one epoch
+        bool oneEpochDefault = horizon is null && o.TimeBudget is null;   // no limit set: one pass over the data
+        if (oneEpochDefault) horizon = (train.Count + rowsPerStep - 1) / rowsPerStep;
         long? decaySteps = o.DecaySteps ?? horizon;
         if (decaySteps is null && o.Schedule != LearningRateScheduleKind.Constant)
             HostAccess.Warning(ch, $"Schedule {o.Schedule} with only a time budget: the decay horizon is unknown, so the learning rate stays at its peak. Set DecaySteps.");
@@ -199,7 +200,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
                 || (o.MaxTokens is { } maxTokens && tokensSeen >= maxTokens)
                 || (o.MaxEpochs is { } maxEpochs && rowsConsumed >= maxEpochs * train.Count)
                 || (o.TimeBudget is { } budget && Elapsed() >= budget)
-                || (horizon is { } h && o.MaxSteps is null && o.MaxTokens is null && o.MaxEpochs is null && o.TimeBudget is null && step >= h))
+                || (oneEpochDefault && step >= horizon))
                 break;
             if (o.CancellationToken.IsCancellationRequested || HostAccess.IsCanceled(host))
             {

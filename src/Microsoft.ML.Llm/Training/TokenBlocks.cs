@@ -35,8 +35,6 @@ internal sealed class TokenBlocks
 
     public bool HasDocumentIds => _documentIds is not null;
 
-    public bool HasLossMask => _lossMask is not null;
-
     /// <summary>Largest token id in the data (−1 when empty).</summary>
     public int MaxTokenId { get; private init; }
 
@@ -125,17 +123,6 @@ internal sealed class TokenBlocks
         throw new ArgumentOutOfRangeException(tokensColumn, _tokens[index],
             $"Row {index / BlockLength} of the {dataName} has token id {_tokens[index]} in column '{tokensColumn}', but the model's vocabulary " +
             $"has {vocabularySize} tokens (ids 0..{vocabularySize - 1}). Use the tokenizer the model was built for, or a larger GptConfig.VocabularySize.");
-    }
-
-    /// <summary>Total UTF-8 bytes of the predicted tokens (targets) of all rows, for bits per byte.</summary>
-    public long CountTargetBytes(LmTokenizer tokenizer)
-    {
-        long bytes = 0;
-        for (int r = 0; r < Count; r++)
-            for (int t = 1; t < BlockLength; t++)
-                if (IsTarget(r, t))
-                    bytes += tokenizer.GetByteCount(_tokens[r * BlockLength + t]);
-        return bytes;
     }
 
     /// <summary>UTF-8 bytes of the predicted tokens of the given rows.</summary>
