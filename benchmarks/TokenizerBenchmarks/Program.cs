@@ -91,7 +91,7 @@ foreach (var (name, tokenizer) in encoders)
     var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new TokenizeForLmOptions { Tokenizer = tokenizer }).Fit(data);
     model.MaxDegreeOfParallelism = 1;
     double serial = Best(3, () => CursorEncode(model.Transform(data)));
-    model.MaxDegreeOfParallelism = Environment.ProcessorCount;
+    model.MaxDegreeOfParallelism = null;   // all cores
     double parallel = Best(3, () => CursorEncode(model.Transform(data)));
     Console.WriteLine($"  {name,-11} raw Tokenizer.EncodeToIds 1 thread: {encodeBytes / 1e6 / raw,7:F1} MB/s | TokenizeForLm 1 thread: {encodeBytes / 1e6 / serial,7:F1} MB/s " +
         $"({raw / serial * 100:F0}% of raw) | TokenizeForLm {Environment.ProcessorCount} threads: {encodeBytes / 1e6 / parallel,7:F1} MB/s ({raw / parallel * 100:F0}% of raw 1-thread, x{serial / parallel:F2} vs 1 thread)");

@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 // LmTokenizer: byte-level BPE (trained here or loaded from Hugging Face vocab.json + merges.txt) and SentencePiece.
 using System.Diagnostics;
 using System.Text;
@@ -74,9 +75,9 @@ public sealed partial class LmTokenizer
         return tokenizer;
     }
 
-    private static LmTokenizer CreateBpe(BpeDefinition definition, Dictionary<string, int> specials, int? endOfTextId, int? padId)
+    private static LmTokenizer CreateBpe(BpeDefinition definition, Dictionary<string, int> specials, int? endOfTextId, int? padId, Regex? regex = null)
     {
-        var regex = PreTokenizationRegexes.Get(definition.Pattern);
+        regex ??= PreTokenizationRegexes.Get(definition.Pattern);
         var vocabulary = definition.TokensById.Select((token, id) => KeyValuePair.Create(token, id));
         var options = new BpeOptions(vocabulary)
         {
@@ -88,6 +89,31 @@ public sealed partial class LmTokenizer
         var tokenizer = BpeTokenizer.Create(options);
         return new LmTokenizer(LmTokenizerKind.Bpe, tokenizer, definition.TokensById.Length, specials, endOfTextId, padId) { _bpe = definition };
     }
+
+    /// <summary>
+    /// Tokenizers for <paramref name="count"/> encoding threads, made once and kept. A trained BPE gets copies with their
+    /// own pre-tokenization <see cref="Regex"/> (see <see cref="PreTokenizationRegexes.Create"/>); other kinds share this
+    /// instance (Tiktoken's pre-tokenizer regex is internal to Microsoft.ML.Tokenizers).
+    /// </summary>
+    internal LmTokenizer[] WorkerCopies(int count)
+    {
+        lock (_workerLock)
+        {
+            if (_workers.Length < count)
+            {
+                var workers = new LmTokenizer[count];
+                for (int i = 0; i < count; i++)
+                    workers[i] = i < _workers.Length ? _workers[i]
+                        : i == 0 || _bpe is null ? this
+                        : CreateBpe(_bpe, new Dictionary<string, int>(SpecialTokens, StringComparer.Ordinal), EndOfTextId, PadId, PreTokenizationRegexes.Create(_bpe.Pattern));
+                _workers = workers;
+            }
+            return _workers;
+        }
+    }
+
+    private readonly object _workerLock = new();
+    private LmTokenizer[] _workers = [];
 
     private void FillBpeByteCounts(int[] counts)
     {

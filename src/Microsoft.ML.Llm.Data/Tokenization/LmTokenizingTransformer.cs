@@ -68,8 +68,7 @@ public sealed class TokenizeForLmOptions
     /// <summary>BPE: the longest token, in bytes, a merge may create (0 for no limit).</summary>
     public int MaxTokenLength { get; set; } = Defaults.MaxTokenLength;
 
-    /// <summary>Threads for BPE training (null: all cores) and for encoding in cursors (null: one thread; see
-    /// <see cref="LmTokenizingTransformer.MaxDegreeOfParallelism"/>).</summary>
+    /// <summary>Threads for BPE training and for encoding in cursors; null means all cores.</summary>
     public int? MaxDegreeOfParallelism { get; set; }
 
     internal void ValidateBpe(int specialCount)
@@ -240,10 +239,9 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
 
     /// <summary>
     /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
-    /// batch of rows and encodes them in parallel. Null or 1 encodes row by row, the default because on the project's
-    /// 2-core machine Microsoft.ML.Tokenizers encoding did not scale: two threads ran at 0.5-0.75× one thread, even
-    /// with one tokenizer instance per thread (benchmarks/README.md), while plain compute scaled 2×. Set it above 1 on
-    /// machines where encoding scales. Character and byte tokenizers always encode row by row. Not persisted.
+    /// batch of rows and encodes them in parallel, one tokenizer copy per thread (a trained BPE's copies have their own
+    /// pre-tokenization regex: threads sharing one Regex ran at half the speed of one thread). Null means all cores;
+    /// 1 encodes row by row. Character and byte tokenizers always encode row by row. Not persisted.
     /// </summary>
     public int? MaxDegreeOfParallelism
     {
@@ -375,7 +373,7 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
         public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
         {
             var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
-            int parallelism = _parent.MaxDegreeOfParallelism ?? 1;
+            int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
             // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
             // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
             bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
@@ -511,11 +509,17 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
                     return false;
                 if (_tokens.Length < _texts.Count)
                     _tokens = new int[_texts.Count][];
-                var tokenizer = _view._parent.Tokenizer;
-                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, _texts.Count, Math.Max(1, _texts.Count / (_parallel.MaxDegreeOfParallelism * 4))), _parallel, range =>
+                // One tokenizer per worker (its own pre-tokenization regex), chunks of rows handed out dynamically.
+                int workers = _parallel.MaxDegreeOfParallelism, count = _texts.Count;
+                var tokenizers = _view._parent.Tokenizer.WorkerCopies(workers);
+                int chunk = Math.Max(1, count / (workers * 8)), next = 0;
+                Parallel.For(0, workers, _parallel, w =>
                 {
-                    for (int i = range.Item1; i < range.Item2; i++)
-                        _tokens[i] = tokenizer.Encode(_texts[i]);
+                    var tokenizer = tokenizers[w];
+                    int start;
+                    while ((start = Interlocked.Add(ref next, chunk) - chunk) < count)
+                        for (int i = start, end = Math.Min(count, start + chunk); i < end; i++)
+                            _tokens[i] = tokenizer.Encode(_texts[i]);
                 });
                 return true;
             }

@@ -141,13 +141,15 @@ public class TokenizeForLmTests
         Assert.Equal("TokenizeForLmOptions.TiktokenEncoding 'gpt2' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'options')", e.Message);
     }
 
-    [Fact]
-    public void ParallelBatchCursorYieldsTheSameRowsAsTheSerialCursor()
+    [Theory]
+    [InlineData(LmTokenizerKind.Tiktoken)]
+    [InlineData(LmTokenizerKind.Bpe)]      // per-worker copies with their own pre-tokenization regex
+    public void ParallelBatchCursorYieldsTheSameRowsAsTheSerialCursor(LmTokenizerKind kind)
     {
         var ml = new MLContext(seed: 1);
         var lines = File.ReadAllLines(TestData.TinyShakespearePath).Take(9000).ToArray();   // > 2 batches of 4096 rows
         var data = Texts(ml, lines);
-        var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken).Fit(data);
+        var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", kind).Fit(data);
         model.MaxDegreeOfParallelism = 1;
         var serial = ReadTokens(model.Transform(data), "Tokens");
         model.MaxDegreeOfParallelism = 4;
