@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
@@ -85,7 +86,7 @@ public static class TokenSampling
     {
         using var scope = NewDisposeScope();
         var row = logits.detach().to(ScalarType.Float32).cpu().contiguous();
-        row.data<float>().CopyTo(scores, 0, 0);
+        MemoryMarshal.Cast<byte, float>(row.bytes).CopyTo(scores);  // one memcpy of the row's storage
         bool anyFinite = false;
         for (int i = 0; i < scores.Length; i++)
         {
@@ -257,7 +258,7 @@ public static class TokenSampling
             double total = 0;
             for (int i = 0; i < scores.Length; i++)
             {
-                weights[i] = Math.Exp(scores[i] - max);
+                weights[i] = float.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
                 total += weights[i];
             }
 
@@ -344,38 +345,48 @@ public static class TokenSampling
     /// <summary>Draws a token from softmax(scores) by inverting the cumulative distribution at one uniform draw.</summary>
     private static int Sample(ReadOnlySpan<float> scores, Generator? generator)
     {
-        double max = scores[ArgMax(scores)];
-        double total = 0;
-        foreach (float score in scores)
+        double[] rented = ArrayPool<double>.Shared.Rent(scores.Length);
+        try
         {
-            total += Math.Exp(score - max);                      // exp(−∞) = 0: masked tokens weigh nothing
-        }
-
-        double u;
-        using (var draw = rand(1, dtype: ScalarType.Float64, generator: generator))
-        {
-            u = draw.item<double>() * total;                     // uniform in [0, total)
-        }
-
-        int last = 0;
-        double cumulative = 0;
-        for (int i = 0; i < scores.Length; i++)
-        {
-            double weight = Math.Exp(scores[i] - max);
-            if (weight == 0)
+            // Unnormalised probabilities exp(s − max), computed once; masked tokens (−∞) weigh exactly 0.
+            var weights = rented.AsSpan(0, scores.Length);
+            float max = scores[ArgMax(scores)];
+            double total = 0;
+            for (int i = 0; i < scores.Length; i++)
             {
-                continue;
+                weights[i] = float.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
+                total += weights[i];
             }
 
-            cumulative += weight;
-            last = i;
-            if (u < cumulative)
+            double u;
+            using (var draw = rand(1, dtype: ScalarType.Float64, generator: generator))
             {
-                return i;
+                u = draw.item<double>() * total;                 // uniform in [0, total)
             }
-        }
 
-        return last;                                              // rounding left u at the very top: the last candidate
+            int last = 0;
+            double cumulative = 0;
+            for (int i = 0; i < weights.Length; i++)
+            {
+                if (weights[i] == 0)
+                {
+                    continue;
+                }
+
+                cumulative += weights[i];
+                last = i;
+                if (u < cumulative)
+                {
+                    return i;
+                }
+            }
+
+            return last;                                          // rounding left u at the very top: the last candidate
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(rented);
+        }
     }
 
     private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
