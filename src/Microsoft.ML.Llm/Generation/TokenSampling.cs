@@ -242,7 +242,7 @@ public static class TokenSampling
     /// likely token always, then the next ones while the running sum is below p.
     /// </summary>
     /// <remarks>
-    /// Sorting all V tokens would cost O(V log V) per generated token (about 5 ms for V = 50257 here). The nucleus is usually
+    /// Sorting all V tokens would cost O(V log V) per generated token (several milliseconds for V = 50257 here). The nucleus is usually
     /// small, so first find a probability cut whose tokens already hold mass p (a few O(V) passes, lowering the cut
     /// 16× each time); the nucleus lies within those tokens, and only they are sorted.
     /// </remarks>
