@@ -90,9 +90,9 @@ foreach (var (name, tokenizer) in encoders)
     double raw = Best(3, () => RawEncode(tokenizer, repeated));
     var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new TokenizeForLmOptions { Tokenizer = tokenizer }).Fit(data);
     model.MaxDegreeOfParallelism = 1;
-    double serial = Best(3, () => CursorEncode(model.Transform(data)));
+    double serial = Best(3, () => CountTokens(model.Transform(data), "Tokens"));
     model.MaxDegreeOfParallelism = null;   // all cores
-    double parallel = Best(3, () => CursorEncode(model.Transform(data)));
+    double parallel = Best(3, () => CountTokens(model.Transform(data), "Tokens"));
     Console.WriteLine($"  {name,-11} raw Tokenizer.EncodeToIds 1 thread: {encodeBytes / 1e6 / raw,7:F1} MB/s | TokenizeForLm 1 thread: {encodeBytes / 1e6 / serial,7:F1} MB/s " +
         $"({raw / serial * 100:F0}% of raw) | TokenizeForLm {Environment.ProcessorCount} threads: {encodeBytes / 1e6 / parallel,7:F1} MB/s ({raw / parallel * 100:F0}% of raw 1-thread, x{serial / parallel:F2} vs 1 thread)");
 }
@@ -113,13 +113,13 @@ while (packTokens < 50_000_000)
 }
 var tokenData = ml.Data.LoadFromEnumerable(tokenDocs);
 Console.WriteLine($"== Packing throughput: {tokenDocs.Count:N0} documents, {packTokens / 1e6:F1} M tokens (random lengths 50-1999), context 1024, EOS 50000");
-double readOnly = Best(3, () => ReadInput(tokenData));
+double readOnly = Best(3, () => CountTokens(tokenData, "Tokens"));
 Console.WriteLine($"  reading the input IDataView alone (LoadFromEnumerable): {packTokens / readOnly / 1e6,8:F1} M tokens/s");
 foreach (var mode in new[] { PackingMode.Concatenate, PackingMode.BestFit, PackingMode.Padded })
 {
     var packer = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 1024, Mode = mode, EndOfTextId = 50_000 }).Fit(tokenData);
     var packed = packer.Transform(tokenData);
-    double seconds = Best(3, () => ReadBlocks(packed));
+    double seconds = Best(3, () => CountTokens(packed, "Blocks"));
     var stats = packer.LastPassStatistics!;
     Console.WriteLine($"  {mode,-11} {stats.InputTokens / seconds / 1e6,8:F1} M tokens/s   blocks {stats.Blocks:N0}   padding {stats.PaddingFraction:P2}   truncated {stats.TruncatedFraction:P2}");
 }
@@ -205,39 +205,10 @@ static long RawEncode(LmTokenizer tokenizer, ReadOnlySpan<string> texts)
     return count;
 }
 
-static long CursorEncode(IDataView data)
+/// <summary>Reads every row of a token-vector column through a cursor; returns the number of tokens read.</summary>
+static long CountTokens(IDataView data, string columnName)
 {
-    var column = data.Schema["Tokens"];
-    using var cursor = data.GetRowCursor([column]);
-    var getter = cursor.GetGetter<VBuffer<int>>(column);
-    VBuffer<int> value = default;
-    long count = 0;
-    while (cursor.MoveNext())
-    {
-        getter(ref value);
-        count += value.Length;
-    }
-    return count;
-}
-
-static long ReadInput(IDataView data)
-{
-    var column = data.Schema["Tokens"];
-    using var cursor = data.GetRowCursor([column]);
-    var getter = cursor.GetGetter<VBuffer<int>>(column);
-    VBuffer<int> value = default;
-    long count = 0;
-    while (cursor.MoveNext())
-    {
-        getter(ref value);
-        count += value.Length;
-    }
-    return count;
-}
-
-static long ReadBlocks(IDataView data)
-{
-    var column = data.Schema["Blocks"];
+    var column = data.Schema[columnName];
     using var cursor = data.GetRowCursor([column]);
     var getter = cursor.GetGetter<VBuffer<int>>(column);
     VBuffer<int> value = default;
