@@ -86,9 +86,7 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
     public float ScoreTokens(ReadOnlySpan<int> tokens)
     {
         if (tokens.Length < 2) return float.NaN;
-        foreach (int id in tokens)
-            if ((uint)id >= (uint)Config.VocabularySize)
-                throw new ArgumentOutOfRangeException(nameof(tokens), id, $"Token id {id} is outside the model's vocabulary [0, {Config.VocabularySize}).");
+        Config.CheckTokenIds(tokens, nameof(tokens), "Token id");
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
         Model.eval();
@@ -129,7 +127,7 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
         if (Tokenizer is not null)
             writer.WriteStream("Tokenizer", Tokenizer.Save);
         writer.WriteStream("Weights", bw => Model.save(bw));
-        writer.WriteStream("History", bw => Checkpoint.WriteHistoryTo(bw, _history));
+        writer.WriteStream("History", bw => Checkpoint.WriteHistory(bw, _history));
     }
 
     static CausalLmTransformer IPersistentComponent<CausalLmTransformer>.Load(IHostEnvironment env, ComponentReader reader)

@@ -110,6 +110,21 @@ public class PersistenceAndGenerationTests
         Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 
+    [Fact]
+    public void TokenIdsOutsideTheVocabularyAreRejectedByScoringAndGeneration()
+    {
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        var options = TestData.TinyOptions(16, maxSteps: 1);
+        options.Tokenizer = tok;
+        var lm = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, 17));
+        int v = lm.Config.VocabularySize;
+        var score = Assert.Throws<ArgumentOutOfRangeException>(() => lm.ScoreTokens([1, v, 2]));
+        Assert.StartsWith($"Token id {v} is outside the model's vocabulary [0, {v}).", score.Message);
+        var prompt = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().CreateGenerator(lm).GenerateTokens([-1, 2]));
+        Assert.StartsWith($"Prompt token id -1 is outside the model's vocabulary [0, {v}).", prompt.Message);
+    }
+
     private sealed class Scored
     {
         public float LogLikelihood { get; set; }

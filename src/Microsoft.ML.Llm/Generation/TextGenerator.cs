@@ -79,9 +79,7 @@ public sealed class TextGenerator
     private IEnumerable<int> GenerateTokensCore(int[] prompt, GenerationOptions options)
     {
         var config = _model.Config;
-        foreach (int id in prompt)
-            if ((uint)id >= (uint)config.VocabularySize)
-                throw new ArgumentOutOfRangeException(nameof(prompt), id, $"Prompt token id {id} is outside the model's vocabulary [0, {config.VocabularySize}).");
+        config.CheckTokenIds(prompt, nameof(prompt), "Prompt token id");
         var history = new List<int>(prompt);
         using var generator = new torch.Generator((ulong)(options.Seed ?? Random.Shared.Next()));
         using var cache = new KvCache(_model);   // keys/values of the tokens already seen: one position's work per token

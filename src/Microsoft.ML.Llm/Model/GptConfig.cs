@@ -234,6 +234,17 @@ public sealed record GptConfig
         Dropout = 0,
     };
 
+    /// <summary>Throws when a token id is outside [0, <see cref="VocabularySize"/>).</summary>
+    /// <param name="ids">The token ids.</param>
+    /// <param name="paramName">The caller's parameter holding them.</param>
+    /// <param name="what">How the message names them ("Token id", "Prompt token id").</param>
+    internal void CheckTokenIds(ReadOnlySpan<int> ids, string paramName, string what)
+    {
+        foreach (int id in ids)
+            if ((uint)id >= (uint)VocabularySize)
+                throw new ArgumentOutOfRangeException(paramName, id, $"{what} {id} is outside the model's vocabulary [0, {VocabularySize}).");
+    }
+
     /// <summary>Writes the configuration in a versioned binary layout that <see cref="Load"/> reads back exactly.</summary>
     internal void Save(BinaryWriter writer)
     {

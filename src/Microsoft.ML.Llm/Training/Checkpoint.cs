@@ -143,7 +143,7 @@ internal sealed class Checkpoint
     public static IEnumerable<string> List(string directory) =>
         Directory.EnumerateFiles(directory, $"{Prefix}*{Extension}").Order(StringComparer.Ordinal);
 
-    private static void WriteHistory(BinaryWriter w, IReadOnlyList<TrainingMetrics> history)
+    internal static void WriteHistory(BinaryWriter w, IReadOnlyList<TrainingMetrics> history)
     {
         w.Write(history.Count);
         foreach (var m in history)
@@ -163,8 +163,6 @@ internal sealed class Checkpoint
                 r.ReadDouble(), r.ReadDouble(), ReadNullable(r), ReadNullable(r), ReadNullable(r)));
         return list;
     }
-
-    internal static void WriteHistoryTo(BinaryWriter w, IReadOnlyList<TrainingMetrics> history) => WriteHistory(w, history);
 
     private static void WriteNullable(BinaryWriter w, double? v)
     {

@@ -136,6 +136,7 @@ internal sealed class TokenBlocks
         return bytes;
     }
 
+    /// <summary>Whether token <paramref name="t"/> of <paramref name="row"/> is predicted (not padding under the loss mask).</summary>
     private bool IsTarget(int row, int t) => _lossMask is null || _lossMask[row * BlockLength + t];
 
     /// <summary>
@@ -154,7 +155,7 @@ internal sealed class TokenBlocks
             for (int j = 0; j < t; j++)
             {
                 x[i * t + j] = _tokens[start + j];
-                y[i * t + j] = _lossMask is null || _lossMask[start + j + 1] ? _tokens[start + j + 1] : -1;
+                y[i * t + j] = IsTarget(rows[i], j + 1) ? _tokens[start + j + 1] : -1;
                 if (doc is not null) doc[i * t + j] = _documentIds![start + j];
             }
         }
@@ -171,7 +172,7 @@ internal sealed class TokenBlocks
         long n = 0;
         foreach (int r in rows)
             for (int t = 1; t < BlockLength; t++)
-                if (_lossMask[r * BlockLength + t]) n++;
+                if (IsTarget(r, t)) n++;
         return n;
     }
 
