@@ -36,7 +36,7 @@ if (!skipBpe)
         (diverse ? "(tinyshakespeare paragraphs, shuffled and repeated, one letter of 30% of words replaced at random: many distinct words; fixed seed)"
                  : "(tinyshakespeare paragraphs, shuffled and repeated with a fixed seed)"));
     var clock = Stopwatch.StartNew();
-    bpe8192 = LmTokenizer.TrainBpe(corpus, new TokenizeForLmOptions { VocabularySize = 8192 }, out var report);
+    bpe8192 = LmTokenizer.TrainBpe(corpus, new LmTokenizerOptions { VocabularySize = 8192 }, out var report);
     clock.Stop();
     Console.WriteLine($"  pre-tokenization + counting: {report.PreTokenization.TotalSeconds,7:F2} s  ({report.Words:N0} words, {report.DistinctWords:N0} distinct, {bytes / 1e6 / report.PreTokenization.TotalSeconds:F1} MB/s)");
     Console.WriteLine($"  merging:                     {report.Merging.TotalSeconds,7:F2} s  ({report.Merges:N0} merges)");
@@ -57,7 +57,7 @@ var byVocabulary = new List<(string Name, LmTokenizer Tokenizer)>();
 foreach (int vocabulary in new[] { 512, 2048, 8192 })
 {
     var clock = Stopwatch.StartNew();
-    var tokenizer = LmTokenizer.TrainBpe([train], new TokenizeForLmOptions { VocabularySize = vocabulary });
+    var tokenizer = LmTokenizer.TrainBpe([train], new LmTokenizerOptions { VocabularySize = vocabulary });
     byVocabulary.Add(($"BPE {vocabulary} (trained here, {clock.Elapsed.TotalSeconds:F1} s)", tokenizer));
 }
 byVocabulary.Add(("o200k_base", LmTokenizer.Tiktoken("o200k_base")));
@@ -88,7 +88,7 @@ foreach (var (name, tokenizer) in encoders)
     // Warm caches, then measure.
     RawEncode(tokenizer, repeated.AsSpan(0, 2000));
     double raw = Best(3, () => RawEncode(tokenizer, repeated));
-    var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new TokenizeForLmOptions { Tokenizer = tokenizer }).Fit(data);
+    var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new LmTokenizerOptions { Tokenizer = tokenizer }).Fit(data);
     model.MaxDegreeOfParallelism = 1;
     double serial = Best(3, () => CountTokens(model.Transform(data), "Tokens"));
     model.MaxDegreeOfParallelism = null;   // all cores
@@ -117,7 +117,7 @@ double readOnly = Best(3, () => CountTokens(tokenData, "Tokens"));
 Console.WriteLine($"  reading the input IDataView alone (LoadFromEnumerable): {packTokens / readOnly / 1e6,8:F1} M tokens/s");
 foreach (var mode in new[] { PackingMode.Concatenate, PackingMode.BestFit, PackingMode.Padded })
 {
-    var packer = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 1024, Mode = mode, EndOfTextId = 50_000 }).Fit(tokenData);
+    var packer = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 1024, Mode = mode, EndOfTextId = 50_000 }).Fit(tokenData);
     var packed = packer.Transform(tokenData);
     double seconds = Best(3, () => CountTokens(packed, "Blocks"));
     var stats = packer.LastPassStatistics!;

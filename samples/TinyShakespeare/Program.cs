@@ -22,12 +22,12 @@ var train = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[..split]) });
 var validation = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..]) });
 
 // 1. Tokenize (vocabulary = the 65 distinct characters, as nanoGPT's shakespeare_char) and pack into blocks of 64 + 1.
-var tokenizer = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character }).Fit(all);
+var tokenizer = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }).Fit(all);
 var packer = ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 64).Fit(tokenizer.Transform(all));
 var prep = tokenizer.Append(packer);   // the model's own pre-processing: consecutive, non-overlapping blocks
 // Training windows start every 8 characters: nanoGPT samples windows at random offsets, so every boundary is seen.
 var trainIds = tokenizer.Transform(train);
-var trainWindows = ml.Transforms.Text.PackTokens("Tokens", "Ids", new PackingOptions { ContextLength = 64, Stride = 8 })
+var trainWindows = ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = 64, Stride = 8 })
     .Fit(trainIds).Transform(trainIds);
 
 // 2. Train.

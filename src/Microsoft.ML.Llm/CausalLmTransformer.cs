@@ -7,9 +7,6 @@ using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-[assembly: LoadableClass(typeof(CausalLmTransformer), typeof(ComponentLoader<CausalLmTransformer>), null, typeof(SignatureLoadModel),
-    "Causal LM transformer", CausalLmTransformer.LoaderSignature)]
-
 namespace Microsoft.ML.Llm;
 
 /// <summary>

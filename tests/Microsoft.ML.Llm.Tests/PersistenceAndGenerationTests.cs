@@ -16,7 +16,7 @@ public class PersistenceAndGenerationTests
         {
             var ml = new MLContext(seed: 1);
             var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = string.Concat(Enumerable.Repeat(TestData.Corpus, 3)) } });
-            var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character })
+            var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character })
                 .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 16))
                 .Fit(text);
             var options = TestData.TinyOptions(16, maxSteps: 40);

@@ -16,7 +16,7 @@ public class ReadmePipelineTests
             var docs = Enumerable.Range(0, 40).Select(i => new TestData.TextRow { Text = $"Document {i}:  “{TestData.Corpus}”\u200b" });
             var text = ml.Data.LoadFromEnumerable(docs);
             var prep = ml.Transforms.Text.NormalizeForLm("Text", "Text")
-                .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { VocabularySize = 320 }))
+                .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 320 }))
                 .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 32))
                 .Fit(text);
             var lm = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions

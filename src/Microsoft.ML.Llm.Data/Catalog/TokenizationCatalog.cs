@@ -19,11 +19,11 @@ public static partial class LlmTextCatalog
     /// <param name="endOfTextToken">The end-of-text special token of tokenizers built in Fit (null for none).</param>
     /// <param name="vocabularySize">BPE: the target vocabulary size (256 bytes + merges + special tokens).</param>
     /// <param name="preTokenization">BPE: the pre-tokenization regex (GPT-2, cl100k, o200k).</param>
-    public static LmTokenizingEstimator TokenizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName = null,
-        LmTokenizerKind kind = TokenizeForLmOptions.Defaults.Kind, LmTokenizer? tokenizer = null,
-        string tiktokenEncoding = TokenizeForLmOptions.Defaults.TiktokenEncoding, string? endOfTextToken = TokenizeForLmOptions.Defaults.EndOfTextToken,
-        int vocabularySize = TokenizeForLmOptions.Defaults.VocabularySize, PreTokenizationPattern preTokenization = TokenizeForLmOptions.Defaults.PreTokenization)
-        => TokenizeForLm(catalog, outputColumnName, inputColumnName, new TokenizeForLmOptions
+    public static LmTokenizerEstimator TokenizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName = null,
+        LmTokenizerKind kind = LmTokenizerOptions.Defaults.Kind, LmTokenizer? tokenizer = null,
+        string tiktokenEncoding = LmTokenizerOptions.Defaults.TiktokenEncoding, string? endOfTextToken = LmTokenizerOptions.Defaults.EndOfTextToken,
+        int vocabularySize = LmTokenizerOptions.Defaults.VocabularySize, PreTokenizationPattern preTokenization = LmTokenizerOptions.Defaults.PreTokenization)
+        => TokenizeForLm(catalog, outputColumnName, inputColumnName, new LmTokenizerOptions
         {
             Kind = kind,
             Tokenizer = tokenizer,
@@ -38,11 +38,11 @@ public static partial class LlmTextCatalog
     /// <param name="outputColumnName">Name of the token column to add.</param>
     /// <param name="inputColumnName">Name of the text column; null means <paramref name="outputColumnName"/>.</param>
     /// <param name="options">Tokenizer choice and building options.</param>
-    public static LmTokenizingEstimator TokenizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
-        TokenizeForLmOptions options)
+    public static LmTokenizerEstimator TokenizeForLm(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
+        LmTokenizerOptions options)
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        return new LmTokenizingEstimator(outputColumnName, inputColumnName, options);
+        return new LmTokenizerEstimator(outputColumnName, inputColumnName, options);
     }
 
     /// <summary>
@@ -56,9 +56,9 @@ public static partial class LlmTextCatalog
     /// <param name="mode">How documents become blocks.</param>
     /// <param name="padLastBlock">Concatenate mode: pad the last partial block instead of dropping it.</param>
     /// <param name="endOfTextId">The separator id; null takes the tokenizer's end-of-text id from the input column.</param>
-    public static TokenPackingEstimator PackTokens(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
-        int contextLength, PackingMode mode = PackingOptions.Defaults.Mode, bool padLastBlock = PackingOptions.Defaults.PadLastBlock, int? endOfTextId = null)
-        => PackTokens(catalog, outputColumnName, inputColumnName, new PackingOptions
+    public static TokenPackerEstimator PackTokens(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
+        int contextLength, PackingMode mode = TokenPackerOptions.Defaults.Mode, bool padLastBlock = TokenPackerOptions.Defaults.PadLastBlock, int? endOfTextId = null)
+        => PackTokens(catalog, outputColumnName, inputColumnName, new TokenPackerOptions
         {
             ContextLength = contextLength,
             Mode = mode,
@@ -71,10 +71,10 @@ public static partial class LlmTextCatalog
     /// <param name="outputColumnName">Name of the packed column.</param>
     /// <param name="inputColumnName">Name of the token column; null means <paramref name="outputColumnName"/>.</param>
     /// <param name="options">Context length, mode and the rest.</param>
-    public static TokenPackingEstimator PackTokens(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
-        PackingOptions options)
+    public static TokenPackerEstimator PackTokens(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName,
+        TokenPackerOptions options)
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        return new TokenPackingEstimator(outputColumnName, inputColumnName, options);
+        return new TokenPackerEstimator(outputColumnName, inputColumnName, options);
     }
 }

@@ -8,9 +8,6 @@ using Microsoft.ML.Llm.Data.Curation;
 using Microsoft.ML.Llm.Data.Internal;
 using Microsoft.ML.Runtime;
 
-[assembly: LoadableClass(typeof(TextNormalizerTransformer), typeof(ComponentLoader<TextNormalizerTransformer>), null, typeof(SignatureLoadModel),
-    "Text normalizer for language models", TextNormalizerTransformer.LoaderSignature)]
-
 namespace Microsoft.ML.Llm.Data;
 
 /// <summary>Unicode normalization form applied by <see cref="TextNormalizerEstimator"/>.</summary>
@@ -352,7 +349,6 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
 
     static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion =>
         new("LMTXNORM", 0x00010001, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
-
 
     internal TextNormalizerTransformer(string outputColumn, string inputColumn, TextNormalizerOptions options)
     {

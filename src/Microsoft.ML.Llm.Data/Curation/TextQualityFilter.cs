@@ -5,9 +5,6 @@ using Microsoft.ML.Llm.Data.Curation;
 using Microsoft.ML.Llm.Data.Internal;
 using Microsoft.ML.Runtime;
 
-[assembly: LoadableClass(typeof(TextQualityFilterTransformer), typeof(ComponentLoader<TextQualityFilterTransformer>), null, typeof(SignatureLoadModel),
-    "Text quality filter", TextQualityFilterTransformer.LoaderSignature)]
-
 namespace Microsoft.ML.Llm.Data;
 
 /// <summary>What <see cref="TextQualityFilterTransformer"/> does with a row that fails a rule.</summary>
@@ -374,14 +371,4 @@ public sealed class TextQualityFilterTransformer : ITransformer, IPersistentComp
         string input = reader.Reader.ReadString();
         return new TextQualityFilterTransformer(input, TextQualityFilterOptions.Read(reader.Reader));
     }
-}
-
-/// <summary>A data view with a schema and no rows (used to compute output schemas).</summary>
-internal sealed class EmptyView(DataViewSchema schema) : IDataView
-{
-    public bool CanShuffle => false;
-    public DataViewSchema Schema => schema;
-    public long? GetRowCount() => 0;
-    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => throw new NotSupportedException("An EmptyView only describes a schema.");
-    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => throw new NotSupportedException("An EmptyView only describes a schema.");
 }

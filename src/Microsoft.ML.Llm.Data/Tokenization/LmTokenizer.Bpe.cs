@@ -25,26 +25,26 @@ public sealed partial class LmTokenizer
     /// </summary>
     /// <param name="corpus">The training texts.</param>
     /// <param name="options">Vocabulary size, minimum pair frequency, pre-tokenization pattern, max token length, special tokens.</param>
-    public static LmTokenizer TrainBpe(IEnumerable<string> corpus, TokenizeForLmOptions? options = null)
+    public static LmTokenizer TrainBpe(IEnumerable<string> corpus, LmTokenizerOptions? options = null)
         => TrainBpe(corpus, options, out _);
 
     /// <summary>Trains a byte-level BPE and reports the time of each phase.</summary>
     /// <param name="corpus">The training texts.</param>
     /// <param name="options">Vocabulary size, minimum pair frequency, pre-tokenization pattern, max token length, special tokens.</param>
     /// <param name="report">What training did and how long each phase took.</param>
-    public static LmTokenizer TrainBpe(IEnumerable<string> corpus, TokenizeForLmOptions? options, out BpeTrainingReport report)
+    public static LmTokenizer TrainBpe(IEnumerable<string> corpus, LmTokenizerOptions? options, out BpeTrainingReport report)
     {
         ArgumentNullException.ThrowIfNull(corpus);
-        return TrainBpe(corpus.Where(t => t is not null).Select(t => t.AsMemory()), options ?? new TokenizeForLmOptions(), out report);
+        return TrainBpe(corpus.Where(t => t is not null).Select(t => t.AsMemory()), options ?? new LmTokenizerOptions(), out report);
     }
 
-    internal static LmTokenizer TrainBpe(IEnumerable<ReadOnlyMemory<char>> corpus, TokenizeForLmOptions options, out BpeTrainingReport report)
+    internal static LmTokenizer TrainBpe(IEnumerable<ReadOnlyMemory<char>> corpus, LmTokenizerOptions options, out BpeTrainingReport report)
     {
         var specials = SpecialList(options.EndOfTextToken, options.PadToken);
         if (options.BeginOfTextToken is { } bos)
         {
             if (bos.Length == 0 || specials.Contains(bos))
-                throw new ArgumentException($"TokenizeForLmOptions.BeginOfTextToken '{bos}' must be non-empty and differ from the other special tokens.", nameof(options));
+                throw new ArgumentException($"LmTokenizerOptions.BeginOfTextToken '{bos}' must be non-empty and differ from the other special tokens.", nameof(options));
             specials.Add(bos);
         }
         options.ValidateBpe(specials.Count);

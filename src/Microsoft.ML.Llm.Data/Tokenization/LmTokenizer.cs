@@ -7,7 +7,7 @@ namespace Microsoft.ML.Llm.Data;
 
 /// <summary>
 /// A tokenizer plus the metadata a language model needs (vocabulary size, end-of-text and padding ids, special
-/// tokens, the UTF-8 byte count of every token); persisted inside model zips by <see cref="LmTokenizingTransformer"/>.
+/// tokens, the UTF-8 byte count of every token); persisted inside model zips by <see cref="LmTokenizerTransformer"/>.
 /// </summary>
 /// <remarks>
 /// Encoding and decoding go through a <see cref="Microsoft.ML.Tokenizers.Tokenizer"/>: the character and byte

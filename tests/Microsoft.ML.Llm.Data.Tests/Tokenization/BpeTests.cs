@@ -6,12 +6,12 @@ namespace Microsoft.ML.Llm.Data.Tests.Tokenization;
 public class BpeTests
 {
     private static readonly Lazy<string> s_text = new(() => File.ReadAllText(TestData.TinyShakespearePath)[..200_000]);
-    private static readonly Lazy<LmTokenizer> s_bpe512 = new(() => LmTokenizer.TrainBpe([s_text.Value], new TokenizeForLmOptions { VocabularySize = 512 }));
+    private static readonly Lazy<LmTokenizer> s_bpe512 = new(() => LmTokenizer.TrainBpe([s_text.Value], new LmTokenizerOptions { VocabularySize = 512 }));
 
     [Fact]
     public void TrainedBpeHasTheRequestedVocabularyAndCompresses()
     {
-        var tokenizer = LmTokenizer.TrainBpe([s_text.Value], new TokenizeForLmOptions { VocabularySize = 512, PadToken = "<|pad|>" }, out var report);
+        var tokenizer = LmTokenizer.TrainBpe([s_text.Value], new LmTokenizerOptions { VocabularySize = 512, PadToken = "<|pad|>" }, out var report);
         Assert.Equal(LmTokenizerKind.Bpe, tokenizer.Kind);
         Assert.Equal(512, tokenizer.VocabularySize);
         Assert.Equal(510, tokenizer.EndOfTextId);
@@ -32,8 +32,8 @@ public class BpeTests
     [Fact]
     public void TrainingIsDeterministicAndIndependentOfThreads()
     {
-        var one = LmTokenizer.TrainBpe([s_text.Value], new TokenizeForLmOptions { VocabularySize = 400, MaxDegreeOfParallelism = 1 });
-        var two = LmTokenizer.TrainBpe([s_text.Value], new TokenizeForLmOptions { VocabularySize = 400, MaxDegreeOfParallelism = 2 });
+        var one = LmTokenizer.TrainBpe([s_text.Value], new LmTokenizerOptions { VocabularySize = 400, MaxDegreeOfParallelism = 1 });
+        var two = LmTokenizer.TrainBpe([s_text.Value], new LmTokenizerOptions { VocabularySize = 400, MaxDegreeOfParallelism = 2 });
         Assert.Equal(one.Encode(s_text.Value[..5000]), two.Encode(s_text.Value[..5000]));
         var dir = Directory.CreateTempSubdirectory("llm-tok-");
         try
@@ -51,11 +51,11 @@ public class BpeTests
     [Fact]
     public void MinPairFrequencyAndMaxTokenLengthBoundTheMerges()
     {
-        var few = LmTokenizer.TrainBpe(["abab abab"], new TokenizeForLmOptions { VocabularySize = 1000, MinPairFrequency = 2 }, out var report);
+        var few = LmTokenizer.TrainBpe(["abab abab"], new LmTokenizerOptions { VocabularySize = 1000, MinPairFrequency = 2 }, out var report);
         // Words: "abab" ×1, " abab" ×1 → "ab" (3×) then "abab"... until pairs occur once.
         Assert.True(report.Merges < 10);
         Assert.True(few.VocabularySize < 1000);
-        var shortTokens = LmTokenizer.TrainBpe([s_text.Value], new TokenizeForLmOptions { VocabularySize = 600, MaxTokenLength = 3 });
+        var shortTokens = LmTokenizer.TrainBpe([s_text.Value], new LmTokenizerOptions { VocabularySize = 600, MaxTokenLength = 3 });
         for (int id = 0; id < shortTokens.VocabularySize; id++)
             Assert.InRange(shortTokens.GetByteCount(id), 0, 3);
     }
@@ -120,8 +120,8 @@ public class BpeTests
     [Fact]
     public void VocabularyBelowBytesPlusSpecialsIsRejected()
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => LmTokenizer.TrainBpe(["abc"], new TokenizeForLmOptions { VocabularySize = 256 }));
-        Assert.Equal("TokenizeForLmOptions.VocabularySize must be at least 256 + 1 special tokens = 257 for a byte-level BPE; got 256. (Parameter 'VocabularySize')\nActual value was 256.",
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => LmTokenizer.TrainBpe(["abc"], new LmTokenizerOptions { VocabularySize = 256 }));
+        Assert.Equal("LmTokenizerOptions.VocabularySize must be at least 256 + 1 special tokens = 257 for a byte-level BPE; got 256. (Parameter 'VocabularySize')\nActual value was 256.",
             e.Message.Replace("\r\n", "\n"));
         var ml = new MLContext(seed: 1);
         Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Tokens", "Text", vocabularySize: 100));
@@ -168,7 +168,7 @@ public class BpeTests
     [InlineData(PreTokenizationPattern.O200k)]
     public void PreTokenizationPatternsSplitLikeTiktoken(PreTokenizationPattern pattern)
     {
-        var tokenizer = LmTokenizer.TrainBpe([s_text.Value[..20_000]], new TokenizeForLmOptions { VocabularySize = 300, PreTokenization = pattern });
+        var tokenizer = LmTokenizer.TrainBpe([s_text.Value[..20_000]], new LmTokenizerOptions { VocabularySize = 300, PreTokenization = pattern });
         string text = "I'll say 12345 things\n\n  to you!";
         Assert.Equal(text, tokenizer.Decode(tokenizer.Encode(text)));
         var words = tokenizer.Tokenizer.PreTokenizer!.PreTokenize(text).Select(r => text[r.Offset..(r.Offset + r.Length)]).ToArray();

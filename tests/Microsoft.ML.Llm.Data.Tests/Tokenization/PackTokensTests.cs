@@ -54,7 +54,7 @@ public class PackTokensTests
     {
         var ml = new MLContext(seed: 1);
         var data = Documents(ml, [1, 2, 3], [4, 5], [6, 7, 8, 9]);
-        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 4, EndOfTextId = 0, PadId = 99, PadLastBlock = true }).Fit(data);
+        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 4, EndOfTextId = 0, PadId = 99, PadLastBlock = true }).Fit(data);
         var output = model.Transform(data);
         Assert.Equal([[1, 2, 3, 0, 4], [5, 0, 6, 7, 8], [9, 0, 99, 99, 99]], ReadTokens(output, "Blocks"));
         Assert.Equal([true, true, false, false, false], ReadMask(output, "LossMask")[2]);
@@ -88,7 +88,7 @@ public class PackTokensTests
         Assert.Null(model.LastTransformer.EndOfTextId);
         var blocks = ReadTokens(model.Transform(data), "Blocks");
         Assert.Equal(text.Length / 257, blocks.Count);
-        var tokenizer = ((LmTokenizingTransformer)model.First()).Tokenizer;
+        var tokenizer = ((LmTokenizerTransformer)model.First()).Tokenizer;
         Assert.Equal(text[..257], tokenizer.Decode(blocks[0]));
         Assert.Equal(text[257..514], tokenizer.Decode(blocks[1]));
     }
@@ -98,7 +98,7 @@ public class PackTokensTests
     {
         var ml = new MLContext(seed: 1);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.PackTokens("Blocks", "Tokens", contextLength: 1));
-        Assert.Equal("PackingOptions.ContextLength must be at least 2; got 1. (Parameter 'ContextLength')\nActual value was 1.", e.Message.Replace("\r\n", "\n"));
+        Assert.Equal("TokenPackerOptions.ContextLength must be at least 2; got 1. (Parameter 'ContextLength')\nActual value was 1.", e.Message.Replace("\r\n", "\n"));
     }
 
     [Fact]
@@ -114,12 +114,12 @@ public class PackTokensTests
     {
         var ml = new MLContext(seed: 1);
         var data = Documents(ml, [1, 2, 3, 4, 5, 6, 7]);
-        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 3, Stride = 2, EndOfTextId = 0 }).Fit(data);
+        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 3, Stride = 2, EndOfTextId = 0 }).Fit(data);
         // Stream 1..7 0: blocks start every 2 tokens.
         Assert.Equal([[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 0]], ReadTokens(model.Transform(data), "Blocks"));
         Assert.Equal(0, model.LastPassStatistics!.TruncatedTokens);
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 3, Stride = 5 }));
-        Assert.Equal("PackingOptions.Stride must be between 1 and ContextLength + 1 = 4; got 5. (Parameter 'Stride')\nActual value was 5.", e.Message.Replace("\r\n", "\n"));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 3, Stride = 5 }));
+        Assert.Equal("TokenPackerOptions.Stride must be between 1 and ContextLength + 1 = 4; got 5. (Parameter 'Stride')\nActual value was 5.", e.Message.Replace("\r\n", "\n"));
     }
 
     [Fact]
@@ -127,7 +127,7 @@ public class PackTokensTests
     {
         var ml = new MLContext(seed: 1);
         var data = Documents(ml, [1, 2], [], [3, 4, 5, 6, 7, 8]);
-        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 3, Mode = PackingMode.Padded, EndOfTextId = 0, PadId = 9 }).Fit(data);
+        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 3, Mode = PackingMode.Padded, EndOfTextId = 0, PadId = 9 }).Fit(data);
         var output = model.Transform(data);
         Assert.Equal([[1, 2, 0, 9], [3, 4, 5, 6]], ReadTokens(output, "Blocks"));
         Assert.Equal([[true, true, true, false], [true, true, true, true]], ReadMask(output, "LossMask"));
@@ -145,7 +145,7 @@ public class PackTokensTests
         var ml = new MLContext(seed: 1);
         // Block length 6. Documents (with EOS 0): A=5 tokens, B=2, C=9 → chunks 6 + 3, D=3.
         var data = Documents(ml, [11, 12, 13, 14], [21], [31, 32, 33, 34, 35, 36, 37, 38], [41, 42]);
-        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 5, Mode = PackingMode.BestFit, EndOfTextId = 0, PadId = 99 }).Fit(data);
+        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 5, Mode = PackingMode.BestFit, EndOfTextId = 0, PadId = 99 }).Fit(data);
         var output = model.Transform(data);
         // Decreasing: C1(6) → bin1; A(5) → bin2; C2(3) → bin3; D(3) → bin3 (3 free, best fit); B(2) → no bin with ≥ 2 free but bin2 has 1 → new bin4.
         Assert.Equal(
@@ -178,8 +178,8 @@ public class PackTokensTests
         var lines = File.ReadAllText(TestData.TinyShakespearePath).Split("\n\n").Take(2000).ToArray();
         var data = Texts(ml, lines);
         var tokenize = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Bytes);
-        var bestFit = tokenize.Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 255, Mode = PackingMode.BestFit, BestFitWindow = 500 })).Fit(data);
-        var padded = tokenize.Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 255, Mode = PackingMode.Padded })).Fit(data);
+        var bestFit = tokenize.Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 255, Mode = PackingMode.BestFit, BestFitWindow = 500 })).Fit(data);
+        var padded = tokenize.Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 255, Mode = PackingMode.Padded })).Fit(data);
         int bestFitBlocks = ReadTokens(bestFit.Transform(data), "Blocks").Count;
         int paddedBlocks = ReadTokens(padded.Transform(data), "Blocks").Count;
         var b = bestFit.LastTransformer.LastPassStatistics!;
@@ -199,7 +199,7 @@ public class PackTokensTests
         var ml = new MLContext(seed: 1);
         var data = Texts(ml, "to be or not to be", "that is the question", "whether tis nobler in the mind to suffer");
         var pipeline = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Bytes)
-            .Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new PackingOptions { ContextLength = 15, Mode = PackingMode.BestFit, DocumentIdsColumnName = "Docs" }));
+            .Append(ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 15, Mode = PackingMode.BestFit, DocumentIdsColumnName = "Docs" }));
         var model = pipeline.Fit(data);
         string path = TestData.TempPath(".zip");
         try

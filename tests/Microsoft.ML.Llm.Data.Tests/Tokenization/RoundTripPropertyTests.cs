@@ -57,9 +57,9 @@ public class RoundTripPropertyTests
         return
         [
             LmTokenizer.Bytes(),
-            LmTokenizer.TrainBpe(corpus, new TokenizeForLmOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.Gpt2 }),
-            LmTokenizer.TrainBpe(corpus, new TokenizeForLmOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.Cl100k }),
-            LmTokenizer.TrainBpe(corpus, new TokenizeForLmOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.O200k }),
+            LmTokenizer.TrainBpe(corpus, new LmTokenizerOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.Gpt2 }),
+            LmTokenizer.TrainBpe(corpus, new LmTokenizerOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.Cl100k }),
+            LmTokenizer.TrainBpe(corpus, new LmTokenizerOptions { VocabularySize = 600, PreTokenization = PreTokenizationPattern.O200k }),
             LmTokenizer.Tiktoken("o200k_base"),
             LmTokenizer.Tiktoken("cl100k_base"),
         ];

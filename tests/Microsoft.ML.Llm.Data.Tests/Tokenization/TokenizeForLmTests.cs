@@ -68,7 +68,7 @@ public class TokenizeForLmTests
         var ml = new MLContext(seed: 1);
         var data = Texts(ml, "Hello world");
         var tiktoken = LmTokenizer.Tiktoken("o200k_base");
-        var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new TokenizeForLmOptions { Tokenizer = tiktoken }).Fit(data);
+        var model = ml.Transforms.Text.TokenizeForLm("Tokens", "Text", new LmTokenizerOptions { Tokenizer = tiktoken }).Fit(data);
         Assert.Same(tiktoken, model.Tokenizer);
         Assert.Equal(tiktoken.Encode("Hello world"), ReadTokens(model.Transform(data), "Tokens").Single());
     }
@@ -138,7 +138,7 @@ public class TokenizeForLmTests
     {
         var ml = new MLContext(seed: 1);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken, tiktokenEncoding: "gpt2"));
-        Assert.Equal("TokenizeForLmOptions.TiktokenEncoding 'gpt2' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'options')", e.Message);
+        Assert.Equal("LmTokenizerOptions.TiktokenEncoding 'gpt2' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'options')", e.Message);
     }
 
     [Theory]

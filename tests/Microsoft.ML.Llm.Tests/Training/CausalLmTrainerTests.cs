@@ -141,8 +141,8 @@ public class CausalLmTrainerTests
         var ml = new MLContext(seed: 1);
         var docs = TestData.Corpus.Split(". ", StringSplitOptions.RemoveEmptyEntries).Select(d => new TestData.TextRow { Text = d + ". " }).ToArray();
         var text = ml.Data.LoadFromEnumerable(Enumerable.Repeat(docs, 6).SelectMany(d => d));
-        var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new TokenizeForLmOptions { Kind = LmTokenizerKind.Character, CharacterSpecialTokens = true })
-            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", new PackingOptions { ContextLength = 32, Mode = PackingMode.BestFit }))
+        var prep = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character, CharacterSpecialTokens = true })
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = 32, Mode = PackingMode.BestFit }))
             .Fit(text);
         var packed = prep.Transform(text);
         var options = TestData.TinyOptions(32, maxSteps: 60);

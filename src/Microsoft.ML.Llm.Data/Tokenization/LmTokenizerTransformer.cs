@@ -7,13 +7,10 @@ using Microsoft.ML.Llm.Data;
 using Microsoft.ML.Llm.Data.Internal;
 using Microsoft.ML.Runtime;
 
-[assembly: LoadableClass(typeof(LmTokenizingTransformer), typeof(ComponentLoader<LmTokenizingTransformer>), null, typeof(SignatureLoadModel),
-    "LM tokenizing transformer", LmTokenizingTransformer.LoaderSignature)]
-
 namespace Microsoft.ML.Llm.Data;
 
 /// <summary>Options of <c>TokenizeForLm</c>.</summary>
-public sealed class TokenizeForLmOptions
+public sealed class LmTokenizerOptions
 {
     internal static class Defaults
     {
@@ -75,27 +72,27 @@ public sealed class TokenizeForLmOptions
     {
         if (VocabularySize < 256 + specialCount)
             throw new ArgumentOutOfRangeException(nameof(VocabularySize), VocabularySize,
-                $"TokenizeForLmOptions.VocabularySize must be at least 256 + {specialCount} special tokens = {256 + specialCount} for a byte-level BPE; got {VocabularySize}.");
+                $"LmTokenizerOptions.VocabularySize must be at least 256 + {specialCount} special tokens = {256 + specialCount} for a byte-level BPE; got {VocabularySize}.");
         if (MinPairFrequency < 1)
-            throw new ArgumentOutOfRangeException(nameof(MinPairFrequency), MinPairFrequency, $"TokenizeForLmOptions.MinPairFrequency must be at least 1; got {MinPairFrequency}.");
+            throw new ArgumentOutOfRangeException(nameof(MinPairFrequency), MinPairFrequency, $"LmTokenizerOptions.MinPairFrequency must be at least 1; got {MinPairFrequency}.");
         if (MaxTokenLength < 0)
-            throw new ArgumentOutOfRangeException(nameof(MaxTokenLength), MaxTokenLength, $"TokenizeForLmOptions.MaxTokenLength must be 0 (no limit) or more; got {MaxTokenLength}.");
+            throw new ArgumentOutOfRangeException(nameof(MaxTokenLength), MaxTokenLength, $"LmTokenizerOptions.MaxTokenLength must be 0 (no limit) or more; got {MaxTokenLength}.");
         if (MaxDegreeOfParallelism is < 1)
-            throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, $"TokenizeForLmOptions.MaxDegreeOfParallelism must be at least 1 or null; got {MaxDegreeOfParallelism}.");
+            throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, $"LmTokenizerOptions.MaxDegreeOfParallelism must be at least 1 or null; got {MaxDegreeOfParallelism}.");
         if (!Enum.IsDefined(PreTokenization))
             throw new ArgumentOutOfRangeException(nameof(PreTokenization), PreTokenization,
-                $"TokenizeForLmOptions.PreTokenization {(int)PreTokenization} is not a pattern; accepted: {string.Join(", ", Enum.GetNames<PreTokenizationPattern>())}.");
+                $"LmTokenizerOptions.PreTokenization {(int)PreTokenization} is not a pattern; accepted: {string.Join(", ", Enum.GetNames<PreTokenizationPattern>())}.");
     }
 }
 
 /// <summary>Estimator of <c>TokenizeForLm</c>: builds (or takes) the tokenizer in <see cref="Fit"/>.</summary>
-public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
+public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
 {
     private readonly string _outputColumnName;
     private readonly string _inputColumnName;
-    private readonly TokenizeForLmOptions _options;
+    private readonly LmTokenizerOptions _options;
 
-    internal LmTokenizingEstimator(string outputColumnName, string? inputColumnName, TokenizeForLmOptions options)
+    internal LmTokenizerEstimator(string outputColumnName, string? inputColumnName, LmTokenizerOptions options)
     {
         ArgumentException.ThrowIfNullOrEmpty(outputColumnName);
         ArgumentNullException.ThrowIfNull(options);
@@ -103,10 +100,10 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
         _inputColumnName = inputColumnName ?? outputColumnName;
         _options = options;
         if (options.Tokenizer is null && !Enum.IsDefined(options.Kind))
-            throw new ArgumentOutOfRangeException(nameof(options), $"TokenizeForLmOptions.Kind {(int)options.Kind} is not a tokenizer kind; accepted: {string.Join(", ", Enum.GetNames<LmTokenizerKind>())}.");
+            throw new ArgumentOutOfRangeException(nameof(options), $"LmTokenizerOptions.Kind {(int)options.Kind} is not a tokenizer kind; accepted: {string.Join(", ", Enum.GetNames<LmTokenizerKind>())}.");
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Tiktoken && !LmTokenizer.TiktokenEncodings.Contains(options.TiktokenEncoding))
             throw new ArgumentOutOfRangeException(nameof(options),
-                $"TokenizeForLmOptions.TiktokenEncoding '{options.TiktokenEncoding}' is not available; accepted values are {string.Join(", ", LmTokenizer.TiktokenEncodings.Select(e => $"'{e}'"))}.");
+                $"LmTokenizerOptions.TiktokenEncoding '{options.TiktokenEncoding}' is not available; accepted values are {string.Join(", ", LmTokenizer.TiktokenEncodings.Select(e => $"'{e}'"))}.");
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Bpe)
         {
             int specials = new[] { options.EndOfTextToken, options.PadToken, options.BeginOfTextToken }.Count(t => t is not null);
@@ -114,25 +111,25 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
         }
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.SentencePiece)
             throw new ArgumentOutOfRangeException(nameof(options),
-                "TokenizeForLmOptions.Kind is SentencePiece but TokenizeForLmOptions.Tokenizer is null; load the model with LmTokenizer.FromSentencePiece and set Tokenizer.");
+                "LmTokenizerOptions.Kind is SentencePiece but LmTokenizerOptions.Tokenizer is null; load the model with LmTokenizer.FromSentencePiece and set Tokenizer.");
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Custom)
-            throw new ArgumentOutOfRangeException(nameof(options), "TokenizeForLmOptions.Kind is Custom but TokenizeForLmOptions.Tokenizer is null; set Tokenizer to the custom tokenizer.");
+            throw new ArgumentOutOfRangeException(nameof(options), "LmTokenizerOptions.Kind is Custom but LmTokenizerOptions.Tokenizer is null; set Tokenizer to the custom tokenizer.");
     }
 
     /// <summary>Builds the tokenizer (scanning the input column where the kind needs the corpus) and returns the transformer.</summary>
-    public LmTokenizingTransformer Fit(IDataView input)
+    public LmTokenizerTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        LmTokenizingTransformer.CheckInput(input.Schema, _inputColumnName);
+        LmTokenizerTransformer.CheckInput(input.Schema, _inputColumnName);
         LmTokenizer tokenizer = _options.Tokenizer ?? _options.Kind switch
         {
             LmTokenizerKind.Character => BuildCharacter(input),
             LmTokenizerKind.Bytes => LmTokenizer.Bytes(_options.EndOfTextToken, _options.PadToken),
             LmTokenizerKind.Tiktoken => LmTokenizer.Tiktoken(_options.TiktokenEncoding),
             LmTokenizerKind.Bpe => TrainBpe(input),
-            _ => throw new NotSupportedException($"TokenizeForLmOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Bpe, Character, Bytes, Tiktoken."),
+            _ => throw new NotSupportedException($"LmTokenizerOptions.Kind {_options.Kind} cannot be built in Fit; accepted: Bpe, Character, Bytes, Tiktoken."),
         };
-        return new LmTokenizingTransformer(_outputColumnName, _inputColumnName, tokenizer) { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism };
+        return new LmTokenizerTransformer(_outputColumnName, _inputColumnName, tokenizer) { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism };
     }
 
     private LmTokenizer BuildCharacter(IDataView input)
@@ -214,14 +211,14 @@ public sealed class LmTokenizingEstimator : IEstimator<LmTokenizingTransformer>
 /// Transformer of <c>TokenizeForLm</c>: adds a variable-length Int32 token column (<see cref="VectorDataViewType"/> of
 /// size 0) computed from a text column; the column carries <see cref="Tokenizer"/> as its <see cref="LmAnnotations.TokenizerKind"/> annotation.
 /// </summary>
-public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent<LmTokenizingTransformer>
+public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<LmTokenizerTransformer>
 {
     internal const string LoaderSignature = "LmTokenizingTransformer";
 
-    static ComponentVersion IPersistentComponent<LmTokenizingTransformer>.PersistenceVersion =>
-        new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizingTransformer).Assembly);
+    static ComponentVersion IPersistentComponent<LmTokenizerTransformer>.PersistenceVersion =>
+        new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizerTransformer).Assembly);
 
-    internal LmTokenizingTransformer(string outputColumnName, string inputColumnName, LmTokenizer tokenizer)
+    internal LmTokenizerTransformer(string outputColumnName, string inputColumnName, LmTokenizer tokenizer)
     {
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
@@ -295,19 +292,19 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
 
-    void IPersistentComponent<LmTokenizingTransformer>.Save(ComponentWriter writer)
+    void IPersistentComponent<LmTokenizerTransformer>.Save(ComponentWriter writer)
     {
         writer.Writer.Write(OutputColumnName);
         writer.Writer.Write(InputColumnName);
         Tokenizer.Save(writer.Writer);
     }
 
-    static LmTokenizingTransformer IPersistentComponent<LmTokenizingTransformer>.Load(IHostEnvironment env, ComponentReader reader)
+    static LmTokenizerTransformer IPersistentComponent<LmTokenizerTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         string output = reader.Reader.ReadString();
         string input = reader.Reader.ReadString();
         var tokenizer = LmTokenizer.Load(reader.Reader);
-        return new LmTokenizingTransformer(output, input, tokenizer);
+        return new LmTokenizerTransformer(output, input, tokenizer);
     }
 
     /// <summary>Builds the token getter of one input row (shared by the cursor and the row mapper).</summary>
@@ -335,11 +332,11 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
     /// <summary>The transformed data: input columns plus the token column.</summary>
     private sealed class TokenizedDataView : IDataView
     {
-        private readonly LmTokenizingTransformer _parent;
+        private readonly LmTokenizerTransformer _parent;
         private readonly IDataView _input;
         private readonly DataViewSchema.Column _textColumn;
 
-        public TokenizedDataView(LmTokenizingTransformer parent, IDataView input)
+        public TokenizedDataView(LmTokenizerTransformer parent, IDataView input)
         {
             _parent = parent;
             _input = input;
@@ -550,10 +547,10 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
     /// <summary>Row-to-row mapping for prediction engines.</summary>
     private sealed class Mapper : IRowToRowMapper
     {
-        private readonly LmTokenizingTransformer _parent;
+        private readonly LmTokenizerTransformer _parent;
         private readonly DataViewSchema.Column _textColumn;
 
-        public Mapper(LmTokenizingTransformer parent, DataViewSchema inputSchema)
+        public Mapper(LmTokenizerTransformer parent, DataViewSchema inputSchema)
         {
             _parent = parent;
             InputSchema = inputSchema;
