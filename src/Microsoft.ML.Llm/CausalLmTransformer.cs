@@ -14,7 +14,7 @@ namespace Microsoft.ML.Llm;
 /// token, and <c>Perplexity</c>), exposes the model and tokenizer for generation, and saves into / loads from an ML.NET
 /// model zip with its weights, tokenizer and training history.
 /// </summary>
-public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<CausalLmTransformer>, IDisposable
+public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersistentComponent<CausalLmTransformer>, IDisposable
 {
     internal const string LoaderSignature = "CausalLmTransformer";
 
@@ -28,6 +28,7 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
     private readonly List<TrainingMetrics> _history;
 
     internal CausalLmTransformer(IHostEnvironment env, GptModel model, LmTokenizer? tokenizer, string tokensColumnName, IEnumerable<TrainingMetrics> history)
+        : base(Version)
     {
         _env = env;
         Model = model;
@@ -36,8 +37,10 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
         _history = history.ToList();
     }
 
-    static ComponentVersion IPersistentComponent<CausalLmTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("CAUSALLM", 0x00010001, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
+
+    static ComponentVersion IPersistentComponent<CausalLmTransformer>.PersistenceVersion => Version;
 
     /// <summary>The trained GPT (in eval mode).</summary>
     public GptModel Model { get; }
@@ -55,28 +58,46 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
     public IReadOnlyList<TrainingMetrics> History => _history;
 
     /// <summary>Scoring changes no row count, but a forward pass per row is costly; rows are scored on demand.</summary>
-    public bool IsRowToRowMapper => false;
+    public override bool IsRowToRowMapper => false;
 
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
-    {
-        CheckInput(inputSchema);
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        builder.AddColumn(LogLikelihoodColumnName, NumberDataViewType.Single);
-        builder.AddColumn(PerplexityColumnName, NumberDataViewType.Single);
-        return builder.ToSchema();
-    }
-
-    /// <summary>Not supported: scoring is exposed through <see cref="Transform"/>.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
+    /// <summary>Not supported: scoring is exposed through <see cref="AppendColumnsTransformerBase.Transform"/>.</summary>
+    public override IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
         throw new NotSupportedException("CausalLmTransformer scores rows through Transform (IsRowToRowMapper is false); use mlContext.Llm().CreateGenerator(model) for generation.");
 
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
+    /// <summary>Appends the two score columns, computed lazily per row (once per row for both); one cursor at a time.</summary>
+    private protected override AppendColumnsMapper MakeMapper(DataViewSchema inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        return new ScoredDataView(this, input, GetOutputSchema(input.Schema));
+        var tokens = SchemaChecks.Int32VectorColumn(inputSchema, TokensColumnName);
+        AddedColumn[] added = [new(LogLikelihoodColumnName, NumberDataViewType.Single), new(PerplexityColumnName, NumberDataViewType.Single)];
+        return new AppendColumnsMapper(inputSchema, tokens.Index, added, (row, active) =>
+        {
+            var getTokens = row.GetGetter<VBuffer<int>>(tokens);
+            VBuffer<int> buffer = default;
+            long scoredPosition = -1;
+            float logLikelihood = 0;
+            void Score()
+            {
+                if (scoredPosition == row.Position)
+                    return;
+                getTokens(ref buffer);
+                logLikelihood = ScoreTokens(buffer.DenseValues().ToArray());
+                scoredPosition = row.Position;
+            }
+            ValueGetter<float> logLikelihoodGetter = (ref float value) =>
+            {
+                Score();
+                value = logLikelihood;
+            };
+            ValueGetter<float> perplexityGetter = (ref float value) =>
+            {
+                Score();
+                value = MathF.Exp(-logLikelihood);
+            };
+            return [logLikelihoodGetter, perplexityGetter];
+        })
+        {
+            SingleCursor = true,
+        };
     }
 
     /// <summary>Mean log-likelihood (nats) per predicted token of one row; NaN for fewer than 2 tokens.</summary>
@@ -104,18 +125,10 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
         return (float)(-nats / predicted);
     }
 
-    private void CheckInput(DataViewSchema schema)
-    {
-        var col = schema.GetColumnOrNull(TokensColumnName)
-            ?? throw new ArgumentOutOfRangeException(nameof(schema), TokensColumnName, $"Input column '{TokensColumnName}' not found in the data.");
-        if (col.Type is not VectorDataViewType { ItemType: var item } || item != NumberDataViewType.Int32)
-            throw new ArgumentOutOfRangeException(nameof(schema), TokensColumnName,
-                $"Schema mismatch for input column '{TokensColumnName}': expected a vector of Int32 token ids, got {col.Type}.");
-    }
-
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<CausalLmTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): TokensColumnName (string), the GptConfig as GptConfig.Save writes it, has-tokenizer
+    // (bool). Side entries: "Tokenizer" (LmTokenizer.Save; only when has-tokenizer), "Weights" (the model's state dict as
+    // TorchSharp's Module.save writes it), "History" (Checkpoint.WriteHistory).
+    private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
         w.Write(TokensColumnName);
@@ -127,6 +140,7 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
         writer.WriteStream("History", bw => Checkpoint.WriteHistory(bw, _history));
     }
 
+    // Binary format: see SaveState.
     static CausalLmTransformer IPersistentComponent<CausalLmTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         var r = reader.Reader;
@@ -145,86 +159,4 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
 
     /// <summary>Releases the model's native tensors.</summary>
     public void Dispose() => Model.Dispose();
-
-    /// <summary>The input plus the two score columns, computed lazily per row.</summary>
-    private sealed class ScoredDataView(CausalLmTransformer parent, IDataView input, DataViewSchema schema) : IDataView
-    {
-        public bool CanShuffle => input.CanShuffle;
-
-        public DataViewSchema Schema => schema;
-
-        public long? GetRowCount() => input.GetRowCount();
-
-        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
-        {
-            var needed = columnsNeeded.ToList();
-            bool scores = needed.Any(c => c.Index >= input.Schema.Count);
-            var inputCols = needed.Where(c => c.Index < input.Schema.Count).Select(c => input.Schema[c.Index]).ToList();
-            if (scores) inputCols.Add(input.Schema[parent.TokensColumnName]);
-            return new Cursor(parent, input.GetRowCursor(inputCols.Distinct(), rand), schema, needed.Select(c => c.Index).ToHashSet());
-        }
-
-        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
-            [GetRowCursor(columnsNeeded, rand)];
-    }
-
-    private sealed class Cursor : DataViewRowCursor
-    {
-        private readonly CausalLmTransformer _parent;
-        private readonly DataViewRowCursor _input;
-        private readonly DataViewSchema _schema;
-        private readonly HashSet<int> _active;
-        private readonly ValueGetter<VBuffer<int>>? _tokens;
-        private VBuffer<int> _buffer;
-        private long _scoredPosition = -1;
-        private float _logLikelihood;
-
-        public Cursor(CausalLmTransformer parent, DataViewRowCursor input, DataViewSchema schema, HashSet<int> active)
-        {
-            _parent = parent;
-            _input = input;
-            _schema = schema;
-            _active = active;
-            var col = input.Schema[parent.TokensColumnName];
-            if (input.IsColumnActive(col))
-                _tokens = input.GetGetter<VBuffer<int>>(col);
-        }
-
-        public override DataViewSchema Schema => _schema;
-        public override long Position => _input.Position;
-        public override long Batch => _input.Batch;
-        public override bool MoveNext() => _input.MoveNext();
-        public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
-        public override bool IsColumnActive(DataViewSchema.Column column) => _active.Contains(column.Index);
-
-        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
-        {
-            int inputCount = _input.Schema.Count;
-            if (column.Index < inputCount)
-                return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-            if (typeof(TValue) != typeof(float))
-                throw new InvalidOperationException($"Column '{column.Name}' is of type Single; requested {typeof(TValue).Name}.");
-            bool perplexity = column.Index == inputCount + 1;
-            ValueGetter<float> getter = (ref float value) =>
-            {
-                Score();
-                value = perplexity ? MathF.Exp(-_logLikelihood) : _logLikelihood;
-            };
-            return (ValueGetter<TValue>)(Delegate)getter;
-        }
-
-        private void Score()
-        {
-            if (_scoredPosition == _input.Position) return;
-            _tokens!(ref _buffer);
-            _logLikelihood = _parent.ScoreTokens(_buffer.DenseValues().ToArray());
-            _scoredPosition = _input.Position;
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _input.Dispose();
-            base.Dispose(disposing);
-        }
-    }
 }

@@ -1,7 +1,5 @@
-// Data views shared by the curation transforms (public ML.NET APIs only):
-//   AppendColumnsMapper / AppendColumnsDataView — row-to-row transforms that add columns (normalizer, language ID);
-//   FilterDataView — row-count-changing filters that evaluate one text column per row (quality, language);
-//   KeptRowsDataView — a fixed set of kept row indices over a source (near-duplicate removal).
+// The view of the row-count-changing filters that evaluate one text column per row (quality, language), over
+// public ML.NET APIs only.
 using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data.Curation;
@@ -62,14 +60,28 @@ internal sealed class FilterDataView : IDataView
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
     {
         var counter = new PassCounter(1, _publish);
-        return new Cursor(this, _source.GetRowCursor(CurationChecks.WithColumn(columnsNeeded, _source.Schema, _textIndex)), counter);
+        return new Cursor(this, _source.GetRowCursor(WithColumn(columnsNeeded, _source.Schema, _textIndex)), counter);
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
     {
-        var inputs = _source.GetRowCursorSet(CurationChecks.WithColumn(columnsNeeded, _source.Schema, _textIndex), n);
+        var inputs = _source.GetRowCursorSet(WithColumn(columnsNeeded, _source.Schema, _textIndex), n);
         var counter = new PassCounter(inputs.Length, _publish);
         return inputs.Select(c => (DataViewRowCursor)new Cursor(this, c, counter)).ToArray();
+    }
+
+    /// <summary>The requested columns of the source plus the text column.</summary>
+    private static IEnumerable<DataViewSchema.Column> WithColumn(IEnumerable<DataViewSchema.Column> columns, DataViewSchema schema, int index)
+    {
+        var list = new List<DataViewSchema.Column>();
+        bool has = false;
+        foreach (var c in columns)
+        {
+            if (c.Index < schema.Count) list.Add(schema[c.Index]);
+            has |= c.Index == index;
+        }
+        if (!has) list.Add(schema[index]);
+        return list;
     }
 
     private sealed class Cursor : DataViewRowCursor

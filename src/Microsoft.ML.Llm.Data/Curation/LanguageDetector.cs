@@ -24,48 +24,37 @@ public sealed class LanguageDetectorOptions
 }
 
 /// <summary>Estimator of <see cref="LanguageDetectorTransformer"/> (<c>mlContext.Transforms.Text.DetectLanguage</c>).</summary>
-public sealed class LanguageDetectorEstimator : IEstimator<LanguageDetectorTransformer>
+public sealed class LanguageDetectorEstimator : TrivialEstimatorBase<LanguageDetectorTransformer>
 {
-    private readonly string _input;
     private readonly LanguageDetectorOptions _options;
 
     internal LanguageDetectorEstimator(TransformsCatalog.TextTransforms catalog, string inputColumnName, LanguageDetectorOptions? options)
+        : base(CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName)))
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        _input = CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName));
         _options = options ?? new LanguageDetectorOptions();
         CurationChecks.ColumnName(_options.LanguageColumnName, nameof(LanguageDetectorOptions.LanguageColumnName));
         CurationChecks.ColumnName(_options.ScoreColumnName, nameof(LanguageDetectorOptions.ScoreColumnName));
     }
 
-    /// <inheritdoc/>
-    public LanguageDetectorTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        CurationChecks.TextColumnIndex(input.Schema, _input);
-        return new LanguageDetectorTransformer(_input, _options.LanguageColumnName, _options.ScoreColumnName);
-    }
+    private protected override LanguageDetectorTransformer Create() => new(InputColumnName, _options.LanguageColumnName, _options.ScoreColumnName);
 
-    /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        CurationChecks.CheckTextColumn(inputSchema, _input);
-        var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_options.LanguageColumnName] = ModelPersistence.SchemaColumn(_options.LanguageColumnName, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance, false);
-        columns[_options.ScoreColumnName] = ModelPersistence.SchemaColumn(_options.ScoreColumnName, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Single, false);
-        return ModelPersistence.SchemaShapeOf(columns.Values);
-    }
+    private protected override IReadOnlyList<(string Name, DataViewType Type)> AddedColumns() =>
+        [(_options.LanguageColumnName, TextDataViewType.Instance), (_options.ScoreColumnName, NumberDataViewType.Single)];
 }
 
 /// <summary>Adds the language code and score of a text column (bundled model). Row-to-row.</summary>
-public sealed class LanguageDetectorTransformer : ITransformer, IPersistentComponent<LanguageDetectorTransformer>
+public sealed class LanguageDetectorTransformer : AppendColumnsTransformerBase, IPersistentComponent<LanguageDetectorTransformer>
 {
     internal const string LoaderSignature = "LlmLanguageDetector";
 
-    static ComponentVersion IPersistentComponent<LanguageDetectorTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMLANGDT", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageDetectorTransformer).Assembly);
 
+    static ComponentVersion IPersistentComponent<LanguageDetectorTransformer>.PersistenceVersion => Version;
+
     internal LanguageDetectorTransformer(string input, string language, string score)
+        : base(Version)
     {
         InputColumnName = input;
         LanguageColumnName = language;
@@ -74,52 +63,48 @@ public sealed class LanguageDetectorTransformer : ITransformer, IPersistentCompo
 
     /// <summary>The text column read.</summary>
     public string InputColumnName { get; }
+
     /// <summary>The language code column written.</summary>
     public string LanguageColumnName { get; }
+
     /// <summary>The score column written.</summary>
     public string ScoreColumnName { get; }
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => true;
-
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => CreateMapper(inputSchema).OutputSchema;
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => CreateMapper(inputSchema);
-
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
+    private protected override AppendColumnsMapper MakeMapper(DataViewSchema inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        return new AppendColumnsDataView(input, CreateMapper(input.Schema));
-    }
-
-    private AppendColumnsMapper CreateMapper(DataViewSchema schema)
-    {
-        int index = CurationChecks.TextColumnIndex(schema, InputColumnName);
+        int index = SchemaChecks.TextColumn(inputSchema, InputColumnName).Index;
         var model = LanguageIdentifier.Default;
-        return new AppendColumnsMapper(schema, index, [(LanguageColumnName, TextDataViewType.Instance), (ScoreColumnName, NumberDataViewType.Single)], (row, active) =>
+        AddedColumn[] added = [new(LanguageColumnName, TextDataViewType.Instance), new(ScoreColumnName, NumberDataViewType.Single)];
+        return new AppendColumnsMapper(inputSchema, index, added, (row, active) =>
         {
             var source = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[index]);
             ReadOnlyMemory<char> text = default;
             // Rows are not identified reliably in every context (a PredictionEngine reuses its row), so each getter
             // detects from the current text; reading both columns detects twice.
-            ValueGetter<ReadOnlyMemory<char>> language = (ref ReadOnlyMemory<char> v) => { source(ref text); v = model.Detect(text.Span).Language.AsMemory(); };
-            ValueGetter<float> score = (ref float v) => { source(ref text); v = model.Detect(text.Span).Score; };
+            ValueGetter<ReadOnlyMemory<char>> language = (ref ReadOnlyMemory<char> v) =>
+            {
+                source(ref text);
+                v = model.Detect(text.Span).Language.AsMemory();
+            };
+            ValueGetter<float> score = (ref float v) =>
+            {
+                source(ref text);
+                v = model.Detect(text.Span).Score;
+            };
             return [language, score];
         });
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<LanguageDetectorTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): InputColumnName, LanguageColumnName, ScoreColumnName (string each).
+    // No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         writer.Writer.Write(InputColumnName);
         writer.Writer.Write(LanguageColumnName);
         writer.Writer.Write(ScoreColumnName);
     }
 
+    // Binary format: see SaveState.
     static LanguageDetectorTransformer IPersistentComponent<LanguageDetectorTransformer>.Load(IHostEnvironment env, ComponentReader reader) =>
         new(reader.Reader.ReadString(), reader.Reader.ReadString(), reader.Reader.ReadString());
 }

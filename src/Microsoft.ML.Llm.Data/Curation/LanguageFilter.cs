@@ -34,33 +34,19 @@ public sealed class LanguageFilterOptions
 }
 
 /// <summary>Estimator of <see cref="LanguageFilterTransformer"/> (<c>mlContext.Transforms.Text.FilterByLanguage</c>).</summary>
-public sealed class LanguageFilterEstimator : IEstimator<LanguageFilterTransformer>
+public sealed class LanguageFilterEstimator : TrivialEstimatorBase<LanguageFilterTransformer>
 {
-    private readonly string _input;
     private readonly LanguageFilterOptions _options;
 
     internal LanguageFilterEstimator(TransformsCatalog.TextTransforms catalog, string inputColumnName, LanguageFilterOptions options)
+        : base(CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName)))
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        _input = CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName));
         options.Validate();
         _options = new LanguageFilterOptions { Languages = options.Languages.ToArray(), MinScore = options.MinScore };
     }
 
-    /// <inheritdoc/>
-    public LanguageFilterTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        CurationChecks.TextColumnIndex(input.Schema, _input);
-        return new LanguageFilterTransformer(_input, _options);
-    }
-
-    /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        CurationChecks.CheckTextColumn(inputSchema, _input);
-        return inputSchema;
-    }
+    private protected override LanguageFilterTransformer Create() => new(InputColumnName, _options);
 }
 
 /// <summary>
@@ -68,17 +54,20 @@ public sealed class LanguageFilterEstimator : IEstimator<LanguageFilterTransform
 /// <c>language_not_kept</c> or <c>language_score_below_threshold</c>; text without letters is <c>language_not_kept</c>).
 /// Not a row-to-row mapper; cursor sets run in parallel; <see cref="LastReport"/> after a pass.
 /// </summary>
-public sealed class LanguageFilterTransformer : ITransformer, IPersistentComponent<LanguageFilterTransformer>
+public sealed class LanguageFilterTransformer : RowCountChangingTransformerBase, IPersistentComponent<LanguageFilterTransformer>
 {
     internal const string LoaderSignature = "LlmLanguageFilter";
 
-    static ComponentVersion IPersistentComponent<LanguageFilterTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMLANGFL", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageFilterTransformer).Assembly);
+
+    static ComponentVersion IPersistentComponent<LanguageFilterTransformer>.PersistenceVersion => Version;
 
     private readonly LanguageFilterOptions _options;
     private volatile FilterReport? _lastReport;
 
     internal LanguageFilterTransformer(string input, LanguageFilterOptions options)
+        : base(Version)
     {
         InputColumnName = input;
         _options = options;
@@ -90,25 +79,9 @@ public sealed class LanguageFilterTransformer : ITransformer, IPersistentCompone
     /// <summary>Counts of the last completed pass; null before the first.</summary>
     public FilterReport? LastReport => _lastReport;
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => false;
-
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    private protected override IDataView MakeDataView(IDataView input)
     {
-        CurationChecks.TextColumnIndex(inputSchema, InputColumnName);
-        return inputSchema;
-    }
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new InvalidOperationException("LanguageFilterTransformer changes the number of rows and is not a row-to-row mapper; use Transform.");
-
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        int index = CurationChecks.TextColumnIndex(input.Schema, InputColumnName);
+        int index = SchemaChecks.TextColumn(input.Schema, InputColumnName).Index;
         var keep = new HashSet<string>(_options.Languages, StringComparer.Ordinal);
         double min = _options.MinScore;
         return new FilterDataView(input, index, () => new State(keep, min), null, r => _lastReport = r);
@@ -119,29 +92,33 @@ public sealed class LanguageFilterTransformer : ITransformer, IPersistentCompone
         public override string? Evaluate(ReadOnlyMemory<char> text)
         {
             var (language, score) = LanguageIdentifier.Default.Detect(text.Span);
-            if (!keep.Contains(language)) return "language_not_kept";
+            if (!keep.Contains(language))
+                return "language_not_kept";
             return score > min ? null : "language_score_below_threshold";
         }
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<LanguageFilterTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): InputColumnName (string), MinScore (double), language count (int32),
+    // then each language code (string). No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
         w.Write(InputColumnName);
         w.Write(_options.MinScore);
         w.Write(_options.Languages.Count);
-        foreach (var l in _options.Languages) w.Write(l);
+        foreach (var l in _options.Languages)
+            w.Write(l);
     }
 
+    // Binary format: see SaveState.
     static LanguageFilterTransformer IPersistentComponent<LanguageFilterTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         var r = reader.Reader;
         string input = r.ReadString();
         double min = r.ReadDouble();
         var langs = new string[r.ReadInt32()];
-        for (int i = 0; i < langs.Length; i++) langs[i] = r.ReadString();
+        for (int i = 0; i < langs.Length; i++)
+            langs[i] = r.ReadString();
         var o = new LanguageFilterOptions { Languages = langs, MinScore = min };
         o.Validate();
         return new LanguageFilterTransformer(input, o);

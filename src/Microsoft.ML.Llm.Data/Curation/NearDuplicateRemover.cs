@@ -127,16 +127,12 @@ public sealed class NearDuplicateRemoverEstimator : IEstimator<NearDuplicateRemo
     public NearDuplicateRemoverTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        CurationChecks.TextColumnIndex(input.Schema, _inputColumn);
+        SchemaChecks.TextColumn(input.Schema, _inputColumn);
         var reference = new ReferenceSet();
         if (_options.ReferenceData is { } refData)
         {
-            string column = _options.ReferenceColumnName ?? _inputColumn;
-            var col = refData.Schema.GetColumnOrNull(column);
-            if (col is null || col.Value.Type is not TextDataViewType)
-                throw new ArgumentOutOfRangeException(nameof(NearDuplicateRemoverOptions.ReferenceColumnName),
-                    $"Schema mismatch for reference column '{column}': " + (col is null ? "column not found in the reference data." : $"expected String, got {col.Value.Type}."));
-            reference = ReferenceSet.Build(refData, col.Value.Index, _options);
+            var column = SchemaChecks.TextColumn(refData.Schema, _options.ReferenceColumnName ?? _inputColumn, "reference");
+            reference = ReferenceSet.Build(refData, column.Index, _options);
         }
         return new NearDuplicateRemoverTransformer(_inputColumn, _options, reference);
     }
@@ -144,7 +140,7 @@ public sealed class NearDuplicateRemoverEstimator : IEstimator<NearDuplicateRemo
     /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        CurationChecks.CheckTextColumn(inputSchema, _inputColumn);
+        SchemaChecks.TextColumn(inputSchema, _inputColumn);
         return inputSchema;
     }
 }
@@ -157,22 +153,25 @@ public sealed class NearDuplicateRemoverEstimator : IEstimator<NearDuplicateRemo
 /// kept rows: every cursor yields the same rows in the same order. Memory: Bands × 8 bytes per row of band hashes
 /// (112 bytes by default, in chunks, no copies on growth), plus 12 bytes per row for one band's sort buffer, 4 for
 /// union-find and 1 for the empty-row flag: about 130 bytes per row, so 10 million documents take about 1.3 GB and one
-/// 24 GB machine handles on the order of 150 million documents (at ~3 KB per web document, ~450 GB of text; measured:
-/// a 1 GB corpus of 950,000 documents through normalize → filter → dedup peaked at 304 MiB). With verification the shingle
-/// sets of rows in candidate pairs are held as well (8 bytes per word of those rows).
+/// 24 GB machine handles on the order of 150 million documents (at ~3 KB per web document, ~450 GB of text; the measured
+/// peak of a whole curation pipeline is in benchmarks/README.md). With verification the shingle sets of rows in
+/// candidate pairs are held as well (8 bytes per word of those rows).
 /// </summary>
-public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentComponent<NearDuplicateRemoverTransformer>
+public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransformerBase, IPersistentComponent<NearDuplicateRemoverTransformer>
 {
     internal const string LoaderSignature = "LlmNearDupRemover";
 
-    static ComponentVersion IPersistentComponent<NearDuplicateRemoverTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMNEARDP", 0x00010001, 0x00010001, LoaderSignature, typeof(NearDuplicateRemoverTransformer).Assembly);
+
+    static ComponentVersion IPersistentComponent<NearDuplicateRemoverTransformer>.PersistenceVersion => Version;
 
     private readonly NearDuplicateRemoverOptions _options;
     private readonly ReferenceSet _reference;
     private volatile DeduplicationReport? _lastReport;
 
     internal NearDuplicateRemoverTransformer(string inputColumn, NearDuplicateRemoverOptions options, ReferenceSet reference)
+        : base(Version)
     {
         InputColumnName = inputColumn;
         _options = options.Clone();
@@ -189,25 +188,9 @@ public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentC
     /// <summary>Counts of the last deduplication pass; null before the first.</summary>
     public DeduplicationReport? LastReport => _lastReport;
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => false;
-
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    private protected override IDataView MakeDataView(IDataView input)
     {
-        CurationChecks.TextColumnIndex(inputSchema, InputColumnName);
-        return inputSchema;
-    }
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new InvalidOperationException("NearDuplicateRemoverTransformer changes the number of rows and is not a row-to-row mapper; use Transform.");
-
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        int index = CurationChecks.TextColumnIndex(input.Schema, InputColumnName);
+        int index = SchemaChecks.TextColumn(input.Schema, InputColumnName).Index;
         var kept = new Lazy<ulong[]>(() =>
         {
             var (bits, report) = Deduplicate(input, index);
@@ -435,9 +418,10 @@ public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentC
         if (value) bits[word] |= 1UL << (int)(row & 63);
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<NearDuplicateRemoverTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): InputColumnName (string), Mode, NGramSize, Bands, RowsPerBand, Seed (int32 each),
+    // Verify (bool), JaccardThreshold (double), MaxDegreeOfParallelism (int32). Side entry "Reference": the reference
+    // signatures as ReferenceSet.Write lists them.
+    private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
         w.Write(InputColumnName);
@@ -452,6 +436,7 @@ public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentC
         writer.WriteStream("Reference", _reference.Write);
     }
 
+    // Binary format: see SaveState.
     static NearDuplicateRemoverTransformer IPersistentComponent<NearDuplicateRemoverTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         var r = reader.Reader;

@@ -55,6 +55,8 @@ internal sealed class ReferenceSet
         return a;
     }
 
+    // Binary format (side entry "Reference" of NearDuplicateRemoverTransformer): Count (int32), ExactHashes, BandHashes
+    // (each: int32 length, then uint64 values), Shingles (int32 count, then per set: int32 length, uint64 values).
     public void Write(BinaryWriter w)
     {
         w.Write(Count);

@@ -304,53 +304,42 @@ public static class LmTextNormalizer
 
 /// <summary>
 /// Estimator of <see cref="TextNormalizerTransformer"/>: <c>mlContext.Transforms.Text.NormalizeForLm(output, input, options)</c>.
-/// Needs no training; <see cref="Fit"/> only checks the schema.
+/// Needs no training; <see cref="TrivialEstimatorBase{T}.Fit"/> only checks the schema.
 /// </summary>
-public sealed class TextNormalizerEstimator : IEstimator<TextNormalizerTransformer>
+public sealed class TextNormalizerEstimator : TrivialEstimatorBase<TextNormalizerTransformer>
 {
     private readonly string _outputColumn;
-    private readonly string _inputColumn;
     private readonly TextNormalizerOptions _options;
 
     internal TextNormalizerEstimator(TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName, TextNormalizerOptions? options)
+        : base(CurationChecks.ColumnName(inputColumnName ?? outputColumnName, "inputColumnName"))
     {
         ArgumentNullException.ThrowIfNull(catalog);
         _outputColumn = CurationChecks.ColumnName(outputColumnName, "outputColumnName");
-        _inputColumn = CurationChecks.ColumnName(inputColumnName ?? outputColumnName, "inputColumnName");
         _options = (options ?? new TextNormalizerOptions()).Clone();
         _options.Validate();
     }
 
-    /// <inheritdoc/>
-    public TextNormalizerTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        CurationChecks.TextColumnIndex(input.Schema, _inputColumn);
-        return new TextNormalizerTransformer(_outputColumn, _inputColumn, _options);
-    }
+    private protected override TextNormalizerTransformer Create() => new(_outputColumn, InputColumnName, _options);
 
-    /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        CurationChecks.CheckTextColumn(inputSchema, _inputColumn);
-        var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_outputColumn] = ModelPersistence.SchemaColumn(_outputColumn, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance, false);
-        return ModelPersistence.SchemaShapeOf(columns.Values);
-    }
+    private protected override IReadOnlyList<(string Name, DataViewType Type)> AddedColumns() => [(_outputColumn, TextDataViewType.Instance)];
 }
 
 /// <summary>
 /// Adds a column holding the normalized text of the input column (see <see cref="LmTextNormalizer"/>). Row-to-row:
 /// works in a <c>PredictionEngine</c>; saves into and loads from an ML.NET model zip.
 /// </summary>
-public sealed class TextNormalizerTransformer : ITransformer, IPersistentComponent<TextNormalizerTransformer>
+public sealed class TextNormalizerTransformer : AppendColumnsTransformerBase, IPersistentComponent<TextNormalizerTransformer>
 {
     internal const string LoaderSignature = "LlmTextNormalizer";
 
-    static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMTXNORM", 0x00010001, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
 
+    static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion => Version;
+
     internal TextNormalizerTransformer(string outputColumn, string inputColumn, TextNormalizerOptions options)
+        : base(Version)
     {
         OutputColumnName = outputColumn;
         InputColumnName = inputColumn;
@@ -365,27 +354,11 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
 
     internal TextNormalizerOptions Options { get; }
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => true;
-
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => CreateMapper(inputSchema).OutputSchema;
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => CreateMapper(inputSchema);
-
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
+    private protected override AppendColumnsMapper MakeMapper(DataViewSchema inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        return new AppendColumnsDataView(input, CreateMapper(input.Schema));
-    }
-
-    private AppendColumnsMapper CreateMapper(DataViewSchema inputSchema)
-    {
-        int index = CurationChecks.TextColumnIndex(inputSchema, InputColumnName);
+        int index = SchemaChecks.TextColumn(inputSchema, InputColumnName).Index;
         var options = Options;
-        return new AppendColumnsMapper(inputSchema, index, [(OutputColumnName, TextDataViewType.Instance)], (row, active) =>
+        return new AppendColumnsMapper(inputSchema, index, [new(OutputColumnName, TextDataViewType.Instance)], (row, active) =>
         {
             var source = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[index]);
             ReadOnlyMemory<char> raw = default;
@@ -398,9 +371,9 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
         });
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<TextNormalizerTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): OutputColumnName (string), InputColumnName (string), Form (int32),
+    // CollapseWhitespace, FoldQuotes, FoldDashes, RemoveControlCharacters, Lowercase (bool each). No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
         w.Write(OutputColumnName);
@@ -413,6 +386,7 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
         w.Write(Options.Lowercase);
     }
 
+    // Binary format: see SaveState.
     static TextNormalizerTransformer IPersistentComponent<TextNormalizerTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         var r = reader.Reader;

@@ -216,94 +216,147 @@ public sealed class TextQualityFilterOptions
         CurationChecks.InRange(FineWebMaxNewLineRatio, 0, double.MaxValue, nameof(FineWebMaxNewLineRatio));
     }
 
+    // Binary format (version 0x00010001), one field per line below, in this order: Mode (int32), AnnotationColumnName (string),
+    // GopherQuality, GopherRepetition, C4, FineWeb (bool each), GopherMinDocWords, GopherMaxDocWords (int32),
+    // GopherMinAvgWordLength, GopherMaxAvgWordLength, GopherMaxSymbolWordRatio, GopherMaxBulletLinesRatio,
+    // GopherMaxEllipsisLinesRatio, GopherMinAlphaWordsRatio (double each), GopherMinStopWords (int32),
+    // GopherStopWords (int32 count, then strings), DupLineFraction, DupParagraphFraction, DupLineCharFraction,
+    // DupParagraphCharFraction (double each), TopNGrams then DuplicateNGrams (each: int32 count, then per entry N int32
+    // and MaxCharFraction double), C4Variant (int32), C4MinWordsPerLine, C4MinSentences (int32, -1 for null),
+    // C4MaxWordLength (int32), C4RemoveCitations, C4FilterNoTerminalPunctuation, C4FilterLoremIpsum, C4FilterJavascript,
+    // C4FilterCurlyBracket, C4FilterPolicy, C4RemoveLines (bool each), FineWebMinLinePunctuationRatio (double),
+    // FineWebLinePunctuationExcludeZero (bool), FineWebMaxShortLineRatio (double), FineWebShortLineLength (int32),
+    // FineWebMaxCharDuplicatesRatio, FineWebMaxNewLineRatio (double each).
     internal void Write(BinaryWriter w)
     {
-        w.Write((int)Mode); w.Write(AnnotationColumnName);
-        w.Write(GopherQuality); w.Write(GopherRepetition); w.Write(C4); w.Write(FineWeb);
-        w.Write(GopherMinDocWords); w.Write(GopherMaxDocWords); w.Write(GopherMinAvgWordLength); w.Write(GopherMaxAvgWordLength);
-        w.Write(GopherMaxSymbolWordRatio); w.Write(GopherMaxBulletLinesRatio); w.Write(GopherMaxEllipsisLinesRatio);
-        w.Write(GopherMinAlphaWordsRatio); w.Write(GopherMinStopWords);
-        w.Write(GopherStopWords.Count); foreach (var s in GopherStopWords) w.Write(s);
-        w.Write(DupLineFraction); w.Write(DupParagraphFraction); w.Write(DupLineCharFraction); w.Write(DupParagraphCharFraction);
+        w.Write((int)Mode);
+        w.Write(AnnotationColumnName);
+        w.Write(GopherQuality);
+        w.Write(GopherRepetition);
+        w.Write(C4);
+        w.Write(FineWeb);
+        w.Write(GopherMinDocWords);
+        w.Write(GopherMaxDocWords);
+        w.Write(GopherMinAvgWordLength);
+        w.Write(GopherMaxAvgWordLength);
+        w.Write(GopherMaxSymbolWordRatio);
+        w.Write(GopherMaxBulletLinesRatio);
+        w.Write(GopherMaxEllipsisLinesRatio);
+        w.Write(GopherMinAlphaWordsRatio);
+        w.Write(GopherMinStopWords);
+        w.Write(GopherStopWords.Count);
+        foreach (var s in GopherStopWords)
+            w.Write(s);
+        w.Write(DupLineFraction);
+        w.Write(DupParagraphFraction);
+        w.Write(DupLineCharFraction);
+        w.Write(DupParagraphCharFraction);
         foreach (var list in new[] { TopNGrams, DuplicateNGrams })
         {
             w.Write(list.Count);
-            foreach (var t in list) { w.Write(t.N); w.Write(t.MaxCharFraction); }
+            foreach (var t in list)
+            {
+                w.Write(t.N);
+                w.Write(t.MaxCharFraction);
+            }
         }
-        w.Write((int)C4Variant); w.Write(C4MinWordsPerLine ?? -1); w.Write(C4MinSentences ?? -1); w.Write(C4MaxWordLength);
-        w.Write(C4RemoveCitations); w.Write(C4FilterNoTerminalPunctuation); w.Write(C4FilterLoremIpsum); w.Write(C4FilterJavascript);
-        w.Write(C4FilterCurlyBracket); w.Write(C4FilterPolicy); w.Write(C4RemoveLines);
-        w.Write(FineWebMinLinePunctuationRatio); w.Write(FineWebLinePunctuationExcludeZero); w.Write(FineWebMaxShortLineRatio);
-        w.Write(FineWebShortLineLength); w.Write(FineWebMaxCharDuplicatesRatio); w.Write(FineWebMaxNewLineRatio);
+        w.Write((int)C4Variant);
+        w.Write(C4MinWordsPerLine ?? -1);
+        w.Write(C4MinSentences ?? -1);
+        w.Write(C4MaxWordLength);
+        w.Write(C4RemoveCitations);
+        w.Write(C4FilterNoTerminalPunctuation);
+        w.Write(C4FilterLoremIpsum);
+        w.Write(C4FilterJavascript);
+        w.Write(C4FilterCurlyBracket);
+        w.Write(C4FilterPolicy);
+        w.Write(C4RemoveLines);
+        w.Write(FineWebMinLinePunctuationRatio);
+        w.Write(FineWebLinePunctuationExcludeZero);
+        w.Write(FineWebMaxShortLineRatio);
+        w.Write(FineWebShortLineLength);
+        w.Write(FineWebMaxCharDuplicatesRatio);
+        w.Write(FineWebMaxNewLineRatio);
     }
 
+    // Binary format: see Write (the same fields in the same order).
     internal static TextQualityFilterOptions Read(BinaryReader r)
     {
-        var o = new TextQualityFilterOptions
-        {
-            Mode = (QualityFilterMode)r.ReadInt32(), AnnotationColumnName = r.ReadString(),
-            GopherQuality = r.ReadBoolean(), GopherRepetition = r.ReadBoolean(), C4 = r.ReadBoolean(), FineWeb = r.ReadBoolean(),
-            GopherMinDocWords = r.ReadInt32(), GopherMaxDocWords = r.ReadInt32(), GopherMinAvgWordLength = r.ReadDouble(), GopherMaxAvgWordLength = r.ReadDouble(),
-            GopherMaxSymbolWordRatio = r.ReadDouble(), GopherMaxBulletLinesRatio = r.ReadDouble(), GopherMaxEllipsisLinesRatio = r.ReadDouble(),
-            GopherMinAlphaWordsRatio = r.ReadDouble(), GopherMinStopWords = r.ReadInt32(),
-        };
+        var o = new TextQualityFilterOptions();
+        o.Mode = (QualityFilterMode)r.ReadInt32();
+        o.AnnotationColumnName = r.ReadString();
+        o.GopherQuality = r.ReadBoolean();
+        o.GopherRepetition = r.ReadBoolean();
+        o.C4 = r.ReadBoolean();
+        o.FineWeb = r.ReadBoolean();
+        o.GopherMinDocWords = r.ReadInt32();
+        o.GopherMaxDocWords = r.ReadInt32();
+        o.GopherMinAvgWordLength = r.ReadDouble();
+        o.GopherMaxAvgWordLength = r.ReadDouble();
+        o.GopherMaxSymbolWordRatio = r.ReadDouble();
+        o.GopherMaxBulletLinesRatio = r.ReadDouble();
+        o.GopherMaxEllipsisLinesRatio = r.ReadDouble();
+        o.GopherMinAlphaWordsRatio = r.ReadDouble();
+        o.GopherMinStopWords = r.ReadInt32();
         var stop = new string[r.ReadInt32()];
-        for (int i = 0; i < stop.Length; i++) stop[i] = r.ReadString();
+        for (int i = 0; i < stop.Length; i++)
+            stop[i] = r.ReadString();
         o.GopherStopWords = stop;
-        o.DupLineFraction = r.ReadDouble(); o.DupParagraphFraction = r.ReadDouble(); o.DupLineCharFraction = r.ReadDouble(); o.DupParagraphCharFraction = r.ReadDouble();
-        var lists = new NGramFraction[2][];
-        for (int l = 0; l < 2; l++)
-        {
-            lists[l] = new NGramFraction[r.ReadInt32()];
-            for (int i = 0; i < lists[l].Length; i++) lists[l][i] = new NGramFraction(r.ReadInt32(), r.ReadDouble());
-        }
-        o.TopNGrams = lists[0];
-        o.DuplicateNGrams = lists[1];
+        o.DupLineFraction = r.ReadDouble();
+        o.DupParagraphFraction = r.ReadDouble();
+        o.DupLineCharFraction = r.ReadDouble();
+        o.DupParagraphCharFraction = r.ReadDouble();
+        o.TopNGrams = ReadNGramFractions(r);
+        o.DuplicateNGrams = ReadNGramFractions(r);
         o.C4Variant = (C4Variant)r.ReadInt32();
-        int mw = r.ReadInt32(), ms = r.ReadInt32();
-        o.C4MinWordsPerLine = mw < 0 ? null : mw;
-        o.C4MinSentences = ms < 0 ? null : ms;
+        int minWords = r.ReadInt32();
+        o.C4MinWordsPerLine = minWords < 0 ? null : minWords;
+        int minSentences = r.ReadInt32();
+        o.C4MinSentences = minSentences < 0 ? null : minSentences;
         o.C4MaxWordLength = r.ReadInt32();
-        o.C4RemoveCitations = r.ReadBoolean(); o.C4FilterNoTerminalPunctuation = r.ReadBoolean(); o.C4FilterLoremIpsum = r.ReadBoolean();
-        o.C4FilterJavascript = r.ReadBoolean(); o.C4FilterCurlyBracket = r.ReadBoolean(); o.C4FilterPolicy = r.ReadBoolean(); o.C4RemoveLines = r.ReadBoolean();
-        o.FineWebMinLinePunctuationRatio = r.ReadDouble(); o.FineWebLinePunctuationExcludeZero = r.ReadBoolean(); o.FineWebMaxShortLineRatio = r.ReadDouble();
-        o.FineWebShortLineLength = r.ReadInt32(); o.FineWebMaxCharDuplicatesRatio = r.ReadDouble(); o.FineWebMaxNewLineRatio = r.ReadDouble();
+        o.C4RemoveCitations = r.ReadBoolean();
+        o.C4FilterNoTerminalPunctuation = r.ReadBoolean();
+        o.C4FilterLoremIpsum = r.ReadBoolean();
+        o.C4FilterJavascript = r.ReadBoolean();
+        o.C4FilterCurlyBracket = r.ReadBoolean();
+        o.C4FilterPolicy = r.ReadBoolean();
+        o.C4RemoveLines = r.ReadBoolean();
+        o.FineWebMinLinePunctuationRatio = r.ReadDouble();
+        o.FineWebLinePunctuationExcludeZero = r.ReadBoolean();
+        o.FineWebMaxShortLineRatio = r.ReadDouble();
+        o.FineWebShortLineLength = r.ReadInt32();
+        o.FineWebMaxCharDuplicatesRatio = r.ReadDouble();
+        o.FineWebMaxNewLineRatio = r.ReadDouble();
         o.Validate();
         return o;
+    }
+
+    private static NGramFraction[] ReadNGramFractions(BinaryReader r)
+    {
+        var list = new NGramFraction[r.ReadInt32()];
+        for (int i = 0; i < list.Length; i++)
+            list[i] = new NGramFraction(r.ReadInt32(), r.ReadDouble());
+        return list;
     }
 }
 
 /// <summary>Estimator of <see cref="TextQualityFilterTransformer"/>; needs no training.</summary>
-public sealed class TextQualityFilterEstimator : IEstimator<TextQualityFilterTransformer>
+public sealed class TextQualityFilterEstimator : TrivialEstimatorBase<TextQualityFilterTransformer>
 {
-    private readonly string _inputColumn;
     private readonly TextQualityFilterOptions _options;
 
     internal TextQualityFilterEstimator(TransformsCatalog.TextTransforms catalog, string inputColumnName, TextQualityFilterOptions? options)
+        : base(CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName)))
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        _inputColumn = CurationChecks.ColumnName(inputColumnName, nameof(inputColumnName));
         _options = (options ?? new TextQualityFilterOptions()).Clone();
         _options.Validate();
     }
 
-    /// <inheritdoc/>
-    public TextQualityFilterTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        CurationChecks.TextColumnIndex(input.Schema, _inputColumn);
-        return new TextQualityFilterTransformer(_inputColumn, _options);
-    }
+    private protected override TextQualityFilterTransformer Create() => new(InputColumnName, _options);
 
-    /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        CurationChecks.CheckTextColumn(inputSchema, _inputColumn);
-        if (_options.Mode == QualityFilterMode.Drop) return inputSchema;
-        var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_options.AnnotationColumnName] = ModelPersistence.SchemaColumn(_options.AnnotationColumnName, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance, false);
-        return ModelPersistence.SchemaShapeOf(columns.Values);
-    }
+    private protected override IReadOnlyList<(string Name, DataViewType Type)> AddedColumns() =>
+        _options.Mode == QualityFilterMode.Annotate ? [(_options.AnnotationColumnName, TextDataViewType.Instance)] : [];
 }
 
 /// <summary>
@@ -313,17 +366,20 @@ public sealed class TextQualityFilterEstimator : IEstimator<TextQualityFilterTra
 /// After a cursor (or every cursor of a cursor set) has reached the end, <see cref="LastReport"/> holds the counts of
 /// that pass: rows in, rows out, rows per rejecting rule.
 /// </summary>
-public sealed class TextQualityFilterTransformer : ITransformer, IPersistentComponent<TextQualityFilterTransformer>
+public sealed class TextQualityFilterTransformer : RowCountChangingTransformerBase, IPersistentComponent<TextQualityFilterTransformer>
 {
     internal const string LoaderSignature = "LlmTextQualityFilter";
 
-    static ComponentVersion IPersistentComponent<TextQualityFilterTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMQUALFL", 0x00010001, 0x00010001, LoaderSignature, typeof(TextQualityFilterTransformer).Assembly);
+
+    static ComponentVersion IPersistentComponent<TextQualityFilterTransformer>.PersistenceVersion => Version;
 
     private readonly TextQualityFilterOptions _options;
     private volatile FilterReport? _lastReport;
 
     internal TextQualityFilterTransformer(string inputColumn, TextQualityFilterOptions options)
+        : base(Version)
     {
         InputColumnName = inputColumn;
         _options = options;
@@ -335,37 +391,26 @@ public sealed class TextQualityFilterTransformer : ITransformer, IPersistentComp
     /// <summary>Counts of the last completed pass over an output of this transformer; null before the first.</summary>
     public FilterReport? LastReport => _lastReport;
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => false;
-
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => Transform(new EmptyView(inputSchema)).Schema;
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new InvalidOperationException("TextQualityFilterTransformer changes the number of rows and is not a row-to-row mapper; use Transform.");
-
     /// <summary>Evaluates one text; returns null when it passes, else the name of the first failing rule.</summary>
     public string? Evaluate(string text) => new QualityEvaluator(_options).Evaluate(text.AsMemory());
 
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
+    private protected override IDataView MakeDataView(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        int index = CurationChecks.TextColumnIndex(input.Schema, InputColumnName);
+        int index = SchemaChecks.TextColumn(input.Schema, InputColumnName).Index;
         var options = _options;
         return new FilterDataView(input, index, () => new QualityEvaluator(options),
             options.Mode == QualityFilterMode.Annotate ? options.AnnotationColumnName : null, r => _lastReport = r);
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<TextQualityFilterTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): InputColumnName (string), then the options as TextQualityFilterOptions.Write
+    // lists them. No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         writer.Writer.Write(InputColumnName);
         _options.Write(writer.Writer);
     }
 
+    // Binary format: see SaveState.
     static TextQualityFilterTransformer IPersistentComponent<TextQualityFilterTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         string input = reader.Reader.ReadString();

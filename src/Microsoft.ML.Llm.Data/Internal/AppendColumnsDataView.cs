@@ -1,10 +1,19 @@
+// The one "append computed columns" view of the library: a row-to-row mapper (for prediction engines and
+// GetRowToRowMapper) and the data view Transform returns share one getter factory and one row class.
 using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data.Internal;
 
-/// <summary>Creates the getters of the columns a row-to-row transform adds, for one input row.</summary>
-/// <param name="input">The input row (its text column is active).</param>
-/// <param name="active">Which added columns (0-based among the added ones) are requested.</param>
+/// <summary>A column a row-to-row transform appends.</summary>
+/// <param name="Name">The column name (a same-named input column is hidden, as in ML.NET).</param>
+/// <param name="Type">The column type.</param>
+/// <param name="Annotations">Annotations of the column, if any.</param>
+internal readonly record struct AddedColumn(string Name, DataViewType Type, DataViewSchema.Annotations? Annotations = null);
+
+/// <summary>Creates the getters of the appended columns for one input row.</summary>
+/// <param name="input">The input row (its source column is active).</param>
+/// <param name="active">Which appended columns (0-based among the appended ones) are requested.</param>
+/// <returns>One getter per appended column (null where not active).</returns>
 internal delegate Delegate?[] AddedGettersFactory(DataViewRow input, Func<int, bool> active);
 
 /// <summary>A row-to-row mapper that appends computed columns to its input, all computed from one input column.</summary>
@@ -13,15 +22,15 @@ internal sealed class AppendColumnsMapper : IRowToRowMapper
     private readonly int _sourceIndex;
     private readonly AddedGettersFactory _factory;
 
-    public AppendColumnsMapper(DataViewSchema inputSchema, int sourceIndex, IReadOnlyList<(string Name, DataViewType Type)> added, AddedGettersFactory factory)
+    public AppendColumnsMapper(DataViewSchema inputSchema, int sourceIndex, IReadOnlyList<AddedColumn> added, AddedGettersFactory factory)
     {
         InputSchema = inputSchema;
         _sourceIndex = sourceIndex;
         _factory = factory;
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
-        foreach (var (name, type) in added)
-            builder.AddColumn(name, type);
+        foreach (var column in added)
+            builder.AddColumn(column.Name, column.Type, column.Annotations);
         OutputSchema = builder.ToSchema();
     }
 
@@ -29,61 +38,77 @@ internal sealed class AppendColumnsMapper : IRowToRowMapper
 
     public DataViewSchema OutputSchema { get; }
 
+    /// <summary>Serve a cursor set as one cursor (for transforms whose getters must not run in parallel).</summary>
+    public bool SingleCursor { get; init; }
+
+    /// <summary>
+    /// Optional faster cursor for a request: given the input cursor and the requested output columns, returns a cursor
+    /// that replaces the generic one, or null to use the generic one.
+    /// </summary>
+    public Func<DataViewRowCursor, IReadOnlyList<DataViewSchema.Column>, DataViewRowCursor?>? FastCursor { get; init; }
+
     internal int AddedCount => OutputSchema.Count - InputSchema.Count;
 
     public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
     {
         var needed = new SortedSet<int>();
         foreach (var c in dependingColumns)
-        {
-            if (c.Index < InputSchema.Count) needed.Add(c.Index);
-            else needed.Add(_sourceIndex);
-        }
+            needed.Add(c.Index < InputSchema.Count ? c.Index : _sourceIndex);
         return needed.Select(i => InputSchema[i]).ToArray();
     }
 
     public DataViewRow GetRow(DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
     {
         ArgumentNullException.ThrowIfNull(input);
-        return new MappedRow(this, input, activeColumns);
+        return new AppendedRow(this, input, activeColumns);
     }
 
-    internal (bool[] Active, Delegate?[] Getters) CreateGetters(DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+    /// <summary>The input row plus the appended columns; <see cref="AppendColumnsDataView"/>'s cursor wraps one.</summary>
+    internal sealed class AppendedRow : DataViewRow
     {
-        var active = new bool[AddedCount];
-        foreach (var c in activeColumns)
-            if (c.Index >= InputSchema.Count) active[c.Index - InputSchema.Count] = true;
-        var getters = active.Any(a => a) ? _factory(input, i => active[i]) : new Delegate?[AddedCount];
-        return (active, getters);
-    }
-
-    private sealed class MappedRow : DataViewRow
-    {
-        private readonly AppendColumnsMapper _parent;
+        private readonly AppendColumnsMapper _mapper;
         private readonly DataViewRow _input;
         private readonly bool[] _active;
         private readonly Delegate?[] _getters;
 
-        public MappedRow(AppendColumnsMapper parent, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        public AppendedRow(AppendColumnsMapper mapper, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
         {
-            _parent = parent;
+            _mapper = mapper;
             _input = input;
-            (_active, _getters) = parent.CreateGetters(input, activeColumns);
+            _active = new bool[mapper.AddedCount];
+            int n = mapper.InputSchema.Count;
+            foreach (var c in activeColumns)
+            {
+                if (c.Index >= n)
+                    _active[c.Index - n] = true;
+            }
+            _getters = _active.Any(a => a) ? mapper._factory(input, i => _active[i]) : new Delegate?[_active.Length];
         }
 
         public override long Position => _input.Position;
+
         public override long Batch => _input.Batch;
-        public override DataViewSchema Schema => _parent.OutputSchema;
+
+        public override DataViewSchema Schema => _mapper.OutputSchema;
+
         public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
 
         public override bool IsColumnActive(DataViewSchema.Column column)
         {
-            int n = _parent.InputSchema.Count;
+            int n = _mapper.InputSchema.Count;
             return column.Index < n ? _input.IsColumnActive(_input.Schema[column.Index]) : _active[column.Index - n];
         }
 
-        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) =>
-            AppendColumnsDataView.Getter<TValue>(_parent, _input, _getters, column);
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            int n = _mapper.InputSchema.Count;
+            if (column.Index < n)
+                return _input.GetGetter<TValue>(_input.Schema[column.Index]);
+            var getter = _getters[column.Index - n]
+                ?? throw new InvalidOperationException($"Column '{column.Name}' is not active; request it in GetRowCursor's columnsNeeded.");
+            return getter as ValueGetter<TValue>
+                ?? throw new InvalidOperationException($"Invalid TValue in GetGetter for column '{column.Name}': expected {column.Type.RawType.Name}, got {typeof(TValue).Name}.");
+        }
     }
 }
 
@@ -107,58 +132,51 @@ internal sealed class AppendColumnsDataView : IDataView
 
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
     {
-        var cols = columnsNeeded.ToArray();
-        return new Cursor(_mapper, _source.GetRowCursor(_mapper.GetDependencies(cols), rand), cols);
+        var columns = columnsNeeded.ToArray();
+        var input = _source.GetRowCursor(_mapper.GetDependencies(columns), rand);
+        return _mapper.FastCursor?.Invoke(input, columns) ?? new Cursor(_mapper, input, columns);
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
     {
-        var cols = columnsNeeded.ToArray();
-        return _source.GetRowCursorSet(_mapper.GetDependencies(cols), n, rand).Select(c => (DataViewRowCursor)new Cursor(_mapper, c, cols)).ToArray();
+        var columns = columnsNeeded.ToArray();
+        if (_mapper.SingleCursor)
+            return [GetRowCursor(columns, rand)];
+        return _source.GetRowCursorSet(_mapper.GetDependencies(columns), n, rand)
+            .Select(c => (DataViewRowCursor)new Cursor(_mapper, c, columns))
+            .ToArray();
     }
 
-    internal static ValueGetter<TValue> Getter<TValue>(AppendColumnsMapper mapper, DataViewRow input, Delegate?[] getters, DataViewSchema.Column column)
-    {
-        int n = mapper.InputSchema.Count;
-        if (column.Index < n)
-            return input.GetGetter<TValue>(input.Schema[column.Index]);
-        var getter = getters[column.Index - n]
-            ?? throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
-        return getter as ValueGetter<TValue>
-            ?? throw new InvalidOperationException($"Invalid TValue in GetGetter for column '{column.Name}': expected {column.Type.RawType.Name}, got {typeof(TValue).Name}.");
-    }
-
+    /// <summary>A cursor is the input cursor's movement plus an <see cref="AppendColumnsMapper.AppendedRow"/> over it.</summary>
     private sealed class Cursor : DataViewRowCursor
     {
-        private readonly AppendColumnsMapper _mapper;
         private readonly DataViewRowCursor _input;
-        private readonly bool[] _active;
-        private readonly Delegate?[] _getters;
+        private readonly AppendColumnsMapper.AppendedRow _row;
 
         public Cursor(AppendColumnsMapper mapper, DataViewRowCursor input, IEnumerable<DataViewSchema.Column> activeColumns)
         {
-            _mapper = mapper;
             _input = input;
-            (_active, _getters) = mapper.CreateGetters(input, activeColumns);
+            _row = new AppendColumnsMapper.AppendedRow(mapper, input, activeColumns);
         }
 
         public override long Position => _input.Position;
+
         public override long Batch => _input.Batch;
-        public override DataViewSchema Schema => _mapper.OutputSchema;
+
+        public override DataViewSchema Schema => _row.Schema;
+
         public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
+
         public override bool MoveNext() => _input.MoveNext();
 
-        public override bool IsColumnActive(DataViewSchema.Column column)
-        {
-            int n = _mapper.InputSchema.Count;
-            return column.Index < n ? _input.IsColumnActive(_input.Schema[column.Index]) : _active[column.Index - n];
-        }
+        public override bool IsColumnActive(DataViewSchema.Column column) => _row.IsColumnActive(column);
 
-        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) => Getter<TValue>(_mapper, _input, _getters, column);
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) => _row.GetGetter<TValue>(column);
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) _input.Dispose();
+            if (disposing)
+                _input.Dispose();
             base.Dispose(disposing);
         }
     }

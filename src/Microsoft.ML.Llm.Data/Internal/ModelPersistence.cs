@@ -27,16 +27,16 @@ internal sealed record ComponentVersion(string ModelSignature, uint Version, uin
         loaderSignature: LoaderSignature);
 }
 
-/// <summary>A component that saves into and loads from an ML.NET model zip.</summary>
+/// <summary>
+/// A component that loads from an ML.NET model zip (it saves through <see cref="PersistentTransformerBase"/>, which
+/// writes the same <see cref="PersistenceVersion"/>).
+/// </summary>
 internal interface IPersistentComponent<TSelf> where TSelf : IPersistentComponent<TSelf>
 {
     /// <summary>Signature, format version and loader of the component.</summary>
     static abstract ComponentVersion PersistenceVersion { get; }
 
-    /// <summary>Writes the component's state.</summary>
-    void Save(ComponentWriter writer);
-
-    /// <summary>Reads a component written by <see cref="Save"/> (of any version from MinReadableVersion on).</summary>
+    /// <summary>Reads a component written by its <c>SaveState</c> (of any version from MinReadableVersion on).</summary>
     static abstract TSelf Load(IHostEnvironment env, ComponentReader reader);
 }
 
@@ -110,13 +110,13 @@ internal static class ComponentLoader<T> where T : class, IPersistentComponent<T
 /// <summary>Thin wrappers over ML.NET's <see cref="ModelSaveContext"/> and <see cref="ModelLoadContext"/>.</summary>
 internal static class ModelPersistence
 {
-    /// <summary>Saves <paramref name="component"/> at the current position of <paramref name="ctx"/>.</summary>
-    public static void Save<T>(ModelSaveContext ctx, T component) where T : IPersistentComponent<T>
+    /// <summary>Writes the header of <paramref name="version"/> and then the component's state at the current position of <paramref name="ctx"/>.</summary>
+    public static void Save(ModelSaveContext ctx, ComponentVersion version, Action<ComponentWriter> saveState)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
-        ctx.SetVersionInfo(T.PersistenceVersion.ToVersionInfo());
-        component.Save(new ComponentWriter(ctx));
+        ctx.SetVersionInfo(version.ToVersionInfo());
+        saveState(new ComponentWriter(ctx));
     }
 
     /// <summary>

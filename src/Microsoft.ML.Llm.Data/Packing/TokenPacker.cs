@@ -140,7 +140,7 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
     public TokenPackerTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var column = TokenPackerTransformer.CheckInput(input.Schema, _inputColumnName);
+        var column = SchemaChecks.Int32VectorColumn(input.Schema, _inputColumnName);
         var options = _options.Clone();
         column.TryGetTokenizer(out var tokenizer);
         options.EndOfTextId ??= tokenizer?.EndOfTextId;
@@ -160,11 +160,7 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
     /// <summary>The output holds only the packed columns (the row count changes).</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (!inputSchema.TryFindColumn(_inputColumnName, out var column))
-            throw SchemaErrors.MissingColumn(nameof(inputSchema), _inputColumnName);
-        if (column.Kind == SchemaShape.Column.VectorKind.Scalar || column.ItemType != NumberDataViewType.Int32)
-            throw SchemaErrors.Mismatch(nameof(inputSchema), _inputColumnName, "Vector<Int32>", SchemaErrors.Describe(column));
+        var column = SchemaChecks.Int32VectorColumn(inputSchema, _inputColumnName);
         var columns = new List<SchemaShape.Column>
         {
             ModelPersistence.SchemaColumn(_outputColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Int32, isKey: false,
@@ -183,17 +179,20 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
 /// on the mode, document ids and a loss mask); it changes the row count, so it is not a row-to-row mapper. Every
 /// cursor yields the same rows in the same order.
 /// </summary>
-public sealed class TokenPackerTransformer : ITransformer, IPersistentComponent<TokenPackerTransformer>
+public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IPersistentComponent<TokenPackerTransformer>
 {
     internal const string LoaderSignature = "TokenPackingTransformer";
 
-    static ComponentVersion IPersistentComponent<TokenPackerTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMPACKER", 0x00010001, 0x00010001, LoaderSignature, typeof(TokenPackerTransformer).Assembly);
+
+    static ComponentVersion IPersistentComponent<TokenPackerTransformer>.PersistenceVersion => Version;
 
     private readonly TokenPackerOptions _options;
     private PackingStatistics? _lastPass;
 
     internal TokenPackerTransformer(string outputColumnName, string inputColumnName, TokenPackerOptions options)
+        : base(Version)
     {
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
@@ -221,27 +220,16 @@ public sealed class TokenPackerTransformer : ITransformer, IPersistentComponent<
     /// <summary>Statistics of the latest complete pass of a cursor over the output (null before any).</summary>
     public PackingStatistics? LastPassStatistics => Volatile.Read(ref _lastPass);
 
-    /// <summary>False: packing changes the number of rows.</summary>
-    public bool IsRowToRowMapper => false;
-
     private int BlockLength => _options.ContextLength + 1;
 
-    internal static DataViewSchema.Column CheckInput(DataViewSchema schema, string inputColumnName)
-    {
-        var column = schema.GetColumnOrNull(inputColumnName) ?? throw SchemaErrors.MissingColumn("inputSchema", inputColumnName);
-        if (column.Type is not VectorDataViewType { ItemType: var item } || item != NumberDataViewType.Int32)
-            throw SchemaErrors.Mismatch("inputSchema", inputColumnName, "Vector<Int32>", column.Type.ToString() ?? "");
-        return column;
-    }
+    private protected override IDataView MakeDataView(IDataView input) => new PackedDataView(this, input);
 
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    /// <summary>The packed columns only: blocks (with the input's tokenizer annotation), document ids, loss mask.</summary>
+    private DataViewSchema OutputSchema(DataViewSchema.Column tokenColumn)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        var column = CheckInput(inputSchema, InputColumnName);
         var builder = new DataViewSchema.Builder();
         var annotations = new DataViewSchema.Annotations.Builder();
-        if (column.TryGetTokenizer(out var tokenizer))
+        if (tokenColumn.TryGetTokenizer(out var tokenizer))
             LmAnnotations.Add(annotations, tokenizer);
         builder.AddColumn(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32, BlockLength), annotations.ToAnnotations());
         if (_options.EmitsDocumentIds)
@@ -251,20 +239,10 @@ public sealed class TokenPackerTransformer : ITransformer, IPersistentComponent<
         return builder.ToSchema();
     }
 
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        return new PackedDataView(this, input);
-    }
-
-    /// <summary>Not supported: packing changes the number of rows.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new InvalidOperationException("PackTokens changes the number of rows; it is not a row-to-row mapper (IsRowToRowMapper is false).");
-
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<TokenPackerTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): OutputColumnName, InputColumnName (string each), ContextLength, Mode,
+    // EndOfTextId, PadId (int32 each, -1 for null), PadLastBlock (bool), Stride (int32, -1 for null), BestFitWindow
+    // (int32), DocumentIdsColumnName, LossMaskColumnName (string each). No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
         w.Write(OutputColumnName);
@@ -280,6 +258,7 @@ public sealed class TokenPackerTransformer : ITransformer, IPersistentComponent<
         w.Write(_options.LossMaskColumnName);
     }
 
+    // Binary format: see SaveState.
     static TokenPackerTransformer IPersistentComponent<TokenPackerTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         var r = reader.Reader;
@@ -315,8 +294,8 @@ public sealed class TokenPackerTransformer : ITransformer, IPersistentComponent<
         {
             _parent = parent;
             _input = input;
-            _tokenColumn = CheckInput(input.Schema, parent.InputColumnName);
-            Schema = parent.GetOutputSchema(input.Schema);
+            _tokenColumn = SchemaChecks.Int32VectorColumn(input.Schema, parent.InputColumnName);
+            Schema = parent.OutputSchema(_tokenColumn);
         }
 
         public DataViewSchema Schema { get; }

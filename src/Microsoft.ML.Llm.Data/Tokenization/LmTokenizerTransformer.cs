@@ -1,6 +1,6 @@
 // TokenizeForLm: text column → variable-length Int32 token column carrying the LmTokenizer as an annotation.
-// Estimator (builds or trains the tokenizer in Fit), transformer (persisted with the tokenizer's definition),
-// and the row mapping shared by the IDataView cursor and the IRowToRowMapper live together in this file.
+// Options, estimator (builds or trains the tokenizer in Fit) and transformer (persisted with the tokenizer's
+// definition; the row mapping comes from the transform kit, plus a parallel batch cursor).
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
@@ -120,7 +120,7 @@ public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
     public LmTokenizerTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        LmTokenizerTransformer.CheckInput(input.Schema, _inputColumnName);
+        SchemaChecks.TextColumn(input.Schema, _inputColumnName);
         LmTokenizer tokenizer = _options.Tokenizer ?? _options.Kind switch
         {
             LmTokenizerKind.Character => BuildCharacter(input),
@@ -195,11 +195,7 @@ public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
     /// <summary>The output column is a variable-length Int32 vector carrying the tokenizer annotation.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (!inputSchema.TryFindColumn(_inputColumnName, out var column))
-            throw SchemaErrors.MissingColumn(nameof(inputSchema), _inputColumnName);
-        if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
-            throw SchemaErrors.Mismatch(nameof(inputSchema), _inputColumnName, "String", SchemaErrors.Describe(column));
+        SchemaChecks.TextColumn(inputSchema, _inputColumnName);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_outputColumnName] = ModelPersistence.SchemaColumn(_outputColumnName, SchemaShape.Column.VectorKind.VariableVector,
             NumberDataViewType.Int32, isKey: false, LmAnnotations.Shape);
@@ -210,15 +206,21 @@ public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
 /// <summary>
 /// Transformer of <c>TokenizeForLm</c>: adds a variable-length Int32 token column (<see cref="VectorDataViewType"/> of
 /// size 0) computed from a text column; the column carries <see cref="Tokenizer"/> as its <see cref="LmAnnotations.TokenizerKind"/> annotation.
+/// Row-to-row: <see cref="AppendColumnsTransformerBase.GetRowToRowMapper"/> works (so prediction engines do).
 /// </summary>
-public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<LmTokenizerTransformer>
+public sealed class LmTokenizerTransformer : AppendColumnsTransformerBase, IPersistentComponent<LmTokenizerTransformer>
 {
     internal const string LoaderSignature = "LmTokenizingTransformer";
 
-    static ComponentVersion IPersistentComponent<LmTokenizerTransformer>.PersistenceVersion =>
+    internal static readonly ComponentVersion Version =
         new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizerTransformer).Assembly);
 
+    static ComponentVersion IPersistentComponent<LmTokenizerTransformer>.PersistenceVersion => Version;
+
+    private int? _maxDegreeOfParallelism;
+
     internal LmTokenizerTransformer(string outputColumnName, string inputColumnName, LmTokenizer tokenizer)
+        : base(Version)
     {
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
@@ -237,8 +239,8 @@ public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<
     /// <summary>
     /// Threads a cursor uses to encode when only the token column is requested (as <c>PackTokens</c> does): it reads a
     /// batch of rows and encodes them in parallel, one tokenizer copy per thread (a trained BPE's copies have their own
-    /// pre-tokenization regex: threads sharing one Regex ran at half the speed of one thread). Null means all cores;
-    /// 1 encodes row by row. Character and byte tokenizers always encode row by row. Not persisted.
+    /// pre-tokenization regex, so threads do not contend on one Regex). Null means all cores; 1 encodes row by row.
+    /// Character and byte tokenizers always encode row by row. Not persisted.
     /// </summary>
     public int? MaxDegreeOfParallelism
     {
@@ -251,54 +253,36 @@ public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<
         }
     }
 
-    private int? _maxDegreeOfParallelism;
-
-    /// <summary>The transform is row-to-row: <see cref="GetRowToRowMapper"/> works (so prediction engines do).</summary>
-    public bool IsRowToRowMapper => true;
-
-    internal static DataViewSchema.Column CheckInput(DataViewSchema schema, string inputColumnName)
+    private protected override AppendColumnsMapper MakeMapper(DataViewSchema inputSchema)
     {
-        var column = schema.GetColumnOrNull(inputColumnName)
-            ?? throw SchemaErrors.MissingColumn("inputSchema", inputColumnName);
-        if (column.Type is not TextDataViewType)
-            throw SchemaErrors.Mismatch("inputSchema", inputColumnName, "String", column.Type.ToString() ?? "");
-        return column;
+        var text = SchemaChecks.TextColumn(inputSchema, InputColumnName);
+        var tokens = new AddedColumn(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32), LmAnnotations.Create(Tokenizer));
+        int parallelism = MaxDegreeOfParallelism ?? Environment.ProcessorCount;
+        // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
+        bool batched = parallelism > 1 && Tokenizer.Kind is not (LmTokenizerKind.Character or LmTokenizerKind.Bytes);
+        AppendColumnsMapper? mapper = null;
+        mapper = new AppendColumnsMapper(inputSchema, text.Index, [tokens], (row, active) => [MakeGetter(row, text)])
+        {
+            // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
+            FastCursor = batched
+                ? (input, requested) => requested.Count > 0 && requested.All(c => c.Index >= inputSchema.Count)
+                    ? new BatchCursor(mapper!.OutputSchema, input, text, Tokenizer, parallelism)
+                    : null
+                : null,
+        };
+        return mapper;
     }
 
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        CheckInput(inputSchema, InputColumnName);
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        builder.AddColumn(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32), LmAnnotations.Create(Tokenizer));
-        return builder.ToSchema();
-    }
-
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        return new TokenizedDataView(this, input);
-    }
-
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        return new Mapper(this, inputSchema);
-    }
-
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, this);
-
-    void IPersistentComponent<LmTokenizerTransformer>.Save(ComponentWriter writer)
+    // Binary format (version 0x00010001): OutputColumnName (string), InputColumnName (string), then the tokenizer as
+    // LmTokenizer.Save writes it. No side entries.
+    private protected override void SaveState(ComponentWriter writer)
     {
         writer.Writer.Write(OutputColumnName);
         writer.Writer.Write(InputColumnName);
         Tokenizer.Save(writer.Writer);
     }
 
+    // Binary format: see SaveState.
     static LmTokenizerTransformer IPersistentComponent<LmTokenizerTransformer>.Load(IHostEnvironment env, ComponentReader reader)
     {
         string output = reader.Reader.ReadString();
@@ -307,7 +291,7 @@ public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<
         return new LmTokenizerTransformer(output, input, tokenizer);
     }
 
-    /// <summary>Builds the token getter of one input row (shared by the cursor and the row mapper).</summary>
+    /// <summary>Builds the token getter of one input row (a cursor's or a prediction engine's).</summary>
     private ValueGetter<VBuffer<int>> MakeGetter(DataViewRow input, DataViewSchema.Column textColumn)
     {
         var textGetter = input.GetGetter<ReadOnlyMemory<char>>(textColumn);
@@ -329,291 +313,127 @@ public sealed class LmTokenizerTransformer : ITransformer, IPersistentComponent<
         };
     }
 
-    /// <summary>The transformed data: input columns plus the token column.</summary>
-    private sealed class TokenizedDataView : IDataView
+    /// <summary>
+    /// Reads up to <see cref="BatchRows"/> rows (or <see cref="BatchCharacters"/> characters) of text, encodes them
+    /// in parallel, then serves them in order: same rows, same order, same ids as the serial cursor.
+    /// </summary>
+    private sealed class BatchCursor : DataViewRowCursor
     {
-        private readonly LmTokenizerTransformer _parent;
-        private readonly IDataView _input;
-        private readonly DataViewSchema.Column _textColumn;
+        private const int BatchRows = 4096;
+        private const int BatchCharacters = 4 << 20;
 
-        public TokenizedDataView(LmTokenizerTransformer parent, IDataView input)
+        private readonly DataViewSchema _schema;
+        private readonly DataViewRowCursor _input;
+        private readonly LmTokenizer _tokenizer;
+        private readonly ValueGetter<ReadOnlyMemory<char>> _text;
+        private readonly ValueGetter<DataViewRowId> _inputId;
+        private readonly ParallelOptions _parallel;
+        private readonly List<string> _texts = [];
+        private readonly List<DataViewRowId> _ids = [];
+        private int[][] _tokens = [];
+        private int _current = -1;
+        private long _position = -1;
+        private bool _exhausted;
+
+        public BatchCursor(DataViewSchema schema, DataViewRowCursor input, DataViewSchema.Column textColumn, LmTokenizer tokenizer, int parallelism)
         {
-            _parent = parent;
+            _schema = schema;
             _input = input;
-            _textColumn = CheckInput(input.Schema, parent.InputColumnName);
-            Schema = parent.GetOutputSchema(input.Schema);
+            _tokenizer = tokenizer;
+            _text = input.GetGetter<ReadOnlyMemory<char>>(textColumn);
+            _inputId = input.GetIdGetter();
+            _parallel = new ParallelOptions { MaxDegreeOfParallelism = parallelism };
         }
 
-        public DataViewSchema Schema { get; }
+        public override DataViewSchema Schema => _schema;
 
-        public bool CanShuffle => _input.CanShuffle;
+        public override long Position => _position;
 
-        public long? GetRowCount() => _input.GetRowCount();
+        public override long Batch => 0;
 
-        private IEnumerable<DataViewSchema.Column> InputColumns(IEnumerable<DataViewSchema.Column> columnsNeeded, out bool tokensActive)
+        public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = _ids[_current];
+
+        public override bool IsColumnActive(DataViewSchema.Column column) => column.Index >= _input.Schema.Count;
+
+        public override bool MoveNext()
         {
-            var needed = new List<DataViewSchema.Column>();
-            tokensActive = false;
-            int inputCount = _input.Schema.Count;
-            foreach (var column in columnsNeeded)
+            if (++_current < _texts.Count)
             {
-                if (column.Index < inputCount)
-                    needed.Add(_input.Schema[column.Index]);
-                else
-                    tokensActive = true;
-            }
-            if (tokensActive)
-                needed.Add(_textColumn);
-            return needed;
-        }
-
-        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
-        {
-            var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
-            int parallelism = _parent.MaxDegreeOfParallelism ?? Environment.ProcessorCount;
-            // Only the token column wanted (the text column is the one input column read): encode batches in parallel.
-            // Character and byte tokenizers are cheaper than the batch copies, so they stay serial.
-            bool cheap = _parent.Tokenizer.Kind is LmTokenizerKind.Character or LmTokenizerKind.Bytes;
-            if (tokensActive && parallelism > 1 && !cheap && inputColumns.Count() == 1)
-                return new BatchCursor(this, _input.GetRowCursor(inputColumns, rand), parallelism);
-            return new Cursor(this, _input.GetRowCursor(inputColumns, rand), tokensActive);
-        }
-
-        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
-        {
-            var inputColumns = InputColumns(columnsNeeded, out bool tokensActive);
-            return _input.GetRowCursorSet(inputColumns, n, rand).Select(c => (DataViewRowCursor)new Cursor(this, c, tokensActive)).ToArray();
-        }
-
-        private sealed class Cursor : DataViewRowCursor
-        {
-            private readonly TokenizedDataView _view;
-            private readonly DataViewRowCursor _input;
-            private readonly bool _tokensActive;
-            private readonly ValueGetter<VBuffer<int>>? _tokens;
-
-            public Cursor(TokenizedDataView view, DataViewRowCursor input, bool tokensActive)
-            {
-                _view = view;
-                _input = input;
-                _tokensActive = tokensActive;
-                if (tokensActive)
-                    _tokens = view._parent.MakeGetter(input, view._textColumn);
-            }
-
-            public override DataViewSchema Schema => _view.Schema;
-            public override long Position => _input.Position;
-            public override long Batch => _input.Batch;
-            public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
-            public override bool MoveNext() => _input.MoveNext();
-
-            public override bool IsColumnActive(DataViewSchema.Column column)
-                => column.Index < _input.Schema.Count ? _input.IsColumnActive(_input.Schema[column.Index]) : _tokensActive;
-
-            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
-            {
-                if (column.Index < _input.Schema.Count)
-                    return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-                if (!_tokensActive)
-                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
-                return _tokens as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
-            }
-
-            protected override void Dispose(bool disposing)
-            {
-                if (disposing)
-                    _input.Dispose();
-                base.Dispose(disposing);
-            }
-        }
-
-        /// <summary>
-        /// Reads up to <see cref="BatchRows"/> rows (or <see cref="BatchCharacters"/> characters) of text, encodes them
-        /// in parallel, then serves them in order: same rows, same order, same ids as the serial cursor.
-        /// </summary>
-        private sealed class BatchCursor : DataViewRowCursor
-        {
-            private const int BatchRows = 4096;
-            private const int BatchCharacters = 4 << 20;
-
-            private readonly TokenizedDataView _view;
-            private readonly DataViewRowCursor _input;
-            private readonly ValueGetter<ReadOnlyMemory<char>> _text;
-            private readonly ValueGetter<DataViewRowId> _inputId;
-            private readonly ParallelOptions _parallel;
-            private readonly List<string> _texts = [];
-            private readonly List<DataViewRowId> _ids = [];
-            private int[][] _tokens = [];
-            private int _current = -1;
-            private long _position = -1;
-            private bool _exhausted;
-
-            public BatchCursor(TokenizedDataView view, DataViewRowCursor input, int parallelism)
-            {
-                _view = view;
-                _input = input;
-                _text = input.GetGetter<ReadOnlyMemory<char>>(view._textColumn);
-                _inputId = input.GetIdGetter();
-                _parallel = new ParallelOptions { MaxDegreeOfParallelism = parallelism };
-            }
-
-            public override DataViewSchema Schema => _view.Schema;
-            public override long Position => _position;
-            public override long Batch => 0;
-
-            public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = _ids[_current];
-
-            public override bool IsColumnActive(DataViewSchema.Column column) => column.Index >= _view._input.Schema.Count;
-
-            public override bool MoveNext()
-            {
-                if (++_current < _texts.Count)
-                {
-                    _position++;
-                    return true;
-                }
-                if (_exhausted || !Fill())
-                {
-                    _position = -1;
-                    return false;
-                }
-                _current = 0;
                 _position++;
                 return true;
             }
-
-            private bool Fill()
+            if (_exhausted || !Fill())
             {
-                _texts.Clear();
-                _ids.Clear();
-                long characters = 0;
-                ReadOnlyMemory<char> text = default;
-                DataViewRowId id = default;
-                while (_texts.Count < BatchRows && characters < BatchCharacters)
+                _position = -1;
+                return false;
+            }
+            _current = 0;
+            _position++;
+            return true;
+        }
+
+        private bool Fill()
+        {
+            _texts.Clear();
+            _ids.Clear();
+            long characters = 0;
+            ReadOnlyMemory<char> text = default;
+            DataViewRowId id = default;
+            while (_texts.Count < BatchRows && characters < BatchCharacters)
+            {
+                if (!_input.MoveNext())
                 {
-                    if (!_input.MoveNext())
-                    {
-                        _exhausted = true;
-                        break;
-                    }
-                    _text(ref text);
-                    _inputId(ref id);
-                    _texts.Add(text.ToString());
-                    _ids.Add(id);
-                    characters += text.Length;
+                    _exhausted = true;
+                    break;
                 }
-                if (_texts.Count == 0)
-                    return false;
-                if (_tokens.Length < _texts.Count)
-                    _tokens = new int[_texts.Count][];
-                // One tokenizer per worker (its own pre-tokenization regex), chunks of rows handed out dynamically.
-                int workers = _parallel.MaxDegreeOfParallelism, count = _texts.Count;
-                var tokenizers = _view._parent.Tokenizer.WorkerCopies(workers);
-                int chunk = Math.Max(1, count / (workers * 8)), next = 0;
-                Parallel.For(0, workers, _parallel, w =>
+                _text(ref text);
+                _inputId(ref id);
+                _texts.Add(text.ToString());
+                _ids.Add(id);
+                characters += text.Length;
+            }
+            if (_texts.Count == 0)
+                return false;
+            if (_tokens.Length < _texts.Count)
+                _tokens = new int[_texts.Count][];
+            // One tokenizer per worker (its own pre-tokenization regex), chunks of rows handed out dynamically.
+            int workers = _parallel.MaxDegreeOfParallelism;
+            int count = _texts.Count;
+            var tokenizers = _tokenizer.WorkerCopies(workers);
+            int chunk = Math.Max(1, count / (workers * 8));
+            int next = 0;
+            Parallel.For(0, workers, _parallel, w =>
+            {
+                var tokenizer = tokenizers[w];
+                int start;
+                while ((start = Interlocked.Add(ref next, chunk) - chunk) < count)
                 {
-                    var tokenizer = tokenizers[w];
-                    int start;
-                    while ((start = Interlocked.Add(ref next, chunk) - chunk) < count)
-                        for (int i = start, end = Math.Min(count, start + chunk); i < end; i++)
-                            _tokens[i] = tokenizer.Encode(_texts[i]);
-                });
-                return true;
-            }
-
-            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
-            {
-                if (column.Index < _view._input.Schema.Count)
-                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
-                ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> value) =>
-                {
-                    int[] tokens = _tokens[_current];
-                    var editor = VBufferEditor.Create(ref value, tokens.Length);
-                    tokens.CopyTo(editor.Values);
-                    value = editor.Commit();
-                };
-                return getter as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
-            }
-
-            protected override void Dispose(bool disposing)
-            {
-                if (disposing)
-                    _input.Dispose();
-                base.Dispose(disposing);
-            }
-        }
-    }
-
-    /// <summary>Row-to-row mapping for prediction engines.</summary>
-    private sealed class Mapper : IRowToRowMapper
-    {
-        private readonly LmTokenizerTransformer _parent;
-        private readonly DataViewSchema.Column _textColumn;
-
-        public Mapper(LmTokenizerTransformer parent, DataViewSchema inputSchema)
-        {
-            _parent = parent;
-            InputSchema = inputSchema;
-            _textColumn = CheckInput(inputSchema, parent.InputColumnName);
-            OutputSchema = parent.GetOutputSchema(inputSchema);
+                    for (int i = start, end = Math.Min(count, start + chunk); i < end; i++)
+                        _tokens[i] = tokenizer.Encode(_texts[i]);
+                }
+            });
+            return true;
         }
 
-        public DataViewSchema InputSchema { get; }
-
-        public DataViewSchema OutputSchema { get; }
-
-        public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            var needed = new List<DataViewSchema.Column>();
-            foreach (var column in dependingColumns)
+            if (column.Index < _input.Schema.Count)
+                throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor; request it in GetRowCursor's columnsNeeded.");
+            ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> value) =>
             {
-                if (column.Index < InputSchema.Count)
-                    needed.Add(InputSchema[column.Index]);
-                else if (!needed.Contains(_textColumn))
-                    needed.Add(_textColumn);
-            }
-            return needed;
+                int[] tokens = _tokens[_current];
+                var editor = VBufferEditor.Create(ref value, tokens.Length);
+                tokens.CopyTo(editor.Values);
+                value = editor.Commit();
+            };
+            return getter as ValueGetter<TValue> ?? throw SchemaChecks.WrongGetterType<TValue, VBuffer<int>>();
         }
 
-        public DataViewRow GetRow(DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        protected override void Dispose(bool disposing)
         {
-            ArgumentNullException.ThrowIfNull(input);
-            bool tokensActive = activeColumns.Any(c => c.Index >= InputSchema.Count);
-            return new Row(this, input, tokensActive);
-        }
-
-        private sealed class Row : DataViewRow
-        {
-            private readonly Mapper _mapper;
-            private readonly DataViewRow _input;
-            private readonly bool _tokensActive;
-            private readonly ValueGetter<VBuffer<int>>? _tokens;
-
-            public Row(Mapper mapper, DataViewRow input, bool tokensActive)
-            {
-                _mapper = mapper;
-                _input = input;
-                _tokensActive = tokensActive;
-                if (tokensActive)
-                    _tokens = mapper._parent.MakeGetter(input, mapper._textColumn);
-            }
-
-            public override DataViewSchema Schema => _mapper.OutputSchema;
-            public override long Position => _input.Position;
-            public override long Batch => _input.Batch;
-            public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
-
-            public override bool IsColumnActive(DataViewSchema.Column column)
-                => column.Index < _input.Schema.Count ? _input.IsColumnActive(_input.Schema[column.Index]) : _tokensActive;
-
-            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
-            {
-                if (column.Index < _input.Schema.Count)
-                    return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-                if (!_tokensActive)
-                    throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
-                return _tokens as ValueGetter<TValue> ?? throw SchemaErrors.WrongGetterType<TValue, VBuffer<int>>();
-            }
+            if (disposing)
+                _input.Dispose();
+            base.Dispose(disposing);
         }
     }
 }

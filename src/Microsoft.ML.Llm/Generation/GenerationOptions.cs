@@ -1,4 +1,5 @@
 using System.Globalization;
+using static System.FormattableString;
 
 namespace Microsoft.ML.Llm;
 
@@ -134,5 +135,4 @@ public sealed class GenerationOptions
     private static ArgumentOutOfRangeException OutOfRange(string name, object value, string accepted) =>
         new(name, Invariant($"GenerationOptions.{name} is {value}; expected {accepted}."));
 
-    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
+using static System.FormattableString;
 
 namespace Microsoft.ML.Llm;
 
@@ -390,5 +391,4 @@ public static class TokenSampling
         }
     }
 
-    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

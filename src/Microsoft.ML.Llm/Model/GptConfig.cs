@@ -1,4 +1,5 @@
 using System.Globalization;
+using static System.FormattableString;
 
 namespace Microsoft.ML.Llm;
 
@@ -162,8 +163,6 @@ public sealed record GptConfig
                 Invariant($"GptConfig.{name} is {value}; expected an integer from 1 to {max}."));
         }
     }
-
-    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>
     /// GPT-2 small, the 124M-parameter model (Radford et al. 2019; nanoGPT's default): 12 layers, 12 heads, 768 wide.

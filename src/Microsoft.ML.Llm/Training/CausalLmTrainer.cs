@@ -50,11 +50,9 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (!inputSchema.TryFindColumn(_options.TokensColumnName, out var col))
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), _options.TokensColumnName,
-                $"Input column '{_options.TokensColumnName}' (TokensColumnName) not found in the data.");
+            throw SchemaChecks.MissingColumn(nameof(inputSchema), _options.TokensColumnName);
         if (col.Kind == SchemaShape.Column.VectorKind.Scalar || col.ItemType is not NumberDataViewType)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), _options.TokensColumnName,
-                $"Schema mismatch for input column '{_options.TokensColumnName}': expected a vector of Int32 token ids, got {col.ItemType}{(col.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : " vector")}.");
+            throw SchemaChecks.Mismatch(nameof(inputSchema), _options.TokensColumnName, "Vector<Int32>", SchemaChecks.Describe(col));
         var columns = inputSchema.ToDictionary(c => c.Name);
         foreach (var name in new[] { CausalLmTransformer.LogLikelihoodColumnName, CausalLmTransformer.PerplexityColumnName })
             columns[name] = ModelPersistence.SchemaColumn(name, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Single, false);

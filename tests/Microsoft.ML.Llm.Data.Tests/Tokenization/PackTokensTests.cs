@@ -106,7 +106,7 @@ public class PackTokensTests
     {
         var ml = new MLContext(seed: 1);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.PackTokens("Blocks", "Text", contextLength: 8).Fit(Texts(ml, "a")));
-        Assert.Equal("Schema mismatch for input column 'Text': expected Vector<Int32>, got String. (Parameter 'inputSchema')", e.Message);
+        Assert.Equal("Schema mismatch for input column 'Text': expected Vector<Int32>, got String (Parameter 'inputSchema')", e.Message);
     }
 
     [Fact]

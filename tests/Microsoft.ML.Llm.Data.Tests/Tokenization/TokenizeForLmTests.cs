@@ -113,7 +113,7 @@ public class TokenizeForLmTests
         var data = Texts(ml, "a");
         var estimator = ml.Transforms.Text.TokenizeForLm("Tokens", "Body", LmTokenizerKind.Bytes);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(data));
-        Assert.Equal("Could not find input column 'Body'. (Parameter 'inputSchema')", e.Message);
+        Assert.Equal("Could not find input column 'Body' (Parameter 'inputSchema')", e.Message);
     }
 
     [Fact]
@@ -122,7 +122,7 @@ public class TokenizeForLmTests
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(new[] { new TokensRow { Tokens = [1, 2] } });
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Out", "Tokens", LmTokenizerKind.Bytes).Fit(data));
-        Assert.Equal("Schema mismatch for input column 'Tokens': expected String, got Vector<Int32>. (Parameter 'inputSchema')", e.Message);
+        Assert.Equal("Schema mismatch for input column 'Tokens': expected String, got Vector<Int32> (Parameter 'inputSchema')", e.Message);
     }
 
     [Fact]
