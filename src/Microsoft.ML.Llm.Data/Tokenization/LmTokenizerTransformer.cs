@@ -180,17 +180,8 @@ public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
         }
     }
 
-    internal static IEnumerable<string> ReadTexts(IDataView input, DataViewSchema.Column column)
-    {
-        using var cursor = input.GetRowCursor([column]);
-        var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
-        ReadOnlyMemory<char> value = default;
-        while (cursor.MoveNext())
-        {
-            getter(ref value);
-            yield return value.ToString();
-        }
-    }
+    internal static IEnumerable<string> ReadTexts(IDataView input, DataViewSchema.Column column) =>
+        ReadMemories(input, column).Select(text => text.ToString());
 
     /// <summary>The output column is a variable-length Int32 vector carrying the tokenizer annotation.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
