@@ -134,5 +134,4 @@ public sealed class GenerationOptions
 
     private static ArgumentOutOfRangeException OutOfRange(string name, object value, string accepted) =>
         new(name, Invariant($"GenerationOptions.{name} is {value}; expected {accepted}."));
-
 }

@@ -390,5 +390,4 @@ public static class TokenSampling
             ArrayPool<double>.Shared.Return(rented);
         }
     }
-
 }
