@@ -47,8 +47,8 @@ public class GptConfigTests
         var ok = GptConfig.Tiny(65);
         return new()
         {
-            { ok with { VocabularySize = 0 }, "GptConfig.VocabularySize is 0; expected an integer from 1 to 67108864. (Parameter 'VocabularySize')" },
-            { ok with { VocabularySize = int.MaxValue }, "GptConfig.VocabularySize is 2147483647; expected an integer from 1 to 67108864. (Parameter 'VocabularySize')" },
+            { ok with { VocabularySize = 0 }, "GptConfig.VocabularySize is 0; expected an integer from 1 to 67108864, or null to take the tokenizer's vocabulary size. (Parameter 'VocabularySize')" },
+            { ok with { VocabularySize = int.MaxValue }, "GptConfig.VocabularySize is 2147483647; expected an integer from 1 to 67108864, or null to take the tokenizer's vocabulary size. (Parameter 'VocabularySize')" },
             { ok with { ContextLength = -1 }, "GptConfig.ContextLength is -1; expected an integer from 1 to 67108864. (Parameter 'ContextLength')" },
             { ok with { LayerCount = 0 }, "GptConfig.LayerCount is 0; expected an integer from 1 to 67108864. (Parameter 'LayerCount')" },
             { ok with { HeadCount = 0 }, "GptConfig.HeadCount is 0; expected an integer from 1 to 67108864. (Parameter 'HeadCount')" },

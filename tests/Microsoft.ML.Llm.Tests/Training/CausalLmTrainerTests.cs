@@ -58,7 +58,7 @@ public class CausalLmTrainerTests
             {
                 var o = TestData.TinyOptions(16, maxSteps: 20);
                 o.Tokenizer = tok;
-                o.Model = GptConfig.Tiny(0, 16) with { Dropout = 0.1 };   // dropout: the RNG state must be restored too
+                o.Model = GptConfig.Tiny(contextLength: 16) with { Dropout = 0.1 };   // dropout: the RNG state must be restored too
                 o.GradientAccumulationSteps = 2;
                 o.CheckpointDirectory = checkpoints;
                 o.CheckpointInterval = 5;
