@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
@@ -6,7 +5,6 @@ using Microsoft.ML.Llm.Data.Internal;
 using Microsoft.ML.Llm.Internal;
 using Microsoft.ML.Runtime;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
