@@ -28,7 +28,8 @@ void Run(string name, GptConfig config, int batch, int steps)
     var ml = new MLContext(seed: 1);
     var rng = new Random(1);
     int block = config.ContextLength + 1;
-    var rows = Enumerable.Range(0, batch * (warmup + steps)).Select(_ => new Row { Tokens = Enumerable.Range(0, block).Select(_ => rng.Next(config.VocabularySize)).ToArray() }).ToList();
+    int vocabulary = config.VocabularySize ?? throw new ArgumentException("The benchmark's configurations set VocabularySize.", nameof(config));
+    var rows = Enumerable.Range(0, batch * (warmup + steps)).Select(_ => new Row { Tokens = Enumerable.Range(0, block).Select(_ => rng.Next(vocabulary)).ToArray() }).ToList();
     var schema = SchemaDefinition.Create(typeof(Row));
     schema[nameof(Row.Tokens)].ColumnType = new VectorDataViewType(NumberDataViewType.Int32, block);
     var data = ml.Data.LoadFromEnumerable(rows, schema);

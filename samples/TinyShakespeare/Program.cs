@@ -33,7 +33,7 @@ var trainWindows = ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPacke
 // 2. Train.
 var options = new CausalLmTrainerOptions
 {
-    Model = GptConfig.ShakespeareChar(vocabularySize: 0),   // 0: take the tokenizer's vocabulary size
+    Model = GptConfig.ShakespeareChar(),   // vocabulary size: the tokenizer's
     BatchSize = 12,
     MaxSteps = maxSteps,
     LearningRate = 1e-3,

@@ -45,6 +45,9 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
     /// <summary>The trained GPT (in eval mode).</summary>
     public GptModel Model { get; }
 
+    /// <summary>The device the model's weights live on; scoring and generation run there.</summary>
+    public Device Device => Model.Device;
+
     /// <summary>The model's architecture.</summary>
     public GptConfig Config => Model.Config;
 
@@ -116,7 +119,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
             int n = Math.Min(window, tokens.Length - 1 - start);
             var ids = new long[n + 1];
             for (int i = 0; i <= n; i++) ids[i] = tokens[start + i];
-            var all = torch.tensor(ids, new long[] { 1, n + 1 });
+            var all = torch.tensor(ids, new long[] { 1, n + 1 }, device: Device);
             var logits = Model.forward(all[.., ..n]);                                             // (1, n, Vp)
             var loss = nn.functional.cross_entropy(logits.view(n, -1), all[0, 1..], reduction: nn.Reduction.Sum);
             nats += loss.to(ScalarType.Float64).item<double>();
@@ -137,7 +140,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         if (Tokenizer is not null)
             writer.WriteStream("Tokenizer", Tokenizer.Save);
         writer.WriteStream("Weights", bw => Model.save(bw));
-        writer.WriteStream("History", bw => Checkpoint.WriteHistory(bw, _history));
+        writer.WriteStream("History", bw => TrainingHistory.Write(bw, _history));
     }
 
     // Binary format: see SaveState.
@@ -153,7 +156,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         reader.ReadStream("Weights", br => model.load(br));
         model.eval();
         List<TrainingMetrics> history = [];
-        reader.ReadStream("History", br => history = Checkpoint.ReadHistory(br));
+        reader.ReadStream("History", br => history = TrainingHistory.Read(br));
         return new CausalLmTransformer(env, model, tokenizer, column, history);
     }
 

@@ -57,8 +57,8 @@ public sealed class LlmCatalog
         var lm = FindLanguageModel(model, out var before);
         foreach (var t in before) data = t.Transform(data);
         var blocks = TokenBlocks.Read(data, lm.TokensColumnName, null, null, "evaluation data");
-        blocks.CheckVocabulary(lm.Config.VocabularySize, "evaluation data", lm.TokensColumnName);
-        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, rows: null, lm.Tokenizer, TorchSharp.torch.CPU, documentMasking: false);
+        blocks.CheckVocabulary(lm.Config.ResolvedVocabularySize, "evaluation data", lm.TokensColumnName);
+        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, rows: null, lm.Tokenizer, documentMasking: false);
     }
 
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)
@@ -93,7 +93,7 @@ public sealed class LlmTrainers
     /// <param name="model">Architecture; null = <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer.</param>
     /// <param name="maxSteps">Optimizer steps.</param>
     /// <param name="batchSize">Blocks per step.</param>
-    /// <param name="learningRate">Peak learning rate (cosine decay to a tenth of it).</param>
+    /// <param name="learningRate">Peak learning rate (cosine decay to a tenth of it: <see cref="CausalLmTrainerOptions.MinLearningRate"/>'s default).</param>
     /// <param name="validationSet">Held-out data evaluated during training.</param>
     public CausalLmTrainer CausalLm(string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName, GptConfig? model = null,
         long? maxSteps = null, int batchSize = CausalLmTrainerOptions.Defaults.BatchSize,
@@ -105,7 +105,6 @@ public sealed class LlmTrainers
             MaxSteps = maxSteps,
             BatchSize = batchSize,
             LearningRate = learningRate,
-            MinLearningRate = learningRate / 10,
             ValidationSet = validationSet,
         });
 }

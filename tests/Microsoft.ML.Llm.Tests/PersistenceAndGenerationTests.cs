@@ -98,7 +98,7 @@ public class PersistenceAndGenerationTests
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var window = history.Skip(Math.Max(0, history.Count - 16)).Select(t => (long)t).ToArray();
-            var logits = lm.Model.forward(tensor(window, new long[] { 1, window.Length }))[0, -1, ..lm.Config.VocabularySize];
+            var logits = lm.Model.forward(tensor(window, new long[] { 1, window.Length }))[0, -1, ..lm.Model.VocabularySize];
             history.Add((int)logits.argmax().item<long>());
         }
         Assert.Equal(history.Skip(prompt.Length), generated);   // 12 + 30 tokens: crosses the 16-token context
@@ -118,7 +118,7 @@ public class PersistenceAndGenerationTests
         var options = TestData.TinyOptions(16, maxSteps: 1);
         options.Tokenizer = tok;
         var lm = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, 17));
-        int v = lm.Config.VocabularySize;
+        int v = lm.Model.VocabularySize;
         var score = Assert.Throws<ArgumentOutOfRangeException>(() => lm.ScoreTokens([1, v, 2]));
         Assert.StartsWith($"Token id {v} is outside the model's vocabulary [0, {v}).", score.Message);
         var prompt = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().CreateGenerator(lm).GenerateTokens([-1, 2]));

@@ -21,7 +21,7 @@ public class ReadmePipelineTests
                 .Fit(text);
             var lm = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
             {
-                Model = GptConfig.Tiny(vocabularySize: 0, contextLength: 32) with { Style = GptStyle.Modern },
+                Model = GptConfig.Tiny(contextLength: 32) with { Style = GptStyle.Modern },
                 MaxSteps = 30, LearningRate = 3e-3, WarmupSteps = 5, CheckpointDirectory = Path.Combine(dir, "ckpt"), CheckpointInterval = 10, NumberOfThreads = 1,
             }).Fit(prep.Transform(text));
             Assert.Equal(LmTokenizerKind.Bpe, lm.Tokenizer!.Kind);

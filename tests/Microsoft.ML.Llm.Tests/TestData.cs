@@ -63,7 +63,7 @@ internal static class TestData
     /// <summary>Options for a fast tiny run.</summary>
     public static CausalLmTrainerOptions TinyOptions(int contextLength, long maxSteps) => new()
     {
-        Model = GptConfig.Tiny(0, contextLength),
+        Model = GptConfig.Tiny(contextLength: contextLength),
         BatchSize = 4,
         MaxSteps = maxSteps,
         LearningRate = 3e-3,

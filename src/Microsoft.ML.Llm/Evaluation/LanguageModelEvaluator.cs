@@ -8,14 +8,16 @@ namespace Microsoft.ML.Llm;
 internal static class LanguageModelEvaluator
 {
     /// <summary>
-    /// Evaluates <paramref name="rows"/> (null = every row, in order) in batches, in eval mode without gradients.
+    /// Evaluates <paramref name="rows"/> (null = every row, in order) in batches, in eval mode without gradients, on the
+    /// model's device.
     /// Bits per byte = total nats / (ln 2 · total UTF-8 bytes of the predicted tokens) (The Pile; lm-evaluation-harness).
     /// </summary>
     public static LanguageModelMetrics Evaluate(GptModel model, TokenBlocks blocks, int batchSize, IReadOnlyList<int>? rows,
-        LmTokenizer? tokenizer, Device device, bool documentMasking)
+        LmTokenizer? tokenizer, bool documentMasking)
     {
         bool wasTraining = model.training;
         model.eval();
+        var device = model.Device;
         try
         {
             using var noGrad = torch.no_grad();

@@ -12,8 +12,7 @@ namespace Microsoft.ML.Llm;
 /// <remarks>
 /// The logits are copied once into a pooled managed buffer and filtered there; only the final uniform draw comes
 /// from torch, so that a seeded <see cref="Generator"/> makes sampling reproducible. A step costs O(V) plus a sort of
-/// the top-p candidates; for V = 50257 on the project's CPU a call took 0.1 ms greedy, 0.4 ms plain sampling and
-/// 1.1 ms with top-k 50 and top-p 0.9 (a ShakespeareChar forward step with a KV cache takes 0.6 ms, GPT-2 small 46 ms).
+/// the top-p candidates, small next to a forward step of the model (measured figures: benchmarks/README.md, "Token sampling").
 /// </remarks>
 public static class TokenSampling
 {
@@ -243,7 +242,7 @@ public static class TokenSampling
     /// likely token always, then the next ones while the running sum is below p.
     /// </summary>
     /// <remarks>
-    /// Sorting all V tokens would cost O(V log V) per generated token (several milliseconds for V = 50257 here). The nucleus is usually
+    /// Sorting all V tokens would cost O(V log V) per generated token, more than the rest of the step. The nucleus is usually
     /// small, so first find a probability cut whose tokens already hold mass p (a few O(V) passes, lowering the cut
     /// 16× each time); the nucleus lies within those tokens, and only they are sorted.
     /// </remarks>

@@ -246,11 +246,18 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// <summary>Builds the model described by <paramref name="config"/> and initialises its weights.</summary>
     /// <param name="config">The architecture; validated here.</param>
     /// <exception cref="ArgumentNullException"><paramref name="config"/> is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="config"/> is invalid (see <see cref="GptConfig.Validate"/>).</exception>
+    /// <exception cref="ArgumentException"><paramref name="config"/> is invalid (see <see cref="GptConfig.Validate"/>), or its <see cref="GptConfig.VocabularySize"/> is null.</exception>
     public GptModel(GptConfig config) : base("gpt")
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
+        if (config.VocabularySize is null)
+        {
+            throw new ArgumentException(
+                "GptConfig.VocabularySize is null; a model needs it set (for example GptConfig.Tiny(65)). CausalLmTrainer sets it from the tokenizer.",
+                nameof(config));
+        }
+
         Config = config;
 
         wte = nn.Embedding(config.PaddedVocabularySize, config.EmbeddingSize);
@@ -267,6 +274,23 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
 
     /// <summary>The architecture this model was built from.</summary>
     public GptConfig Config { get; }
+
+    /// <summary>
+    /// The device the weights live on (<c>model.to(device)</c> moves them). Code that feeds the model (scoring,
+    /// evaluation, generation, training batches) creates its input tensors here instead of deciding a device itself.
+    /// </summary>
+    public Device Device
+    {
+        get
+        {
+            using var scope = NewDisposeScope();   // the weight getter returns a new native handle on every call
+            return wte.weight!.device;
+        }
+    }
+
+    /// <summary>The number of real tokens: the configuration's <see cref="GptConfig.VocabularySize"/>, always set on a model.
+    /// Logits have <see cref="GptConfig.PaddedVocabularySize"/> columns; the first this many are meaningful.</summary>
+    public int VocabularySize => Config.ResolvedVocabularySize;
 
     /// <summary>The number of parameters; the tied token embedding / output weight counts once.</summary>
     public long ParameterCount { get; }

@@ -29,7 +29,9 @@ public enum GptStyle
 /// <remarks>
 /// Create one from a preset (<see cref="Gpt2Small"/>, <see cref="ShakespeareChar"/>, <see cref="ModernSmall"/>,
 /// <see cref="Tiny"/>) and adjust it with a <c>with</c> expression:
-/// <code>var config = GptConfig.ShakespeareChar(65) with { Dropout = 0.2 };</code>
+/// <code>var config = GptConfig.ShakespeareChar() with { Dropout = 0.2 };</code>
+/// A preset without a vocabulary size leaves <see cref="VocabularySize"/> null: <see cref="CausalLmTrainer"/> resolves it
+/// from the tokenizer (or the largest token id in the data). <see cref="GptModel"/> needs it set.
 /// <see cref="GptModel"/> calls <see cref="Validate"/>; call it yourself to check a configuration early.
 /// </remarks>
 public sealed record GptConfig
@@ -43,8 +45,13 @@ public sealed record GptConfig
     /// </summary>
     public int VocabularyPaddingMultiple { get; init; } = 64;
 
-    /// <summary>The number of distinct tokens the tokenizer produces (65 for shakespeare_char, 50257 for GPT-2).</summary>
-    public int VocabularySize { get; init; }
+    /// <summary>
+    /// The number of distinct tokens the tokenizer produces (65 for shakespeare_char, 50257 for GPT-2), or
+    /// <see langword="null"/>: not chosen yet. <see cref="CausalLmTrainer"/> replaces null with the tokenizer's vocabulary
+    /// size (else the largest token id in the training data + 1); <see cref="GptModel"/> rejects a null size, and
+    /// <see cref="Validate"/> rejects 0 and negative sizes.
+    /// </summary>
+    public int? VocabularySize { get; init; }
 
     /// <summary>The longest sequence the model reads (nanoGPT's <c>block_size</c>): the number of learned positions.</summary>
     public int ContextLength { get; init; }
@@ -80,7 +87,12 @@ public sealed record GptConfig
     /// logits per position. nanoGPT pads GPT-2's 50257 to 50304 because matmuls whose sizes are multiples of 64
     /// run faster ("~25% speedup", Karpathy); the extra rows are never targets, so their logits learn to be very low.
     /// </summary>
-    public int PaddedVocabularySize => checked((VocabularySize + VocabularyPaddingMultiple - 1) / VocabularyPaddingMultiple * VocabularyPaddingMultiple);
+    /// <exception cref="InvalidOperationException"><see cref="VocabularySize"/> is null.</exception>
+    public int PaddedVocabularySize => checked((ResolvedVocabularySize + VocabularyPaddingMultiple - 1) / VocabularyPaddingMultiple * VocabularyPaddingMultiple);
+
+    /// <summary><see cref="VocabularySize"/>, which code that builds or runs a model needs set.</summary>
+    internal int ResolvedVocabularySize => VocabularySize
+        ?? throw new InvalidOperationException("GptConfig.VocabularySize is null; set it, or let CausalLmTrainer take it from the tokenizer.");
 
     /// <summary>Biases in linear layers and norms: null follows the style (GPT-2 has them, Llama-style models do not).
     /// nanoGPT's train.py defaults to <c>bias = False</c> ("a bit better and faster") even for its GPT-2 layout.</summary>
@@ -102,7 +114,8 @@ public sealed record GptConfig
             : checked((8 * EmbeddingSize + 3 * 64 - 1) / (3 * 64) * 64));
 
     /// <summary>
-    /// Checks every property and throws, naming the property, the value and what is accepted.
+    /// Checks every property and throws, naming the property, the value and what is accepted. A null
+    /// <see cref="VocabularySize"/> passes (the trainer resolves it); 0 and negative sizes do not.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive, or a rate is outside its range or NaN.</exception>
     /// <exception cref="ArgumentException">The sizes are inconsistent with each other.</exception>
@@ -110,7 +123,13 @@ public sealed record GptConfig
     {
         // Sizes are bounded so that derived sizes (padded vocabulary, 8·EmbeddingSize) cannot overflow an int.
         const int MaxSize = 1 << 26;
-        CheckSize(nameof(VocabularySize), VocabularySize, MaxSize);
+        if (VocabularySize is int vocabulary && (vocabulary < 1 || vocabulary > MaxSize))
+        {
+            throw new ArgumentOutOfRangeException(nameof(VocabularySize),
+                Invariant($"GptConfig.VocabularySize is {vocabulary}; expected an integer from 1 to {MaxSize}, or null to take the tokenizer's vocabulary size."));
+        }
+
+
         CheckSize(nameof(ContextLength), ContextLength, MaxSize);
         CheckSize(nameof(LayerCount), LayerCount, MaxSize);
         CheckSize(nameof(HeadCount), HeadCount, MaxSize);
@@ -168,9 +187,9 @@ public sealed record GptConfig
     /// GPT-2 small, the 124M-parameter model (Radford et al. 2019; nanoGPT's default): 12 layers, 12 heads, 768 wide.
     /// Dropout is 0, nanoGPT's choice for pretraining (GPT-2 used 0.1).
     /// </summary>
-    /// <param name="vocabularySize">The tokenizer's vocabulary size; GPT-2's BPE has 50257.</param>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size; GPT-2's BPE has 50257. Null: the trainer takes it from the tokenizer.</param>
     /// <param name="contextLength">The context length; GPT-2 used 1024.</param>
-    public static GptConfig Gpt2Small(int vocabularySize = 50257, int contextLength = 1024) => new()
+    public static GptConfig Gpt2Small(int? vocabularySize = 50257, int contextLength = 1024) => new()
     {
         VocabularySize = vocabularySize,
         ContextLength = contextLength,
@@ -187,8 +206,9 @@ public sealed record GptConfig
     /// train.py defaults to <c>bias = False</c>, but on this model biases lowered the final validation loss from 1.898 to
     /// 1.884 (mean of 3 seeds, whole validation split; benchmarks/README.md).
     /// </summary>
-    /// <param name="vocabularySize">The number of distinct characters (65 for tinyshakespeare).</param>
-    public static GptConfig ShakespeareChar(int vocabularySize) => new()
+    /// <param name="vocabularySize">The number of distinct characters (65 for tinyshakespeare); null (the default): the
+    /// trainer takes it from the tokenizer.</param>
+    public static GptConfig ShakespeareChar(int? vocabularySize = null) => new()
     {
         VocabularySize = vocabularySize,
         ContextLength = 64,
@@ -203,9 +223,9 @@ public sealed record GptConfig
     /// A model of the size of GPT-2 small (12 layers, 12 heads, 768 wide) in the <see cref="GptStyle.Modern"/> style:
     /// RoPE, RMSNorm, SwiGLU (hidden 2048), no biases.
     /// </summary>
-    /// <param name="vocabularySize">The tokenizer's vocabulary size.</param>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size; null (the default): the trainer takes it from the tokenizer.</param>
     /// <param name="contextLength">The context length.</param>
-    public static GptConfig ModernSmall(int vocabularySize, int contextLength = 1024) => new()
+    public static GptConfig ModernSmall(int? vocabularySize = null, int contextLength = 1024) => new()
     {
         VocabularySize = vocabularySize,
         ContextLength = contextLength,
@@ -220,9 +240,9 @@ public sealed record GptConfig
     /// A very small GPT-2-style model for tests and smoke runs: 2 layers, 2 heads, 32 wide.
     /// Use <c>with { Style = GptStyle.Modern }</c> for the modern architecture.
     /// </summary>
-    /// <param name="vocabularySize">The tokenizer's vocabulary size.</param>
+    /// <param name="vocabularySize">The tokenizer's vocabulary size; null (the default): the trainer takes it from the tokenizer.</param>
     /// <param name="contextLength">The context length.</param>
-    public static GptConfig Tiny(int vocabularySize, int contextLength = 16) => new()
+    public static GptConfig Tiny(int? vocabularySize = null, int contextLength = 16) => new()
     {
         VocabularySize = vocabularySize,
         ContextLength = contextLength,
@@ -240,15 +260,22 @@ public sealed record GptConfig
     internal void CheckTokenIds(ReadOnlySpan<int> ids, string paramName, string what)
     {
         foreach (int id in ids)
-            if ((uint)id >= (uint)VocabularySize)
+            if ((uint)id >= (uint)ResolvedVocabularySize)
                 throw new ArgumentOutOfRangeException(paramName, id, $"{what} {id} is outside the model's vocabulary [0, {VocabularySize}).");
     }
+
+    // Binary format (little-endian, BinaryWriter), fields in order:
+    //   int32 FormatVersion (2); int32 VocabularySize (0 = null, not chosen yet; saved models always have it set);
+    //   int32 ContextLength; int32 LayerCount; int32 HeadCount; int32 EmbeddingSize; int32 Style; float64 Dropout;
+    //   float64 RopeTheta; bool has MlpHiddenSize; int32 MlpHiddenSize (0 when absent);
+    //   since version 2: byte Bias (0 false, 1 true, 2 null = follow the style); int32 VocabularyPaddingMultiple.
+    // Version 1 files end after MlpHiddenSize; Load reads both.
 
     /// <summary>Writes the configuration in a versioned binary layout that <see cref="Load"/> reads back exactly.</summary>
     internal void Save(BinaryWriter writer)
     {
         writer.Write(FormatVersion);
-        writer.Write(VocabularySize);
+        writer.Write(VocabularySize ?? 0);
         writer.Write(ContextLength);
         writer.Write(LayerCount);
         writer.Write(HeadCount);
@@ -273,9 +300,10 @@ public sealed record GptConfig
                 Invariant($"GptConfig was saved in format version {version}; this version of Microsoft.ML.Llm reads versions 1 to {FormatVersion}."));
         }
 
+        int vocabularySize = reader.ReadInt32();
         var config = new GptConfig
         {
-            VocabularySize = reader.ReadInt32(),
+            VocabularySize = vocabularySize == 0 ? null : vocabularySize,
             ContextLength = reader.ReadInt32(),
             LayerCount = reader.ReadInt32(),
             HeadCount = reader.ReadInt32(),

@@ -12,7 +12,12 @@ public sealed class CausalLmTrainerOptions
         public const int BatchSize = 12;
         public const int GradientAccumulationSteps = 1;
         public const double LearningRate = 6e-4;
-        public const double MinLearningRate = 6e-5;
+        /// <summary>
+        /// With <see cref="CausalLmTrainerOptions.MinLearningRate"/> unset, the floor is
+        /// <see cref="CausalLmTrainerOptions.LearningRate"/> / this (nanoGPT: "min_lr should be ~= learning_rate/10 per
+        /// Chinchilla"), so any learning rate works without also choosing a floor.
+        /// </summary>
+        public const double MinLearningRateDivisor = 10;
         public const LearningRateScheduleKind Schedule = LearningRateScheduleKind.Cosine;
         public const int WarmupSteps = 100;
         public const double DecayFraction = 0.2;
@@ -53,8 +58,9 @@ public sealed class CausalLmTrainerOptions
 
     // ---- model ----
 
-    /// <summary>The architecture. A <see cref="GptConfig.VocabularySize"/> of 0 takes the tokenizer's vocabulary size.
-    /// When null: <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer.</summary>
+    /// <summary>The architecture. A null <see cref="GptConfig.VocabularySize"/> (the presets' default) takes the
+    /// tokenizer's vocabulary size, else the largest token id in the training data + 1.
+    /// When null: <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer, with a context of at least the data's.</summary>
     public GptConfig? Model { get; set; }
 
     // ---- optimization ----
@@ -68,8 +74,15 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Peak learning rate.</summary>
     public double LearningRate { get; set; } = Defaults.LearningRate;
 
-    /// <summary>Learning rate at the end of the decay (nanoGPT: about LearningRate / 10).</summary>
-    public double MinLearningRate { get; set; } = Defaults.MinLearningRate;
+    /// <summary>
+    /// Learning rate at the end of the decay, at most <see cref="LearningRate"/>. Null (the default):
+    /// <see cref="LearningRate"/> / <see cref="Defaults.MinLearningRateDivisor"/> (10), nanoGPT's rule, so setting only
+    /// <see cref="LearningRate"/> (2e-5 for fine-tuning, say) gives a consistent schedule.
+    /// </summary>
+    public double? MinLearningRate { get; set; }
+
+    /// <summary>The floor the schedule uses: <see cref="MinLearningRate"/>, or <see cref="LearningRate"/> / 10 when unset.</summary>
+    internal double ResolvedMinLearningRate => MinLearningRate ?? LearningRate / Defaults.MinLearningRateDivisor;
 
     /// <summary>Schedule shape.</summary>
     public LearningRateScheduleKind Schedule { get; set; } = Defaults.Schedule;
@@ -165,27 +178,3 @@ public sealed class CausalLmTrainerOptions
     /// <c>mlContext.Llm().CancelExecution()</c> does the same.</summary>
     public CancellationToken CancellationToken { get; set; }
 }
-
-/// <summary>A progress report from <see cref="CausalLmTrainer"/>.</summary>
-/// <param name="Step">Optimizer steps completed.</param>
-/// <param name="Epoch">Passes over the training data so far (fractional).</param>
-/// <param name="Loss">Training loss (nats/token) of the last step.</param>
-/// <param name="LearningRate">Learning rate used by the last step.</param>
-/// <param name="GradientNorm">Global gradient L2 norm before clipping.</param>
-/// <param name="TokensPerSecond">Training throughput over the last reporting interval.</param>
-/// <param name="Elapsed">Wall time since training started (across resumes).</param>
-/// <param name="EstimatedRemaining">Time left to the step limit at the current speed, if known.</param>
-/// <param name="Validation">The evaluation done at this step, if any.</param>
-public sealed record TrainingProgress(long Step, double Epoch, double Loss, double LearningRate, double GradientNorm,
-    double TokensPerSecond, TimeSpan Elapsed, TimeSpan? EstimatedRemaining, LanguageModelMetrics? Validation);
-
-/// <summary>Loss-based metrics of a language model on a data set.</summary>
-/// <param name="Loss">Mean cross-entropy in nats per predicted token.</param>
-/// <param name="Perplexity">exp(Loss).</param>
-/// <param name="BitsPerByte">Total nats / (ln 2 · UTF-8 bytes of the predicted tokens); NaN when byte counts are unknown.</param>
-/// <param name="Tokens">Predicted tokens evaluated.</param>
-public sealed record LanguageModelMetrics(double Loss, double Perplexity, double BitsPerByte, long Tokens);
-
-/// <summary>One row of the training history kept on <see cref="CausalLmTransformer.History"/> and written to metrics.csv.</summary>
-public sealed record TrainingMetrics(long Step, double Epoch, long Tokens, double Loss, double LearningRate, double GradientNorm,
-    double TokensPerSecond, double ElapsedSeconds, double? ValidationLoss, double? ValidationPerplexity, double? ValidationBitsPerByte);

@@ -1,4 +1,3 @@
-using System.Globalization;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -6,31 +5,28 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Llm;
 
 /// <summary>
-/// Everything needed to continue a run exactly: model weights, optimizer moments, step (the schedule is a pure function
-/// of it), RNG state, data position, early-stopping state, best weights and the metrics history. One file per
-/// checkpoint, written to a temporary name, flushed to disk, then renamed, so a crash mid-write leaves the previous
-/// checkpoint as the newest loadable one.
+/// Everything needed to continue a run exactly: the model configuration, the <see cref="TrainingState"/> (step, data
+/// position, early-stopping state, best weights, history), torch's RNG state, the weights and the optimizer moments.
+/// One file per checkpoint, written to a temporary name, flushed to disk, then renamed, so a crash mid-write leaves the
+/// previous checkpoint as the newest loadable one.
 /// </summary>
-internal sealed class Checkpoint
+internal static class Checkpoint
 {
     private const string Magic = "MLLLMCKP";
     private const int FormatVersion = 1;
     private const string Extension = ".ckpt";
     private const string Prefix = "checkpoint-";
 
-    public required GptConfig Config { get; init; }
-    public required long Step { get; init; }
-    public required long RowsConsumed { get; init; }
-    public required long TokensSeen { get; init; }
-    public required double ElapsedSeconds { get; init; }
-    public required double BestValidationLoss { get; init; }
-    public required long BestStep { get; init; }
-    public required int EvaluationsWithoutImprovement { get; init; }
-    public required int Seed { get; init; }
-    public required IReadOnlyList<TrainingMetrics> History { get; init; }
+    // Binary format, version 1 (little-endian, BinaryWriter; strings length-prefixed), fields in order:
+    //   string "MLLLMCKP"; int32 FormatVersion (1); GptConfig (its own versioned layout, GptConfig.Save);
+    //   int64 Step; int64 RowsConsumed; int64 TokensSeen; float64 ElapsedSeconds; float64 BestValidationLoss;
+    //   int64 BestStep; int32 EvaluationsWithoutImprovement; int32 Seed; history (TrainingHistory.Write);
+    //   torch RNG state (a uint8 tensor, Tensor.Save); model weights (Module.save); optimizer state (save_state_dict);
+    //   bool has best weights; if so int32 count, then per tensor: string name, tensor (Tensor.Save).
 
-    /// <summary>Writes model/optimizer/RNG state and <paramref name="bestWeights"/> to the checkpoint file.</summary>
-    public static string Write(string directory, Checkpoint state, nn.Module model, OptimizerHelper optimizer, IReadOnlyDictionary<string, Tensor>? bestWeights, int keep)
+    /// <summary>Writes <paramref name="state"/>, the weights, the optimizer and torch's RNG to a new checkpoint file
+    /// in <paramref name="directory"/>, keeps the newest <paramref name="keep"/> files and returns the path.</summary>
+    public static string Write(string directory, GptConfig config, TrainingState state, nn.Module model, OptimizerHelper optimizer, int keep)
     {
         Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, $"{Prefix}{state.Step:D9}{Extension}");
@@ -40,7 +36,7 @@ internal sealed class Checkpoint
         {
             w.Write(Magic);
             w.Write(FormatVersion);
-            state.Config.Save(w);
+            config.Save(w);
             w.Write(state.Step);
             w.Write(state.RowsConsumed);
             w.Write(state.TokensSeen);
@@ -49,23 +45,25 @@ internal sealed class Checkpoint
             w.Write(state.BestStep);
             w.Write(state.EvaluationsWithoutImprovement);
             w.Write(state.Seed);
-            WriteHistory(w, state.History);
+            TrainingHistory.Write(w, state.History);
             torch.random.get_rng_state().Save(w);
             model.save(w);
             optimizer.save_state_dict(w);
-            w.Write(bestWeights is not null);
-            if (bestWeights is not null)
+            w.Write(state.BestWeights is not null);
+            if (state.BestWeights is not null)
             {
-                w.Write(bestWeights.Count);
-                foreach (var (name, t) in bestWeights)
+                w.Write(state.BestWeights.Count);
+                foreach (var (name, t) in state.BestWeights)
                 {
                     w.Write(name);
                     t.Save(w);
                 }
             }
+
             w.Flush();
             stream.Flush(flushToDisk: true);
         }
+
         File.Move(tmp, path, overwrite: true);
         foreach (var old in List(directory).SkipLast(Math.Max(1, keep)))
             File.Delete(old);
@@ -73,26 +71,38 @@ internal sealed class Checkpoint
     }
 
     /// <summary>
-    /// Reads a checkpoint written by <see cref="Write"/> into <paramref name="model"/>, <paramref name="optimizer"/> and the
-    /// torch RNG. Returns the scalar state; <paramref name="bestWeights"/> receives the saved best weights, if any.
+    /// Reads a checkpoint written by <see cref="Write"/>: loads <paramref name="model"/>, <paramref name="optimizer"/> and
+    /// torch's RNG, and returns the training state. The checkpoint must hold a model built from <paramref name="config"/>.
     /// </summary>
-    public static Checkpoint Read(string path, nn.Module model, OptimizerHelper optimizer, out Dictionary<string, Tensor>? bestWeights)
+    public static TrainingState Read(string path, GptConfig config, nn.Module model, OptimizerHelper optimizer)
     {
         using var stream = File.OpenRead(path);
         using var r = new BinaryReader(stream);
         string magic;
-        try { magic = r.ReadString(); }
+        try
+        {
+            magic = r.ReadString();
+        }
         catch (Exception e) when (e is EndOfStreamException or IOException or FormatException)
-        { throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.", e); }
+        {
+            throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.", e);
+        }
+
         if (magic != Magic)
             throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
         int version = r.ReadInt32();
         if (version != FormatVersion)
             throw new FormatException($"Checkpoint '{path}' has format version {version}; this build reads version {FormatVersion}.");
-        var config = GptConfig.Load(r);
-        var state = new Checkpoint
+        var saved = GptConfig.Load(r);
+        if (saved != config)
         {
-            Config = config,
+            throw new ArgumentException(
+                $"Option 'ResumeFrom': checkpoint '{path}' holds a model with {saved}, but this run builds {config}. Resume with the same model options.",
+                nameof(CausalLmTrainerOptions.ResumeFrom));
+        }
+
+        var state = new TrainingState
+        {
             Step = r.ReadInt64(),
             RowsConsumed = r.ReadInt64(),
             TokensSeen = r.ReadInt64(),
@@ -101,20 +111,20 @@ internal sealed class Checkpoint
             BestStep = r.ReadInt64(),
             EvaluationsWithoutImprovement = r.ReadInt32(),
             Seed = r.ReadInt32(),
-            History = ReadHistory(r),
+            History = TrainingHistory.Read(r),
         };
         using (var rng = torch.random.get_rng_state())
         {
             rng.Load(r);
             torch.random.set_rng_state(rng);
         }
+
         model.load(r);
         optimizer.load_state_dict(r);
-        bestWeights = null;
         if (r.ReadBoolean())
         {
             int n = r.ReadInt32();
-            bestWeights = new Dictionary<string, Tensor>(n);
+            var bestWeights = new Dictionary<string, Tensor>(n);
             var parameters = model.state_dict();
             using var scope = NewDisposeScope();
             for (int i = 0; i < n; i++)
@@ -124,7 +134,10 @@ internal sealed class Checkpoint
                 t.Load(r);
                 bestWeights[name] = t;
             }
+
+            state.RestoreBestWeights(bestWeights);
         }
+
         return state;
     }
 
@@ -134,59 +147,15 @@ internal sealed class Checkpoint
         if (File.Exists(path))
             return path;
         if (Directory.Exists(path))
+        {
             return List(path).LastOrDefault()
                 ?? throw new FileNotFoundException($"Option 'ResumeFrom': directory '{path}' holds no checkpoint ({Prefix}*{Extension}).", path);
+        }
+
         throw new FileNotFoundException($"Option 'ResumeFrom': '{path}' is neither a checkpoint file nor a directory.", path);
     }
 
     /// <summary>Complete checkpoints in <paramref name="directory"/>, oldest first.</summary>
     public static IEnumerable<string> List(string directory) =>
         Directory.EnumerateFiles(directory, $"{Prefix}*{Extension}").Order(StringComparer.Ordinal);
-
-    internal static void WriteHistory(BinaryWriter w, IReadOnlyList<TrainingMetrics> history)
-    {
-        w.Write(history.Count);
-        foreach (var m in history)
-        {
-            w.Write(m.Step); w.Write(m.Epoch); w.Write(m.Tokens); w.Write(m.Loss); w.Write(m.LearningRate); w.Write(m.GradientNorm);
-            w.Write(m.TokensPerSecond); w.Write(m.ElapsedSeconds);
-            WriteNullable(w, m.ValidationLoss); WriteNullable(w, m.ValidationPerplexity); WriteNullable(w, m.ValidationBitsPerByte);
-        }
-    }
-
-    internal static List<TrainingMetrics> ReadHistory(BinaryReader r)
-    {
-        int n = r.ReadInt32();
-        var list = new List<TrainingMetrics>(n);
-        for (int i = 0; i < n; i++)
-            list.Add(new TrainingMetrics(r.ReadInt64(), r.ReadDouble(), r.ReadInt64(), r.ReadDouble(), r.ReadDouble(), r.ReadDouble(),
-                r.ReadDouble(), r.ReadDouble(), ReadNullable(r), ReadNullable(r), ReadNullable(r)));
-        return list;
-    }
-
-    private static void WriteNullable(BinaryWriter w, double? v)
-    {
-        w.Write(v.HasValue);
-        if (v.HasValue) w.Write(v.Value);
-    }
-
-    private static double? ReadNullable(BinaryReader r) => r.ReadBoolean() ? r.ReadDouble() : null;
-
-    /// <summary>Writes the history as CSV (atomically) — one row per logged step.</summary>
-    public static void WriteCsv(string path, IReadOnlyList<TrainingMetrics> history)
-    {
-        var inv = CultureInfo.InvariantCulture;
-        string tmp = path + ".tmp";
-        using (var w = new StreamWriter(tmp))
-        {
-            w.WriteLine("step,epoch,tokens,loss,learning_rate,grad_norm,tokens_per_second,elapsed_seconds,val_loss,val_perplexity,val_bits_per_byte");
-            foreach (var m in history)
-                w.WriteLine(string.Join(',',
-                    m.Step.ToString(inv), m.Epoch.ToString("R", inv), m.Tokens.ToString(inv), m.Loss.ToString("R", inv),
-                    m.LearningRate.ToString("R", inv), m.GradientNorm.ToString("R", inv), m.TokensPerSecond.ToString("F1", inv),
-                    m.ElapsedSeconds.ToString("F3", inv), m.ValidationLoss?.ToString("R", inv) ?? "",
-                    m.ValidationPerplexity?.ToString("R", inv) ?? "", m.ValidationBitsPerByte?.ToString("R", inv) ?? ""));
-        }
-        File.Move(tmp, path, overwrite: true);
-    }
 }

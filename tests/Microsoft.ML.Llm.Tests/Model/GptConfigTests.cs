@@ -42,13 +42,25 @@ public class GptConfigTests
         }
     }
 
+    [Fact]
+    public void AnUnsetVocabularySizeIsNullValidAndRejectedByTheModel()
+    {
+        // The presets leave the vocabulary size to the trainer, which takes it from the tokenizer.
+        Assert.All(new[] { GptConfig.ShakespeareChar(), GptConfig.Tiny(), GptConfig.ModernSmall() }, c => Assert.Null(c.VocabularySize));
+        GptConfig.ShakespeareChar().Validate();
+        var ex = Assert.Throws<ArgumentException>(() => new GptModel(GptConfig.Tiny()));
+        Assert.Equal("GptConfig.VocabularySize is null; a model needs it set (for example GptConfig.Tiny(65)). CausalLmTrainer sets it from the tokenizer. (Parameter 'config')", ex.Message);
+        var negative = Assert.Throws<ArgumentOutOfRangeException>(() => GptConfig.Tiny(-3).Validate());
+        Assert.Equal("GptConfig.VocabularySize is -3; expected an integer from 1 to 67108864, or null to take the tokenizer's vocabulary size. (Parameter 'VocabularySize')", negative.Message);
+    }
+
     public static TheoryData<GptConfig, string> OutOfRangeValues()
     {
         var ok = GptConfig.Tiny(65);
         return new()
         {
-            { ok with { VocabularySize = 0 }, "GptConfig.VocabularySize is 0; expected an integer from 1 to 67108864. (Parameter 'VocabularySize')" },
-            { ok with { VocabularySize = int.MaxValue }, "GptConfig.VocabularySize is 2147483647; expected an integer from 1 to 67108864. (Parameter 'VocabularySize')" },
+            { ok with { VocabularySize = 0 }, "GptConfig.VocabularySize is 0; expected an integer from 1 to 67108864, or null to take the tokenizer's vocabulary size. (Parameter 'VocabularySize')" },
+            { ok with { VocabularySize = int.MaxValue }, "GptConfig.VocabularySize is 2147483647; expected an integer from 1 to 67108864, or null to take the tokenizer's vocabulary size. (Parameter 'VocabularySize')" },
             { ok with { ContextLength = -1 }, "GptConfig.ContextLength is -1; expected an integer from 1 to 67108864. (Parameter 'ContextLength')" },
             { ok with { LayerCount = 0 }, "GptConfig.LayerCount is 0; expected an integer from 1 to 67108864. (Parameter 'LayerCount')" },
             { ok with { HeadCount = 0 }, "GptConfig.HeadCount is 0; expected an integer from 1 to 67108864. (Parameter 'HeadCount')" },
@@ -96,6 +108,7 @@ public class GptConfigTests
             GptConfig.Tiny(7, 3) with { Dropout = 0.123456789 },
             GptConfig.ShakespeareChar(65) with { Bias = false, VocabularyPaddingMultiple = 1 },
             GptConfig.Tiny(7, 3) with { Style = GptStyle.Modern, Bias = true },
+            GptConfig.ShakespeareChar(),   // vocabulary size not chosen yet (null)
         };
         foreach (var config in configs)
         {

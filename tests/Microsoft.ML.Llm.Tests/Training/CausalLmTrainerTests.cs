@@ -48,6 +48,31 @@ public class CausalLmTrainerTests
     }
 
     [Fact]
+    public void FineTuningLearningRateTrainsWithTheDefaultMinimum()
+    {
+        // 2e-5 is below the old fixed MinLearningRate default (6e-5); unset, the floor is LearningRate / 10 (nanoGPT).
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        var options = new CausalLmTrainerOptions
+        {
+            Model = GptConfig.Tiny(contextLength: 16),
+            Tokenizer = tok,
+            LearningRate = 2e-5,
+            MaxSteps = 4,
+            WarmupSteps = 1,
+            NumberOfThreads = 1,
+        };
+        var model = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, Block));
+
+        Assert.Null(options.MinLearningRate);
+        Assert.Equal(tok.VocabularySize, model.Config.VocabularySize);   // null in the preset: taken from the tokenizer
+        Assert.Equal(4, model.History.Count);
+        Assert.All(model.History, h => Assert.True(double.IsFinite(h.Loss)));
+        for (int step = 0; step < 4; step++)
+            Assert.Equal(LearningRateSchedule.At(LearningRateScheduleKind.Cosine, step, 2e-5, 2e-5 / 10, 1, 4), model.History[step].LearningRate);
+    }
+
+    [Fact]
     public void ResumedRunReproducesTheUninterruptedLossCurve()
     {
         var tok = TestData.CharTokenizer();
@@ -58,7 +83,7 @@ public class CausalLmTrainerTests
             {
                 var o = TestData.TinyOptions(16, maxSteps: 20);
                 o.Tokenizer = tok;
-                o.Model = GptConfig.Tiny(0, 16) with { Dropout = 0.1 };   // dropout: the RNG state must be restored too
+                o.Model = GptConfig.Tiny(contextLength: 16) with { Dropout = 0.1 };   // dropout: the RNG state must be restored too
                 o.GradientAccumulationSteps = 2;
                 o.CheckpointDirectory = checkpoints;
                 o.CheckpointInterval = 5;

@@ -1,0 +1,395 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.Llm.Data;
+using Microsoft.ML.Llm.Internal;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>The checked inputs of a run: data, tokenizer and the resolved model configuration.</summary>
+/// <param name="Train">The training blocks.</param>
+/// <param name="Validation">The validation blocks, if any.</param>
+/// <param name="Tokenizer">The tokenizer (from the options or the tokens column), if any.</param>
+/// <param name="Config">The model configuration, its vocabulary size resolved.</param>
+internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config);
+
+/// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
+internal enum TrainingStopReason
+{
+    /// <summary>EarlyStoppingPatience evaluations in a row without improvement.</summary>
+    EarlyStopping,
+
+    /// <summary>MaxSteps reached.</summary>
+    MaxSteps,
+
+    /// <summary>MaxTokens reached.</summary>
+    MaxTokens,
+
+    /// <summary>MaxEpochs reached.</summary>
+    MaxEpochs,
+
+    /// <summary>TimeBudget spent.</summary>
+    TimeBudget,
+
+    /// <summary>No limit set: one pass over the data done.</summary>
+    OneEpoch,
+}
+
+/// <summary>
+/// One training run: the model on its device, the optimizer, the data stream and the <see cref="TrainingState"/>
+/// (everything a checkpoint restores). <see cref="CausalLmTrainer.Fit"/> drives it:
+/// <c>while (StopReason() is null) { ThrowIfCancelled(); Step(); EndStep(); }</c> then <see cref="Finish"/>.
+/// </summary>
+/// <remarks>
+/// The seams where the next features plug in are fields chosen here, one implementation each today:
+/// <see cref="IPrecisionPolicy"/> (fp32), <see cref="ITrainableParameterSelector"/> (all parameters),
+/// <see cref="IGradientSynchronizer"/> (one process) and <see cref="ITrainingDataSource"/> (in-memory token blocks).
+/// </remarks>
+internal sealed class TrainingRun : IDisposable
+{
+    private readonly IHost _host;
+    private readonly IChannel _ch;
+    private readonly CausalLmTrainerOptions _o;
+    private readonly GptConfig _config;
+    private readonly GptModel _model;
+    private readonly AdamW _optimizer;
+    private readonly LmTokenizer? _tokenizer;
+
+    // The seams (see TrainingSeams.cs).
+    private readonly IPrecisionPolicy _precision = FullPrecision.Instance;
+    private readonly TrainableParameters _trainable;
+    private readonly IGradientSynchronizer _gradients = SingleProcess.Instance;
+    private readonly ITrainingDataSource _data;
+
+    private readonly TokenBlocks? _validation;
+    private readonly int[]? _validationRows;          // a fixed sample, the same at every evaluation; null = all rows
+    private readonly bool _documentMasking;
+    private readonly long _tokensPerStep;
+    private readonly long? _horizon;                  // the step limit implied by the options, if known
+    private readonly long? _decaySteps;
+    private readonly bool _oneEpochDefault;           // no limit set: one pass over the data
+    private readonly SummaryWriter? _tensorBoard;
+
+    private readonly Stopwatch _clock;
+    private readonly double _elapsedBefore;           // wall time of the run before this call (resume)
+    private readonly long _firstStep;                 // steps done before this call do not count towards this run's speed
+    private double _lastReportSeconds;
+    private long _lastReportTokens;
+    private (double Loss, double LearningRate, double GradientNorm) _lastStep = (double.NaN, double.NaN, double.NaN);
+    private bool _finished;
+
+    /// <summary>Builds the model on <paramref name="device"/> and the optimizer, then restores a checkpoint when resuming.</summary>
+    public TrainingRun(IHost host, IChannel ch, CausalLmTrainerOptions options, TrainingInputs inputs, Device device, int seed)
+    {
+        _host = host;
+        _ch = ch;
+        _o = options;
+        _config = inputs.Config;
+        _tokenizer = inputs.Tokenizer;
+        _validation = inputs.Validation;
+        _documentMasking = options.UseDocumentMasking;
+
+        // The model's initial weights come from torch's generator: seed it first.
+        torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
+        torch.manual_seed(seed);
+        _model = new GptModel(_config);
+        _model.to(device);
+        _model.train();
+        _trainable = AllParameters.Instance.Select(_model);
+        _optimizer = torch.optim.AdamW(
+            new[]
+            {
+                new AdamW.ParamGroup(_trainable.Decay, new AdamW.Options { weight_decay = options.WeightDecay }),
+                new AdamW.ParamGroup(_trainable.NoDecay, new AdamW.Options { weight_decay = 0.0 }),
+            },
+            lr: options.LearningRate, beta1: options.Beta1, beta2: options.Beta2, eps: options.Epsilon);
+
+        if (options.ResumeFrom is { } resumeFrom)
+        {
+            string path = Checkpoint.Resolve(resumeFrom);
+            State = Checkpoint.Read(path, _config, _model, _optimizer);
+            HostAccess.Info(ch, $"Resumed from '{path}' at step {State.Step}.");
+        }
+        else
+        {
+            State = new TrainingState { Seed = seed };
+        }
+
+        var train = inputs.Train;
+        long rowsPerStep = (long)options.BatchSize * options.GradientAccumulationSteps;
+        _tokensPerStep = rowsPerStep * train.ContextLength;
+        _horizon = options.MaxSteps;
+        if (options.MaxTokens is { } mt)
+            _horizon = Min(_horizon, (mt + _tokensPerStep - 1) / _tokensPerStep);
+        if (options.MaxEpochs is { } me)
+            _horizon = Min(_horizon, (long)Math.Ceiling(me * train.Count / rowsPerStep));
+        _oneEpochDefault = _horizon is null && options.TimeBudget is null;
+        if (_oneEpochDefault)
+            _horizon = (train.Count + rowsPerStep - 1) / rowsPerStep;
+        _decaySteps = options.DecaySteps ?? _horizon;
+        if (_decaySteps is null && options.Schedule != LearningRateScheduleKind.Constant)
+            HostAccess.Warning(ch, $"Schedule {options.Schedule} with only a time budget: the decay horizon is unknown, so the learning rate stays at its peak. Set DecaySteps.");
+
+        HostAccess.Info(ch, string.Create(CultureInfo.InvariantCulture,
+            $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
+            $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, seed {State.Seed}."));
+
+        _tensorBoard = options.LogDirectory is null ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
+        _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking);
+        _validationRows = _validation is null ? null : LanguageModelEvaluator.SampleRows(_validation.Count, options.BatchSize, options.EvaluationBatches, State.Seed);
+        _clock = Stopwatch.StartNew();
+        _elapsedBefore = State.ElapsedSeconds;
+        _firstStep = State.Step;
+        _lastReportTokens = State.TokensSeen;
+    }
+
+    /// <summary>The run's state: what a checkpoint saves besides weights, optimizer and RNG.</summary>
+    public TrainingState State { get; }
+
+    /// <summary>The device the model trains on.</summary>
+    public Device Device => _model.Device;
+
+    /// <summary>
+    /// The stopping rule, checked at every step boundary: the first limit reached ends the run; with none of MaxSteps,
+    /// MaxTokens, MaxEpochs and TimeBudget set, one epoch. Null: keep training.
+    /// </summary>
+    public TrainingStopReason? StopReason()
+    {
+        var s = State;
+        if (_o.EarlyStoppingPatience is { } patience && s.EvaluationsWithoutImprovement >= patience)
+            return TrainingStopReason.EarlyStopping;
+        if (_o.MaxSteps is { } maxSteps && s.Step >= maxSteps)
+            return TrainingStopReason.MaxSteps;
+        if (_o.MaxTokens is { } maxTokens && s.TokensSeen >= maxTokens)
+            return TrainingStopReason.MaxTokens;
+        if (_o.MaxEpochs is { } maxEpochs && s.RowsConsumed >= maxEpochs * _data.Count)
+            return TrainingStopReason.MaxEpochs;
+        if (_o.TimeBudget is { } budget && Elapsed() >= budget)
+            return TrainingStopReason.TimeBudget;
+        if (_oneEpochDefault && s.Step >= _horizon)
+            return TrainingStopReason.OneEpoch;
+        return null;
+    }
+
+    /// <summary>At a step boundary: when cancellation was requested, writes a checkpoint and throws.</summary>
+    public void ThrowIfCancelled()
+    {
+        if (!_o.CancellationToken.IsCancellationRequested && !HostAccess.IsCanceled(_host))
+            return;
+        SaveCheckpoint();
+        HostAccess.Info(_ch, $"Training cancelled at step {State.Step}.");
+        throw new OperationCanceledException($"Training was cancelled at step {State.Step}" +
+            (_o.CheckpointDirectory is null ? "." : $"; resume with ResumeFrom = \"{_o.CheckpointDirectory}\"."), _o.CancellationToken);
+    }
+
+    /// <summary>One optimizer step (nanoGPT's inner loop): set the learning rate, accumulate gradients over the
+    /// micro-batches, clip, update.</summary>
+    public void Step()
+    {
+        var s = State;
+        int microSteps = _o.GradientAccumulationSteps;
+        double lr = LearningRateSchedule.At(_o.Schedule, s.Step, _o.LearningRate, _o.ResolvedMinLearningRate, _o.WarmupSteps, _decaySteps, _o.DecayFraction);
+        foreach (var group in _optimizer.ParamGroups)
+            group.LearningRate = lr;
+
+        double loss = 0;
+        double gradNorm;
+        using (var scope = NewDisposeScope())   // every tensor of the step is released at its end
+        {
+            _optimizer.zero_grad();
+            for (int micro = 0; micro < microSteps; micro++)
+            {
+                var (x, y, d) = _data.Batch(s.RowsConsumed, _o.BatchSize, Device);
+                s.RowsConsumed += _o.BatchSize;
+                Tensor microLoss;
+                using (_precision.Autocast())
+                {
+                    var logits = _model.forward(x, d);                                          // (B, T, Vp)
+                    microLoss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: -1);
+                }
+
+                // Scale so the accumulated gradient is the mean over all micro-batches (nanoGPT train.py).
+                _precision.Backward(microLoss / microSteps);
+                loss += microLoss.item<float>() / microSteps;
+            }
+
+            _gradients.Synchronize(_trainable.All);
+            bool finite = _precision.UnscaleGradients();
+            gradNorm = _o.GradientClipNorm > 0
+                ? nn.utils.clip_grad_norm_(_trainable.All, _o.GradientClipNorm)
+                : GlobalNorm(_trainable.All);
+            if (finite)
+                _optimizer.step();
+        }
+
+        s.Step++;
+        s.TokensSeen += _tokensPerStep;
+        _lastStep = (loss, lr, gradNorm);
+        if (!double.IsFinite(loss))
+            throw new InvalidOperationException($"The training loss became {loss} at step {s.Step} (learning rate {lr:G4}). Lower LearningRate or enable GradientClipNorm.");
+    }
+
+    /// <summary>After a step: evaluate (every EvaluationInterval steps and at the step limit), record the history row,
+    /// report progress, write a checkpoint every CheckpointInterval steps.</summary>
+    public void EndStep()
+    {
+        var s = State;
+        var (loss, lr, gradNorm) = _lastStep;
+        bool last = StopReason() is { } reason && reason != TrainingStopReason.TimeBudget;
+        LanguageModelMetrics? validation = s.Step % _o.EvaluationInterval == 0 || last ? Evaluate() : null;
+        var elapsed = Elapsed();
+        double now = _clock.Elapsed.TotalSeconds;
+        double tokPerSec = (s.TokensSeen - _lastReportTokens) / Math.Max(1e-9, now - _lastReportSeconds);
+        double epoch = (double)s.RowsConsumed / _data.Count;
+        s.History.Add(new TrainingMetrics(s.Step, epoch, s.TokensSeen, loss, lr, gradNorm, tokPerSec, elapsed.TotalSeconds,
+            validation?.Loss, validation?.Perplexity, validation?.BitsPerByte));
+        if (s.Step % _o.LogInterval == 0 || validation is not null || last)
+        {
+            TimeSpan? eta = EstimateRemaining(_clock.Elapsed, s.Step - _firstStep, _horizon - s.Step, _o.TimeBudget - elapsed);
+            Report(new TrainingProgress(s.Step, epoch, loss, lr, gradNorm, tokPerSec, elapsed, eta, validation));
+            _lastReportSeconds = now;
+            _lastReportTokens = s.TokensSeen;
+        }
+
+        if (s.Step % _o.CheckpointInterval == 0)
+            SaveCheckpoint();
+    }
+
+    /// <summary>
+    /// Ends the run: a final evaluation if the last step had none, a last checkpoint, the best weights restored, the CSV
+    /// log written. The model passes to the returned transformer.
+    /// </summary>
+    public CausalLmTransformer Finish(IHostEnvironment env)
+    {
+        var s = State;
+        if (_validation is not null && (s.History.Count == 0 || s.History[^1].ValidationLoss is null))
+        {
+            var m = Evaluate();
+            if (s.History.Count > 0 && m is not null)
+                s.History[^1] = s.History[^1] with { ValidationLoss = m.Loss, ValidationPerplexity = m.Perplexity, ValidationBitsPerByte = m.BitsPerByte };
+        }
+
+        bool stoppedEarly = StopReason() == TrainingStopReason.EarlyStopping;
+        if (stoppedEarly)
+            HostAccess.Info(_ch, $"Early stopping at step {s.Step}: no improvement of the validation loss for {s.EvaluationsWithoutImprovement} evaluations (best {s.BestValidationLoss:F4} at step {s.BestStep}).");
+        if (s.Step % _o.CheckpointInterval != 0 || stoppedEarly)
+            SaveCheckpoint();
+        if (_o.KeepBestWeights && s.BestWeights is { } best)
+        {
+            using (torch.no_grad())
+            {
+                foreach (var (name, tensorValue) in _model.state_dict())
+                    tensorValue.copy_(best[name]);
+            }
+
+            HostAccess.Info(_ch, $"Restored the best weights (validation loss {s.BestValidationLoss:F4} at step {s.BestStep}).");
+        }
+
+        if (_o.LogDirectory is not null)
+        {
+            Directory.CreateDirectory(_o.LogDirectory);
+            TrainingHistory.WriteCsv(Path.Combine(_o.LogDirectory, "metrics.csv"), s.History);
+        }
+
+        _model.eval();
+        _finished = true;
+        return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History);
+    }
+
+    /// <summary>Releases the optimizer and the best-weight copies, and the model unless <see cref="Finish"/> handed it on.</summary>
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        State.Dispose();
+        if (!_finished)
+            _model.Dispose();
+    }
+
+    private TimeSpan Elapsed() => TimeSpan.FromSeconds(_elapsedBefore + _clock.Elapsed.TotalSeconds);
+
+    /// <summary>Evaluates the validation set and updates the best loss, best weights and the patience counter.</summary>
+    private LanguageModelMetrics? Evaluate()
+    {
+        if (_validation is null)
+            return null;
+        var s = State;
+        var m = LanguageModelEvaluator.Evaluate(_model, _validation, _o.BatchSize, _validationRows, _tokenizer, _documentMasking);
+        if (m.Loss < s.BestValidationLoss - _o.EarlyStoppingMinDelta)
+        {
+            s.BestValidationLoss = m.Loss;
+            s.BestStep = s.Step;
+            s.EvaluationsWithoutImprovement = 0;
+            if (_o.KeepBestWeights)
+                s.KeepBestWeights(_model);
+        }
+        else
+        {
+            s.EvaluationsWithoutImprovement++;
+        }
+
+        return m;
+    }
+
+    private void SaveCheckpoint()
+    {
+        if (_o.CheckpointDirectory is null)
+            return;
+        State.ElapsedSeconds = Elapsed().TotalSeconds;
+        string written = Checkpoint.Write(_o.CheckpointDirectory, _config, State, _model, _optimizer, _o.KeepCheckpoints);
+        HostAccess.Info(_ch, $"Checkpoint written: {written}");
+    }
+
+    private void Report(TrainingProgress report)
+    {
+        HostAccess.Info(_ch, Describe(report));
+        _o.Progress?.Report(report);
+        if (_tensorBoard is not { } tb)
+            return;
+        int step = (int)report.Step;
+        tb.add_scalar("train/loss", (float)report.Loss, step);
+        tb.add_scalar("train/lr", (float)report.LearningRate, step);
+        tb.add_scalar("train/grad_norm", (float)report.GradientNorm, step);
+        tb.add_scalar("train/tokens_per_second", (float)report.TokensPerSecond, step);
+        if (report.Validation is { } v)
+        {
+            tb.add_scalar("val/loss", (float)v.Loss, step);
+            tb.add_scalar("val/perplexity", (float)v.Perplexity, step);
+            if (!double.IsNaN(v.BitsPerByte))
+                tb.add_scalar("val/bits_per_byte", (float)v.BitsPerByte, step);
+        }
+    }
+
+    private static string Describe(TrainingProgress p) =>
+        FormattableString.Invariant($"step {p.Step}: loss {p.Loss:F4}, lr {p.LearningRate:G3}, grad norm {p.GradientNorm:F3}, {p.TokensPerSecond:F0} tokens/s, elapsed {p.Elapsed:hh\\:mm\\:ss}") +
+        (p.EstimatedRemaining is { } eta ? FormattableString.Invariant($", ETA {eta:hh\\:mm\\:ss}") : "") +
+        (p.Validation is { } v
+            ? FormattableString.Invariant($" | val loss {v.Loss:F4}, ppl {v.Perplexity:F2}") + (double.IsNaN(v.BitsPerByte) ? "" : FormattableString.Invariant($", {v.BitsPerByte:F4} bits/byte"))
+            : "");
+
+    private static long? Min(long? a, long b) => a is { } x ? Math.Min(x, b) : b;
+
+    /// <summary>Time to the step limit at this run's mean step time, capped by what is left of the time budget.</summary>
+    private static TimeSpan? EstimateRemaining(TimeSpan elapsedThisRun, long stepsThisRun, long? stepsLeft, TimeSpan? budgetLeft)
+    {
+        TimeSpan? bySteps = stepsLeft is { } left && stepsThisRun > 0 ? elapsedThisRun / stepsThisRun * left : null;
+        if (budgetLeft is { } b && b < TimeSpan.Zero)
+            budgetLeft = TimeSpan.Zero;
+        return bySteps is { } st && budgetLeft is { } bl ? (st < bl ? st : bl) : bySteps ?? budgetLeft;
+    }
+
+    private static double GlobalNorm(IEnumerable<Parameter> parameters)
+    {
+        using var scope = NewDisposeScope();
+        double sum = 0;
+        foreach (var p in parameters)
+        {
+            if (p.grad is { } g)
+                sum += g.to(ScalarType.Float64).pow(2).sum().item<double>();
+        }
+
+        return Math.Sqrt(sum);
+    }
+}
