@@ -40,7 +40,7 @@ public sealed class CausalLmTransformer : ITransformer, IPersistentComponent<Cau
     }
 
     static ComponentVersion IPersistentComponent<CausalLmTransformer>.PersistenceVersion =>
-        new("CAUSALLM", 0x00010001, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
+        new("CAUSALLM", 0x00010002, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
 
     /// <summary>The trained GPT (in eval mode).</summary>
     public GptModel Model { get; }

@@ -243,7 +243,7 @@ public sealed class LanguageDetectorTransformer : ITransformer, IPersistentCompo
     internal const string LoaderSignature = "LlmLanguageDetector";
 
     static ComponentVersion IPersistentComponent<LanguageDetectorTransformer>.PersistenceVersion =>
-        new("LMLANGDT", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageDetectorTransformer).Assembly);
+        new("LMLANGDT", 0x00010002, 0x00010001, LoaderSignature, typeof(LanguageDetectorTransformer).Assembly);
 
     internal LanguageDetectorTransformer(string input, string language, string score)
     {
@@ -371,7 +371,7 @@ public sealed class LanguageFilterTransformer : ITransformer, IPersistentCompone
     internal const string LoaderSignature = "LlmLanguageFilter";
 
     static ComponentVersion IPersistentComponent<LanguageFilterTransformer>.PersistenceVersion =>
-        new("LMLANGFL", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageFilterTransformer).Assembly);
+        new("LMLANGFL", 0x00010002, 0x00010001, LoaderSignature, typeof(LanguageFilterTransformer).Assembly);
 
     private readonly LanguageFilterOptions _options;
     private volatile FilterReport? _lastReport;

@@ -392,7 +392,7 @@ public sealed class NearDuplicateRemoverTransformer : ITransformer, IPersistentC
     internal const string LoaderSignature = "LlmNearDupRemover";
 
     static ComponentVersion IPersistentComponent<NearDuplicateRemoverTransformer>.PersistenceVersion =>
-        new("LMNEARDP", 0x00010001, 0x00010001, LoaderSignature, typeof(NearDuplicateRemoverTransformer).Assembly);
+        new("LMNEARDP", 0x00010002, 0x00010001, LoaderSignature, typeof(NearDuplicateRemoverTransformer).Assembly);
 
     private readonly NearDuplicateRemoverOptions _options;
     private readonly ReferenceSet _reference;

@@ -351,7 +351,7 @@ public sealed class TextNormalizerTransformer : ITransformer, IPersistentCompone
     internal const string LoaderSignature = "LlmTextNormalizer";
 
     static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion =>
-        new("LMTXNORM", 0x00010001, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
+        new("LMTXNORM", 0x00010002, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
 
 
     internal TextNormalizerTransformer(string outputColumn, string inputColumn, TextNormalizerOptions options)

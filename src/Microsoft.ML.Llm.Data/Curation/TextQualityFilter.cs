@@ -321,7 +321,7 @@ public sealed class TextQualityFilterTransformer : ITransformer, IPersistentComp
     internal const string LoaderSignature = "LlmTextQualityFilter";
 
     static ComponentVersion IPersistentComponent<TextQualityFilterTransformer>.PersistenceVersion =>
-        new("LMQUALFL", 0x00010001, 0x00010001, LoaderSignature, typeof(TextQualityFilterTransformer).Assembly);
+        new("LMQUALFL", 0x00010002, 0x00010001, LoaderSignature, typeof(TextQualityFilterTransformer).Assembly);
 
     private readonly TextQualityFilterOptions _options;
     private volatile FilterReport? _lastReport;

@@ -219,7 +219,7 @@ public sealed class LmTokenizingTransformer : ITransformer, IPersistentComponent
     internal const string LoaderSignature = "LmTokenizingTransformer";
 
     static ComponentVersion IPersistentComponent<LmTokenizingTransformer>.PersistenceVersion =>
-        new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizingTransformer).Assembly);
+        new("LMTOKENZ", 0x00010002, 0x00010001, LoaderSignature, typeof(LmTokenizingTransformer).Assembly);
 
     internal LmTokenizingTransformer(string outputColumnName, string inputColumnName, LmTokenizer tokenizer)
     {

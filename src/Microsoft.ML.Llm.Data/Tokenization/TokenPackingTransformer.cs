@@ -191,7 +191,7 @@ public sealed class TokenPackingTransformer : ITransformer, IPersistentComponent
     internal const string LoaderSignature = "TokenPackingTransformer";
 
     static ComponentVersion IPersistentComponent<TokenPackingTransformer>.PersistenceVersion =>
-        new("LMPACKER", 0x00010001, 0x00010001, LoaderSignature, typeof(TokenPackingTransformer).Assembly);
+        new("LMPACKER", 0x00010002, 0x00010001, LoaderSignature, typeof(TokenPackingTransformer).Assembly);
 
     private readonly PackingOptions _options;
     private PackingStatistics? _lastPass;
