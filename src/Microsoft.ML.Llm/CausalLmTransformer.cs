@@ -38,7 +38,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
     }
 
     internal static readonly ComponentVersion Version =
-        new("CAUSALLM", 0x00010001, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
+        new("CAUSALLM", 0x00010002, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<CausalLmTransformer>.PersistenceVersion => Version;
 

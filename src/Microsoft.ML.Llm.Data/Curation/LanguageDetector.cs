@@ -49,7 +49,7 @@ public sealed class LanguageDetectorTransformer : AppendColumnsTransformerBase, 
     internal const string LoaderSignature = "LlmLanguageDetector";
 
     internal static readonly ComponentVersion Version =
-        new("LMLANGDT", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageDetectorTransformer).Assembly);
+        new("LMLANGDT", 0x00010002, 0x00010001, LoaderSignature, typeof(LanguageDetectorTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<LanguageDetectorTransformer>.PersistenceVersion => Version;
 

@@ -59,7 +59,7 @@ public sealed class LanguageFilterTransformer : RowCountChangingTransformerBase,
     internal const string LoaderSignature = "LlmLanguageFilter";
 
     internal static readonly ComponentVersion Version =
-        new("LMLANGFL", 0x00010001, 0x00010001, LoaderSignature, typeof(LanguageFilterTransformer).Assembly);
+        new("LMLANGFL", 0x00010002, 0x00010001, LoaderSignature, typeof(LanguageFilterTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<LanguageFilterTransformer>.PersistenceVersion => Version;
 

@@ -162,7 +162,7 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
     internal const string LoaderSignature = "LlmNearDupRemover";
 
     internal static readonly ComponentVersion Version =
-        new("LMNEARDP", 0x00010001, 0x00010001, LoaderSignature, typeof(NearDuplicateRemoverTransformer).Assembly);
+        new("LMNEARDP", 0x00010002, 0x00010001, LoaderSignature, typeof(NearDuplicateRemoverTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<NearDuplicateRemoverTransformer>.PersistenceVersion => Version;
 

@@ -334,7 +334,7 @@ public sealed class TextNormalizerTransformer : AppendColumnsTransformerBase, IP
     internal const string LoaderSignature = "LlmTextNormalizer";
 
     internal static readonly ComponentVersion Version =
-        new("LMTXNORM", 0x00010001, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
+        new("LMTXNORM", 0x00010002, 0x00010001, LoaderSignature, typeof(TextNormalizerTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TextNormalizerTransformer>.PersistenceVersion => Version;
 

@@ -371,7 +371,7 @@ public sealed class TextQualityFilterTransformer : RowCountChangingTransformerBa
     internal const string LoaderSignature = "LlmTextQualityFilter";
 
     internal static readonly ComponentVersion Version =
-        new("LMQUALFL", 0x00010001, 0x00010001, LoaderSignature, typeof(TextQualityFilterTransformer).Assembly);
+        new("LMQUALFL", 0x00010002, 0x00010001, LoaderSignature, typeof(TextQualityFilterTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TextQualityFilterTransformer>.PersistenceVersion => Version;
 

@@ -4,7 +4,17 @@
 // layer against publicized copies of Microsoft.ML.Core/Data and declares IgnoresAccessChecksTo, so these
 // wrappers run against the real, unmodified assemblies. Components see only ComponentWriter/ComponentReader
 // (plain BinaryWriter/BinaryReader plus named side entries) and register through ComponentLoader<T>.
+//
+// Integrity (format versions from ComponentVersion.FirstChecksummedVersion on): the main stream ends with an XxHash64
+// of its content and of the component's header fields (signature, versions, loader); every side entry ends with a
+// 16-byte footer, its content length and the XxHash64 of its content. Both are checked before the component parses a
+// byte, so a flipped or truncated entry raises one FormatException naming the entry, the component and the model zip.
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.IO.Hashing;
 using System.Reflection;
+using System.Text;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
@@ -18,6 +28,15 @@ namespace Microsoft.ML.Llm.Data.Internal;
 /// <param name="LoaderAssembly">The assembly whose <c>LoadableClass</c> attribute registers the loader.</param>
 internal sealed record ComponentVersion(string ModelSignature, uint Version, uint MinReadableVersion, string LoaderSignature, Assembly LoaderAssembly)
 {
+    /// <summary>
+    /// The first format version whose main stream and side entries carry XxHash64 checksums (every component's
+    /// 0x00010002). Older versions load without checks.
+    /// </summary>
+    public uint FirstChecksummedVersion { get; init; } = 0x00010002;
+
+    /// <summary>Whether a component written with <paramref name="version"/> carries checksums.</summary>
+    internal bool HasChecksums(uint version) => version >= FirstChecksummedVersion;
+
     internal VersionInfo ToVersionInfo() => new(
         ModelSignature,
         verWrittenCur: Version,
@@ -44,17 +63,54 @@ internal interface IPersistentComponent<TSelf> where TSelf : IPersistentComponen
 internal sealed class ComponentWriter
 {
     private readonly ModelSaveContext _ctx;
+    private readonly ComponentVersion _version;
+    private readonly long _start;
 
-    internal ComponentWriter(ModelSaveContext ctx) => _ctx = ctx;
+    internal ComponentWriter(ModelSaveContext ctx, ComponentVersion version)
+    {
+        _ctx = ctx;
+        _version = version;
+        _start = ctx.Writer.BaseStream.Position;
+    }
 
     /// <summary>The component's main stream.</summary>
     public BinaryWriter Writer => _ctx.Writer;
 
-    /// <summary>Adds a named binary entry next to the component (e.g. model weights).</summary>
-    public void WriteStream(string name, Action<BinaryWriter> write) => _ctx.SaveBinaryStream(name, write);
+    /// <summary>Adds a named binary entry next to the component (e.g. model weights), followed by its checksum footer.</summary>
+    public void WriteStream(string name, Action<BinaryWriter> write)
+    {
+        if (!_version.HasChecksums(_version.Version))
+        {
+            _ctx.SaveBinaryStream(name, write);
+            return;
+        }
+        _ctx.SaveBinaryStream(name, w =>
+        {
+            long start = w.BaseStream.Position;
+            write(w);
+            w.Flush();
+            long length = w.BaseStream.Position - start;
+            ulong hash = EntryChecksum.Hash(w.BaseStream, start, length, null);
+            w.Write(length);
+            w.Write(hash);
+        });
+    }
 
     /// <summary>Saves a nested component (e.g. a tokenizer inside a model) under <paramref name="name"/>.</summary>
     public void WriteComponent(string name, ICanSaveModel component) => _ctx.SaveModel(component, name);
+
+    /// <summary>Ends the main stream with its checksum (content plus the header fields ML.NET writes for the component).</summary>
+    internal void Complete()
+    {
+        if (!_version.HasChecksums(_version.Version))
+            return;
+        var w = _ctx.Writer;
+        w.Flush();
+        var info = _version.ToVersionInfo();
+        var header = EntryChecksum.HeaderBytes(info.ModelSignature, info.VerWrittenCur, info.VerReadableCur,
+            info.LoaderAssemblyName, info.LoaderSignature);
+        w.Write(EntryChecksum.Hash(w.BaseStream, _start, w.BaseStream.Position - _start, header));
+    }
 }
 
 /// <summary>What a component reads back: the main stream, the version it was written with, side entries.</summary>
@@ -62,11 +118,13 @@ internal sealed class ComponentReader
 {
     private readonly ModelLoadContext _ctx;
     private readonly IHostEnvironment _env;
+    private readonly ComponentVersion _component;
 
-    internal ComponentReader(IHostEnvironment env, ModelLoadContext ctx, uint version)
+    internal ComponentReader(IHostEnvironment env, ModelLoadContext ctx, ComponentVersion component, uint version)
     {
         _env = env;
         _ctx = ctx;
+        _component = component;
         Version = version;
     }
 
@@ -76,10 +134,26 @@ internal sealed class ComponentReader
     /// <summary>The format version the component was written with.</summary>
     public uint Version { get; }
 
-    /// <summary>Reads a named binary entry written with <see cref="ComponentWriter.WriteStream"/>.</summary>
+    /// <summary>
+    /// Reads a named binary entry written with <see cref="ComponentWriter.WriteStream"/>; its checksum (when the
+    /// version has one) is checked before <paramref name="read"/> sees a byte, and <paramref name="read"/> must consume
+    /// the entry's whole content.
+    /// </summary>
     public void ReadStream(string name, Action<BinaryReader> read)
     {
-        if (!_ctx.TryLoadBinaryStream(name, read))
+        bool found = _ctx.TryLoadBinaryStream(name, br =>
+        {
+            var stream = br.BaseStream;
+            long start = stream.Position;
+            long length = stream.Length - start;
+            if (_component.HasChecksums(Version))
+                length = EntryChecksum.VerifyFooter(stream, start, Corrupt(name));
+            read(br);
+            long consumed = stream.Position - start;
+            if (consumed != length)
+                throw Corrupt(name)($"its content is {length} bytes but the component read {consumed}");
+        });
+        if (!found)
             throw new FormatException($"The model zip is missing entry '{name}' of component '{ModelHeader.GetLoaderSig(ref _ctx.Header)}'.");
     }
 
@@ -89,6 +163,9 @@ internal sealed class ComponentReader
         _ctx.LoadModel<ITransformer, SignatureLoadModel>(_env, out var component, name);
         return component as T ?? throw new FormatException($"The model zip entry '{name}' holds a {component.GetType().Name}, expected {typeof(T).Name}.");
     }
+
+    /// <summary>Makes the exception for a damaged entry <paramref name="name"/> of this component (null: the main stream).</summary>
+    internal Func<string, FormatException> Corrupt(string? name) => detail => ModelPersistence.CorruptEntry(_ctx, _component, name, detail);
 }
 
 /// <summary>
@@ -102,21 +179,41 @@ internal static class ComponentLoader<T> where T : class, IPersistentComponent<T
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
-        uint version = ModelPersistence.CheckHeader(ctx, T.PersistenceVersion);
-        return T.Load(env, new ComponentReader(env, ctx, version));
+        var component = T.PersistenceVersion;
+        uint version = ModelPersistence.CheckHeader(ctx, component);
+        var reader = new ComponentReader(env, ctx, component, version);
+        var stream = ctx.Reader.BaseStream;
+        long start = stream.Position;
+        long length = ctx.Header.CbModel;
+        if (component.HasChecksums(version))
+            length = ModelPersistence.VerifyMainStream(ctx, start, reader.Corrupt(null));
+        var loaded = T.Load(env, reader);
+        long consumed = stream.Position - start;
+        if (consumed != length)
+        {
+            (loaded as IDisposable)?.Dispose();
+            throw reader.Corrupt(null)($"its content is {length} bytes but the component read {consumed}");
+        }
+        stream.Position = start + ctx.Header.CbModel;   // past the checksum: ML.NET checks the model region was read to its end
+        return loaded;
     }
 }
 
 /// <summary>Thin wrappers over ML.NET's <see cref="ModelSaveContext"/> and <see cref="ModelLoadContext"/>.</summary>
 internal static class ModelPersistence
 {
-    /// <summary>Writes the header of <paramref name="version"/> and then the component's state at the current position of <paramref name="ctx"/>.</summary>
+    /// <summary>
+    /// Writes the header of <paramref name="version"/>, then the component's state at the current position of
+    /// <paramref name="ctx"/>, then the main stream's checksum.
+    /// </summary>
     public static void Save(ModelSaveContext ctx, ComponentVersion version, Action<ComponentWriter> saveState)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
         ctx.SetVersionInfo(version.ToVersionInfo());
-        saveState(new ComponentWriter(ctx));
+        var writer = new ComponentWriter(ctx, version);
+        saveState(writer);
+        writer.Complete();
     }
 
     /// <summary>
@@ -144,10 +241,178 @@ internal static class ModelPersistence
         return header.ModelVerWritten;
     }
 
+    /// <summary>
+    /// Checks the checksum at the end of the main stream (content plus header fields) before the component reads it;
+    /// returns the content length and leaves the stream at <paramref name="start"/>.
+    /// </summary>
+    internal static long VerifyMainStream(ModelLoadContext ctx, long start, Func<string, FormatException> corrupt)
+    {
+        var stream = ctx.Reader.BaseStream;
+        // ML.NET validates its header fields but not the header's unused bytes (zeros as written, up to the model
+        // region): compare them with the parsed header written back, so a flip there cannot pass silently either.
+        var written = new byte[Math.Max(ModelHeader.Size, ctx.Header.FpModel)];
+        ModelHeader.MarshalToBytes(ref ctx.Header, written);
+        var stored = new byte[written.Length];
+        stream.Position = ctx.FpMin;
+        stream.ReadExactly(stored);
+        if (!written.AsSpan().SequenceEqual(stored) || HasStrayHeaderBytes(stored))
+            throw corrupt("its ML.NET model header holds bytes that no writer puts there");
+        long total = ctx.Header.CbModel;
+        if (total < sizeof(ulong))
+            throw corrupt($"it holds {total} bytes, too few for its {sizeof(ulong)}-byte checksum");
+        long length = total - sizeof(ulong);
+        stream.Position = start + length;
+        ulong storedHash = ctx.Reader.ReadUInt64();
+        var h = ctx.Header;
+        var header = EntryChecksum.HeaderBytes(h.ModelSignature, h.ModelVerWritten, h.ModelVerReadable,
+            ctx.LoaderAssemblyName, ModelHeader.GetLoaderSig(ref ctx.Header));
+        ulong computed = EntryChecksum.Hash(stream, start, length, header);
+        if (computed != storedHash)
+            throw corrupt(EntryChecksum.MismatchDetail(storedHash, computed));
+        stream.Position = start;
+        return length;
+    }
+
+    /// <summary>
+    /// Whether ML.NET's model header (Microsoft.ML 5.x layout) has non-zero bytes where its writer leaves zeros: after the
+    /// loader signature's terminating zero (its 24-byte field at 0x50) and after the last field (0xA0) up to the model.
+    /// </summary>
+    private static bool HasStrayHeaderBytes(ReadOnlySpan<byte> header)
+    {
+        const int signatureStart = 0x50;
+        const int signatureEnd = 0x80;
+        const int fieldsEnd = 0xA0;
+        if (header.Length < fieldsEnd)
+            return false;
+        var signature = header[signatureStart..signatureEnd];
+        int end = signature.IndexOf((byte)0);
+        if (end >= 0 && signature[end..].ContainsAnyExcept((byte)0))
+            return true;
+        return header[fieldsEnd..].ContainsAnyExcept((byte)0);
+    }
+
+    /// <summary>
+    /// The exception for a damaged entry: names the entry's path inside the zip, the component's loader and the model
+    /// zip file (when ML.NET read it from a file).
+    /// </summary>
+    /// <param name="ctx">The component's load context.</param>
+    /// <param name="component">The component.</param>
+    /// <param name="name">The side entry's name; null for the component's main stream.</param>
+    /// <param name="detail">What is wrong.</param>
+    internal static FormatException CorruptEntry(ModelLoadContext ctx, ComponentVersion component, string? name, string detail)
+    {
+        string dir = (ctx.Directory ?? "").Replace('\\', '/').Trim('/');
+        string entry = name ?? "Model.key";   // ML.NET's ModelFileUtils.ModelStreamName
+        string path = dir.Length == 0 ? entry : dir + "/" + entry;
+        string? zip = ModelFileName(ctx);
+        string where = zip is null ? "the model zip" : $"model zip '{zip}'";
+        return new FormatException(
+            $"Entry '{path}' of component '{component.LoaderSignature}' in {where} is corrupt: {detail}. " +
+            "The file was damaged after it was saved; save the model again or restore a good copy.");
+    }
+
+    /// <summary>The path of the model zip behind <paramref name="ctx"/> when it was opened from a file; otherwise null.</summary>
+    internal static string? ModelFileName(ModelLoadContext ctx)
+    {
+        // RepositoryReader keeps the ZipArchive; the archive keeps the stream it reads (a FileStream for
+        // mlContext.Model.Load(path)) in a private field of System.IO.Compression, read by reflection.
+        ZipArchive? archive = ctx.Repository?._archive;
+        if (archive is null)
+            return null;
+        try
+        {
+            var field = typeof(ZipArchive).GetField("_archiveStream", BindingFlags.Instance | BindingFlags.NonPublic);
+            return (field?.GetValue(archive) as FileStream)?.Name;
+        }
+        catch (Exception e) when (e is FieldAccessException or TargetException or ArgumentException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Creates a <see cref="SchemaShape.Column"/> (its constructor is internal to ML.NET).</summary>
     public static SchemaShape.Column SchemaColumn(string name, SchemaShape.Column.VectorKind kind, DataViewType itemType, bool isKey, SchemaShape? annotations = null)
         => new(name, kind, itemType, isKey, annotations);
 
     /// <summary>Builds a <see cref="SchemaShape"/> from columns (its constructor is internal to ML.NET).</summary>
     public static SchemaShape SchemaShapeOf(IEnumerable<SchemaShape.Column> columns) => new(columns);
+}
+
+/// <summary>XxHash64 checksums of persisted entries (see the file header).</summary>
+internal static class EntryChecksum
+{
+    /// <summary>Bytes of a side entry's footer: the content length (Int64) and its XxHash64 (UInt64).</summary>
+    public const int FooterSize = 16;
+
+    /// <summary>
+    /// XxHash64 of <paramref name="length"/> bytes of <paramref name="stream"/> from <paramref name="start"/>, then of
+    /// <paramref name="suffix"/>; leaves the stream at the end of the hashed range.
+    /// </summary>
+    public static ulong Hash(Stream stream, long start, long length, byte[]? suffix)
+    {
+        var hash = new XxHash64();
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 16);
+        try
+        {
+            stream.Position = start;
+            long left = length;
+            while (left > 0)
+            {
+                int n = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                if (n <= 0)
+                    throw new EndOfStreamException();
+                hash.Append(buffer.AsSpan(0, n));
+                left -= n;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        if (suffix is not null)
+            hash.Append(suffix);
+        return hash.GetCurrentHashAsUInt64();
+    }
+
+    /// <summary>
+    /// Checks a side entry's footer and checksum; returns the content length and leaves the stream at
+    /// <paramref name="start"/>.
+    /// </summary>
+    public static long VerifyFooter(Stream stream, long start, Func<string, FormatException> corrupt)
+    {
+        long total = stream.Length - start;
+        if (total < FooterSize)
+            throw corrupt($"it holds {total} bytes, too few for its {FooterSize}-byte checksum footer (truncated)");
+        Span<byte> footer = stackalloc byte[FooterSize];
+        stream.Position = start + total - FooterSize;
+        stream.ReadExactly(footer);
+        long length = BinaryPrimitives.ReadInt64LittleEndian(footer);
+        ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(footer[8..]);
+        if (length != total - FooterSize)
+            throw corrupt($"it holds {total} bytes, but its footer records {length} bytes of content and a {FooterSize}-byte footer (truncated or damaged)");
+        ulong computed = Hash(stream, start, length, null);
+        if (computed != stored)
+            throw corrupt(MismatchDetail(stored, computed));
+        stream.Position = start;
+        return length;
+    }
+
+    /// <summary>The detail of a checksum mismatch.</summary>
+    public static string MismatchDetail(ulong stored, ulong computed) =>
+        $"its XxHash64 checksum 0x{stored:X16} does not match its content (0x{computed:X16})";
+
+    /// <summary>The component header fields covered by the main stream's checksum, as bytes.</summary>
+    public static byte[] HeaderBytes(ulong modelSignature, uint written, uint readable, string? loaderAssembly, string? loaderSignature)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write(modelSignature);
+            w.Write(written);
+            w.Write(readable);
+            w.Write(loaderAssembly ?? "");
+            w.Write(loaderSignature ?? "");
+        }
+        return ms.ToArray();
+    }
 }

@@ -184,7 +184,7 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
     internal const string LoaderSignature = "TokenPackingTransformer";
 
     internal static readonly ComponentVersion Version =
-        new("LMPACKER", 0x00010001, 0x00010001, LoaderSignature, typeof(TokenPackerTransformer).Assembly);
+        new("LMPACKER", 0x00010002, 0x00010001, LoaderSignature, typeof(TokenPackerTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TokenPackerTransformer>.PersistenceVersion => Version;
 

@@ -204,7 +204,7 @@ public sealed class LmTokenizerTransformer : AppendColumnsTransformerBase, IPers
     internal const string LoaderSignature = "LmTokenizingTransformer";
 
     internal static readonly ComponentVersion Version =
-        new("LMTOKENZ", 0x00010001, 0x00010001, LoaderSignature, typeof(LmTokenizerTransformer).Assembly);
+        new("LMTOKENZ", 0x00010002, 0x00010001, LoaderSignature, typeof(LmTokenizerTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<LmTokenizerTransformer>.PersistenceVersion => Version;
 

@@ -68,7 +68,7 @@ public class CurationRobustnessTests
             var error = Assert.ThrowsAny<Exception>(() => ml.Model.Load(path, out _));
             var messages = string.Join(" | ", Chain(error).Select(e => e.Message));
             Assert.Contains("The model zip holds 'LlmTextQualityFilter' format version 0x00020001, readable from 0x00020001; " +
-                "this build of Microsoft.ML.Llm.Data reads versions 0x00010001 to 0x00010001. Update the package to load it.", messages);
+                "this build of Microsoft.ML.Llm.Data reads versions 0x00010001 to 0x00010002. Update the package to load it.", messages);
         }
         finally
         {

@@ -1,0 +1,35 @@
+namespace Microsoft.ML.Llm.Tests.Compatibility;
+
+/// <summary>Zips and checkpoints written before checksums (format 0x00010001) still load and give the same results.</summary>
+[Collection("Torch")]
+public class FormatV1CompatibilityTests
+{
+    [Fact]
+    public void OldPipelineZipLoadsAndReproducesTheRecordedOutputs()
+    {
+        string folder = FormatV1Fixture.OutputFolder;
+        var expected = Expected(folder).Where(l => !l.StartsWith("resumed ", StringComparison.Ordinal)).ToList();
+        AssertLines(expected, FormatV1Fixture.RecordOutputs(folder));
+    }
+
+    [Fact]
+    public void OldCheckpointResumesToTheRecordedLosses()
+    {
+        string folder = FormatV1Fixture.OutputFolder;
+        var expected = Expected(folder).Where(l => l.StartsWith("resumed ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, expected.Count);
+        AssertLines(expected, FormatV1Fixture.RecordResume(folder, Path.Combine(folder, FormatV1Fixture.CheckpointName)));
+    }
+
+    private static List<string> Expected(string folder) =>
+        File.ReadAllLines(Path.Combine(folder, FormatV1Fixture.ExpectedName))
+            .Where(l => !l.StartsWith("original ", StringComparison.Ordinal))
+            .ToList();
+
+    private static void AssertLines(List<string> expected, List<string> actual)
+    {
+        for (int i = 0; i < Math.Min(expected.Count, actual.Count); i++)
+            Assert.True(expected[i] == actual[i], $"line {i + 1} differs:\nexpected: {expected[i]}\nactual:   {actual[i]}");
+        Assert.Equal(expected.Count, actual.Count);
+    }
+}
