@@ -1,3 +1,4 @@
+using Microsoft.ML.Llm.Data.Internal;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,16 +14,19 @@ namespace Microsoft.ML.Llm;
 internal static class Checkpoint
 {
     private const string Magic = "MLLLMCKP";
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2;
+    private const int FirstChecksummedVersion = 2;
     private const string Extension = ".ckpt";
     private const string Prefix = "checkpoint-";
 
-    // Binary format, version 1 (little-endian, BinaryWriter; strings length-prefixed), fields in order:
+    // Binary format, version 2 (little-endian, BinaryWriter; strings length-prefixed), fields in order:
     //   string "MLLLMCKP"; int32 FormatVersion (1); GptConfig (its own versioned layout, GptConfig.Save);
     //   int64 Step; int64 RowsConsumed; int64 TokensSeen; float64 ElapsedSeconds; float64 BestValidationLoss;
     //   int64 BestStep; int32 EvaluationsWithoutImprovement; int32 Seed; history (TrainingHistory.Write);
     //   torch RNG state (a uint8 tensor, Tensor.Save); model weights (Module.save); optimizer state (save_state_dict);
-    //   bool has best weights; if so int32 count, then per tensor: string name, tensor (Tensor.Save).
+    //   bool has best weights; if so int32 count, then per tensor: string name, tensor (Tensor.Save);
+    //   footer (version 2 on): int64 content length (every byte before the footer), uint64 XxHash64 of that content
+    //   (EntryChecksum, as the model zip's side entries). Version 1 is the same without the footer; it still resumes.
 
     /// <summary>Writes <paramref name="state"/>, the weights, the optimizer and torch's RNG to a new checkpoint file
     /// in <paramref name="directory"/>, keeps the newest <paramref name="keep"/> files and returns the path.</summary>
@@ -31,7 +35,7 @@ internal static class Checkpoint
         Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, $"{Prefix}{state.Step:D9}{Extension}");
         string tmp = path + ".tmp";
-        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.ReadWrite, FileShare.None))
         using (var w = new BinaryWriter(stream))
         {
             w.Write(Magic);
@@ -60,6 +64,12 @@ internal static class Checkpoint
                 }
             }
 
+            w.Flush();
+            long length = stream.Position;
+            ulong hash = EntryChecksum.Hash(stream, 0, length, null);
+            stream.Position = length;
+            w.Write(length);
+            w.Write(hash);
             w.Flush();
             stream.Flush(flushToDisk: true);
         }
@@ -91,8 +101,18 @@ internal static class Checkpoint
         if (magic != Magic)
             throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
         int version = r.ReadInt32();
-        if (version != FormatVersion)
-            throw new FormatException($"Checkpoint '{path}' has format version {version}; this build reads version {FormatVersion}.");
+        if (version < 1 || version > FormatVersion)
+            throw new FormatException($"Checkpoint '{path}' has format version {version}; this build reads versions 1 to {FormatVersion}.");
+
+        // The checksum is checked before any field is parsed: a flipped bit in the weights would otherwise load silently.
+        long contentLength = stream.Length;
+        if (version >= FirstChecksummedVersion)
+        {
+            long afterVersion = stream.Position;
+            contentLength = EntryChecksum.VerifyFooter(stream, 0, detail => Corrupt(path, detail));
+            stream.Position = afterVersion;
+        }
+
         var saved = GptConfig.Load(r);
         if (saved != config)
         {
@@ -138,8 +158,13 @@ internal static class Checkpoint
             state.RestoreBestWeights(bestWeights);
         }
 
+        if (stream.Position != contentLength)
+            throw Corrupt(path, $"its content is {contentLength} bytes but reading it took {stream.Position}");
         return state;
     }
+
+    private static FormatException Corrupt(string path, string detail) =>
+        new($"Checkpoint '{path}' is corrupt: {detail}. The file was damaged after it was written; resume from an earlier checkpoint.");
 
     /// <summary>The checkpoint file to resume from: <paramref name="path"/> itself, or the newest one in that directory.</summary>
     public static string Resolve(string path)
