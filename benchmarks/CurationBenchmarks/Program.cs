@@ -33,7 +33,12 @@ static void PrintMachine()
         {
             var sw = Stopwatch.StartNew();
             long x = 0;
-            while (sw.ElapsedMilliseconds < 1500) for (int k = 0; k < 10_000; k++) x++;
+            while (sw.ElapsedMilliseconds < 1500)
+            {
+                for (int k = 0; k < 10_000; k++)
+                    x++;
+            }
+
             Interlocked.Add(ref total, x);
         });
         return total;
@@ -99,12 +104,14 @@ static void Throughput(string[] vocabulary)
 static long CountRows(IDataView view, int threads)
 {
     var cursors = threads == 1 ? [view.GetRowCursor(view.Schema)] : view.GetRowCursorSet(view.Schema, threads);
-    if (cursors.Length != threads) Console.WriteLine($"  (asked for {threads} cursors, got {cursors.Length})");
+    if (cursors.Length != threads)
+        Console.WriteLine($"  (asked for {threads} cursors, got {cursors.Length})");
     long n = 0;
     Parallel.ForEach(cursors, c =>
     {
         long k = 0;
-        while (c.MoveNext()) k++;
+        while (c.MoveNext())
+            k++;
         Interlocked.Add(ref n, k);
         c.Dispose();
     });
@@ -124,7 +131,8 @@ static double Best(int runs, Action action)
         action();
         double wall = sw.Elapsed.TotalSeconds;
         process.Refresh();
-        if (wall < best) { best = wall; cpu = (process.TotalProcessorTime - cpu0).TotalSeconds; }
+        if (wall < best)
+        { best = wall; cpu = (process.TotalProcessorTime - cpu0).TotalSeconds; }
     }
     LastCpuSeconds = cpu;
     return best;
@@ -151,7 +159,8 @@ static void DedupAccuracy()
                 var words = doc.Split(' ');
                 int edits = roundRng.Next(2) == 0 ? roundRng.Next(0, 5) : roundRng.Next(5, 81);
                 var positions = Enumerable.Range(0, words.Length).OrderBy(_ => roundRng.Next()).Take(edits);
-                foreach (int p in positions) words[p] = "zq" + roundRng.Next(1_000_000);
+                foreach (int p in positions)
+                    words[p] = "zq" + roundRng.Next(1_000_000);
                 string variant = string.Join(' ', words);
                 variants.Add((variant, RealText.TrueJaccard(doc, variant)));
             }
@@ -163,9 +172,12 @@ static void DedupAccuracy()
             {
                 bool removed = !kept.Contains(originals.Count + i);
                 double j = variants[i].Jaccard;
-                if (j >= 0.85) { high++; if (removed) highFound++; }
-                else if (j <= 0.5) { low++; if (removed) lowFound++; }
-                else { mid++; if (removed) midFound++; }
+                if (j >= 0.85)
+                { high++; if (removed) highFound++; }
+                else if (j <= 0.5)
+                { low++; if (removed) lowFound++; }
+                else
+                { mid++; if (removed) midFound++; }
             }
             originalsRemoved += Enumerable.Range(0, originals.Count).Count(i => !kept.Contains(i));
         }
@@ -191,7 +203,8 @@ static void Pipeline(string[] vocabulary, int megabytes)
     {
         var getter = cursor.GetGetter<ReadOnlyMemory<char>>(output.Schema["Clean"]);
         ReadOnlyMemory<char> text = default;
-        while (cursor.MoveNext()) { getter(ref text); rows++; chars += text.Length; }
+        while (cursor.MoveNext())
+        { getter(ref text); rows++; chars += text.Length; }
     }
     sw.Stop();
     var filter = (TextQualityFilterTransformer)model.ElementAt(1);
@@ -221,7 +234,8 @@ static class RealText
         var words = new List<string>();
         foreach (var f in Directory.GetFiles("/usr/share/common-licenses").Order(StringComparer.Ordinal))
         {
-            if (new FileInfo(f).Attributes.HasFlag(FileAttributes.ReparsePoint)) continue; // GPL -> GPL-3 etc.
+            if (new FileInfo(f).Attributes.HasFlag(FileAttributes.ReparsePoint))
+                continue; // GPL -> GPL-3 etc.
             words.AddRange(File.ReadAllText(f).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
         }
         return words.ToArray();
@@ -241,8 +255,10 @@ static class RealText
             string doc = string.Join(' ', all, start, words);
             var shingles = Shingles(doc);
             int shared = shingles.Count(s => index.ContainsKey(s));
-            if (shared > shingles.Count / 10) continue;
-            foreach (var s in shingles) index.TryAdd(s, docs.Count);
+            if (shared > shingles.Count / 10)
+                continue;
+            foreach (var s in shingles)
+                index.TryAdd(s, docs.Count);
             docs.Add(doc);
         }
         return docs;
@@ -254,12 +270,14 @@ static class RealText
         foreach (char c in text.Normalize(NormalizationForm.FormD))
         {
             var cat = char.GetUnicodeCategory(c);
-            if (cat == System.Globalization.UnicodeCategory.NonSpacingMark) continue;
+            if (cat == System.Globalization.UnicodeCategory.NonSpacingMark)
+                continue;
             norm.Append(char.IsLetter(c) ? char.ToLowerInvariant(c) : char.IsDigit(c) ? '0' : ' ');
         }
         var w = norm.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries);
         var set = new HashSet<string>();
-        for (int i = 0; i + 5 <= w.Length; i++) set.Add(string.Join(' ', w, i, 5));
+        for (int i = 0; i + 5 <= w.Length; i++)
+            set.Add(string.Join(' ', w, i, 5));
         return set;
     }
 
@@ -287,12 +305,15 @@ static class Synthetic
             for (int w = 0; w < words; w++)
             {
                 string word = rng.Next(3) == 0 ? s_stop[rng.Next(s_stop.Length)] : vocabulary[rng.Next(vocabulary.Length)];
-                if (w == 0) word = char.ToUpperInvariant(word[0]) + word[1..];
+                if (w == 0)
+                    word = char.ToUpperInvariant(word[0]) + word[1..];
                 sb.Append(word);
-                if (w < words - 1) sb.Append(dirty && rng.Next(40) == 0 ? "  " : (rng.Next(15) == 0 ? ", " : " "));
+                if (w < words - 1)
+                    sb.Append(dirty && rng.Next(40) == 0 ? "  " : (rng.Next(15) == 0 ? ", " : " "));
             }
             sb.Append(rng.Next(10) == 0 ? "!" : ".");
-            if (dirty && rng.Next(8) == 0) sb.Append(" \u201Cquoted\u201D \u2014 caf\u00E9\u200B");
+            if (dirty && rng.Next(8) == 0)
+                sb.Append(" \u201Cquoted\u201D \u2014 caf\u00E9\u200B");
             sb.Append(l % 4 == 3 ? "\n\n" : "\n");
         }
         return sb.ToString();
@@ -312,7 +333,10 @@ static class Synthetic
                 continue;
             }
             string doc = Document(vocabulary, rng, dirty);
-            if (recent.Count < 64) recent.Add(doc); else recent[rng.Next(64)] = doc;
+            if (recent.Count < 64)
+                recent.Add(doc);
+            else
+                recent[rng.Next(64)] = doc;
             yield return doc;
         }
     }

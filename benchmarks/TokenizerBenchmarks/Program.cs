@@ -167,6 +167,7 @@ static List<string> BuildCorpus(string text, long targetBytes, bool diverse)
             {
                 var chars = p.ToCharArray();
                 for (int i = 1; i < chars.Length; i++)
+                {
                     if (char.IsLetter(chars[i]) && !char.IsLetter(chars[i - 1]) && random.Next(10) < 3)
                     {
                         int end = i;
@@ -174,6 +175,8 @@ static List<string> BuildCorpus(string text, long targetBytes, bool diverse)
                             end++;
                         chars[random.Next(i, end)] = (char)('a' + random.Next(26));
                     }
+                }
+
                 p = new string(chars);
             }
             corpus.Add(p);

@@ -35,7 +35,13 @@ void Run(string name, GptConfig config, int batch, int steps)
     var data = ml.Data.LoadFromEnumerable(rows, schema);
     var lm = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
     {
-        Model = config, BatchSize = batch, MaxSteps = warmup + steps, WarmupSteps = 2, LearningRate = 1e-4, MinLearningRate = 1e-5, LogInterval = 1,
+        Model = config,
+        BatchSize = batch,
+        MaxSteps = warmup + steps,
+        WarmupSteps = 2,
+        LearningRate = 1e-4,
+        MinLearningRate = 1e-5,
+        LogInterval = 1,
     }).Fit(data);
     var h = lm.History;
     double seconds = h[^1].ElapsedSeconds - h[warmup - 1].ElapsedSeconds;
@@ -55,9 +61,11 @@ static double MatmulPeak(ScalarType dtype)
     for (int i = 0; i < 6; i++)
     {
         var sw = Stopwatch.StartNew();
-        using (var c = a.matmul(b)) c.sum().to(ScalarType.Float32).item<float>();
+        using (var c = a.matmul(b))
+            c.sum().to(ScalarType.Float32).item<float>();
         double s = sw.Elapsed.TotalSeconds;
-        if (i > 0) best = Math.Max(best, 2.0 * n * n * n / s / 1e9);   // first run is warmup
+        if (i > 0)
+            best = Math.Max(best, 2.0 * n * n * n / s / 1e9);   // first run is warmup
     }
     return best;
 }

@@ -128,7 +128,9 @@ static class GlibcxxPatch
         var span = elf.AsSpan();
         if (elf.Length < 64 || elf[0] != 0x7f || elf[1] != (byte)'E' || elf[2] != (byte)'L' || elf[3] != (byte)'F'
             || elf[4] != 2 /* ELFCLASS64 */ || elf[5] != 1 /* little endian */)
+        {
             return PatchResult.NotElf;
+        }
 
         ulong shoff = BinaryPrimitives.ReadUInt64LittleEndian(span[0x28..]);
         int shentsize = BinaryPrimitives.ReadUInt16LittleEndian(span[0x3A..]);

@@ -106,7 +106,8 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
     /// <summary>Mean log-likelihood (nats) per predicted token of one row; NaN for fewer than 2 tokens.</summary>
     public float ScoreTokens(ReadOnlySpan<int> tokens)
     {
-        if (tokens.Length < 2) return float.NaN;
+        if (tokens.Length < 2)
+            return float.NaN;
         Config.CheckTokenIds(tokens, nameof(tokens), "Token id");
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -118,7 +119,8 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         {
             int n = Math.Min(window, tokens.Length - 1 - start);
             var ids = new long[n + 1];
-            for (int i = 0; i <= n; i++) ids[i] = tokens[start + i];
+            for (int i = 0; i <= n; i++)
+                ids[i] = tokens[start + i];
             var all = torch.tensor(ids, new long[] { 1, n + 1 }, device: Device);
             var logits = Model.forward(all[.., ..n]);                                             // (1, n, Vp)
             var loss = nn.functional.cross_entropy(logits.view(n, -1), all[0, 1..], reduction: nn.Reduction.Sum);

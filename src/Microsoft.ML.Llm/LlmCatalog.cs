@@ -55,7 +55,8 @@ public sealed class LlmCatalog
         if (batchSize <= 0)
             throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, $"Parameter 'batchSize' must be a positive integer; got {batchSize}.");
         var lm = FindLanguageModel(model, out var before);
-        foreach (var t in before) data = t.Transform(data);
+        foreach (var t in before)
+            data = t.Transform(data);
         var blocks = TokenBlocks.Read(data, lm.TokensColumnName, null, null, "evaluation data");
         blocks.CheckVocabulary(lm.Config.ResolvedVocabularySize, "evaluation data", lm.TokensColumnName);
         return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, rows: null, lm.Tokenizer, documentMasking: false);
@@ -65,12 +66,14 @@ public sealed class LlmCatalog
     {
         ArgumentNullException.ThrowIfNull(model);
         before = [];
-        if (model is CausalLmTransformer direct) return direct;
+        if (model is CausalLmTransformer direct)
+            return direct;
         if (model is IEnumerable<ITransformer> chain)
         {
             foreach (var t in chain)
             {
-                if (t is CausalLmTransformer lm) return lm;
+                if (t is CausalLmTransformer lm)
+                    return lm;
                 before.Add(t);
             }
         }

@@ -106,7 +106,8 @@ public class PersistenceAndGenerationTests
         var gen = ml.Llm().CreateGenerator(lm);
         gen.Generate("to be", new GenerationOptions { MaxNewTokens = 20, Seed = 1 });
         long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        for (int i = 0; i < 5; i++) gen.Generate("to be", new GenerationOptions { MaxNewTokens = 20, Seed = i });
+        for (int i = 0; i < 5; i++)
+            gen.Generate("to be", new GenerationOptions { MaxNewTokens = 20, Seed = i });
         Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 

@@ -22,7 +22,12 @@ public class ReadmePipelineTests
             var lm = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
             {
                 Model = GptConfig.Tiny(contextLength: 32) with { Style = GptStyle.Modern },
-                MaxSteps = 30, LearningRate = 3e-3, WarmupSteps = 5, CheckpointDirectory = Path.Combine(dir, "ckpt"), CheckpointInterval = 10, NumberOfThreads = 1,
+                MaxSteps = 30,
+                LearningRate = 3e-3,
+                WarmupSteps = 5,
+                CheckpointDirectory = Path.Combine(dir, "ckpt"),
+                CheckpointInterval = 10,
+                NumberOfThreads = 1,
             }).Fit(prep.Transform(text));
             Assert.Equal(LmTokenizerKind.Bpe, lm.Tokenizer!.Kind);
             Assert.Equal(320, lm.Config.VocabularySize);                 // taken from the trained tokenizer
@@ -39,7 +44,8 @@ public class ReadmePipelineTests
         }
         finally
         {
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, recursive: true);
         }
     }
 }

@@ -32,7 +32,8 @@ internal static class TestData
     public static IDataView Blocks(MLContext ml, LmTokenizer tokenizer, int blockLength, int repeats = 4, int stride = 0)
     {
         var ids = tokenizer.Encode(string.Concat(Enumerable.Repeat(Corpus, repeats)));
-        if (stride <= 0) stride = blockLength;
+        if (stride <= 0)
+            stride = blockLength;
         var rows = new List<Block>();
         for (int s = 0; s + blockLength <= ids.Length; s += stride)
             rows.Add(new Block { Tokens = ids[s..(s + blockLength)] });

@@ -77,10 +77,12 @@ internal sealed class FilterDataView : IDataView
         bool has = false;
         foreach (var c in columns)
         {
-            if (c.Index < schema.Count) list.Add(schema[c.Index]);
+            if (c.Index < schema.Count)
+                list.Add(schema[c.Index]);
             has |= c.Index == index;
         }
-        if (!has) list.Add(schema[index]);
+        if (!has)
+            list.Add(schema[index]);
         return list;
     }
 
@@ -115,7 +117,8 @@ internal sealed class FilterDataView : IDataView
 
         public override bool MoveNext()
         {
-            if (_done) return false;
+            if (_done)
+                return false;
             while (_input.MoveNext())
             {
                 _in++;
@@ -125,7 +128,8 @@ internal sealed class FilterDataView : IDataView
                     _rejected[reason] = _rejected.GetValueOrDefault(reason) + 1;
                 if (reason == null || _parent._annotate)
                 {
-                    if (reason == null) _out++;
+                    if (reason == null)
+                        _out++;
                     _reason = reason == null ? ReadOnlyMemory<char>.Empty : reason.AsMemory();
                     _replaced = !_parent._annotate && _state.TryGetReplacement(out _replacement);
                     _position++;
@@ -157,7 +161,8 @@ internal sealed class FilterDataView : IDataView
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) _input.Dispose();
+            if (disposing)
+                _input.Dispose();
             base.Dispose(disposing);
         }
     }

@@ -51,6 +51,7 @@ internal sealed class PassCounter
             if (--_pending == 0)
                 report = new FilterReport(_in, _out, new Dictionary<string, long>(_rejected, StringComparer.Ordinal));
         }
-        if (report != null) _publish(report);
+        if (report != null)
+            _publish(report);
     }
 }

@@ -65,7 +65,8 @@ internal sealed class KeptRowsDataView : IDataView
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) _input.Dispose();
+            if (disposing)
+                _input.Dispose();
             base.Dispose(disposing);
         }
     }

@@ -27,8 +27,11 @@ public sealed class LanguageFilterOptions
         if (Languages is null || Languages.Count == 0)
             throw new ArgumentException($"Option 'Languages' must list at least one language; accepted: {string.Join(", ", LanguageIdentifier.Default.Languages)}.", nameof(Languages));
         foreach (var code in Languages)
+        {
             if (LanguageIdentifier.Default.IndexOf(code) < 0)
                 throw new ArgumentOutOfRangeException(nameof(Languages), code, $"Option 'Languages' has '{code}', which the bundled model does not know; accepted: {string.Join(", ", LanguageIdentifier.Default.Languages)}.");
+        }
+
         CurationChecks.InRange(MinScore, 0, 1, nameof(MinScore));
     }
 }

@@ -47,7 +47,8 @@ public sealed class LanguageIdentifier
             values.CopyTo(_rows, row * _stride);
             ulong key = Pack(gram);
             int i = Slot(key);
-            while (_slots[i] != 0) i = (i + 1) & _mask;
+            while (_slots[i] != 0)
+                i = (i + 1) & _mask;
             _keys[i] = key;
             _slots[i] = row++;
         }
@@ -58,7 +59,8 @@ public sealed class LanguageIdentifier
     private static ulong Pack(ReadOnlySpan<char> g)
     {
         ulong key = (ulong)g.Length << 48;
-        for (int k = 0; k < g.Length; k++) key |= (ulong)g[k] << (16 * k);
+        for (int k = 0; k < g.Length; k++)
+            key |= (ulong)g[k] << (16 * k);
         return key;
     }
 
@@ -72,8 +74,10 @@ public sealed class LanguageIdentifier
         while (true)
         {
             int row = _slots[i];
-            if (row == 0) return 0;           // unknown n-gram: the floors
-            if (_keys[i] == key) return row;
+            if (row == 0)
+                return 0;           // unknown n-gram: the floors
+            if (_keys[i] == key)
+                return row;
             i = (i + 1) & _mask;
         }
     }
@@ -106,14 +110,21 @@ public sealed class LanguageIdentifier
                 float v = r.ReadSingle();
                 if (g.Length is < 1 or > NGrams.MaxN)
                     throw new FormatException($"Language-ID model n-gram '{g}' has {g.Length} characters; expected 1 to {NGrams.MaxN}.");
-                if (!grams.TryGetValue(g, out var row)) grams[g] = row = new float[count];
+                if (!grams.TryGetValue(g, out var row))
+                    grams[g] = row = new float[count];
                 row[l] = v;
             }
         }
         // n-grams missing from a language's list get that language's floor
         foreach (var row in grams.Values)
+        {
             for (int l = 0; l < count; l++)
-                if (row[l] == 0) row[l] = floors[l];
+            {
+                if (row[l] == 0)
+                    row[l] = floors[l];
+            }
+        }
+
         return new LanguageIdentifier(languages, floors, grams);
     }
 
@@ -125,8 +136,10 @@ public sealed class LanguageIdentifier
     {
         var sb = t_features ??= new StringBuilder();
         NGrams.Features(text, sb);
-        if (sb.Length <= 1) return ("", 0f);
-        if (t_buffer is null || t_buffer.Length < sb.Length) t_buffer = new char[Math.Max(sb.Length, 1024)];
+        if (sb.Length <= 1)
+            return ("", 0f);
+        if (t_buffer is null || t_buffer.Length < sb.Length)
+            t_buffer = new char[Math.Max(sb.Length, 1024)];
         sb.CopyTo(0, t_buffer, 0, sb.Length);
         ReadOnlySpan<char> span = t_buffer.AsSpan(0, sb.Length);
 
@@ -137,14 +150,19 @@ public sealed class LanguageIdentifier
         var rows = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(_rows.AsSpan());
         int vectorsPerRow = acc.Length;
         for (int i = 0; i < span.Length; i++)
+        {
             for (int n = 1; n <= NGrams.MaxN && i + n <= span.Length; n++)
             {
                 var g = span.Slice(i, n);
-                if (n == 1 && g[0] == ' ') continue;
-                if (n == 2 && g[0] == ' ' && g[1] == ' ') continue;
+                if (n == 1 && g[0] == ' ')
+                    continue;
+                if (n == 2 && g[0] == ' ' && g[1] == ' ')
+                    continue;
                 int at = Row(Pack(g)) * vectorsPerRow;
-                for (int v = 0; v < vectorsPerRow; v++) acc[v] += rows[at + v];
+                for (int v = 0; v < vectorsPerRow; v++)
+                    acc[v] += rows[at + v];
             }
+        }
 
         int count = _languages.Length;
         // Script rule for Chinese, Japanese and Korean (as CLD does): when at least half of the letters are CJK, kana
@@ -153,12 +171,18 @@ public sealed class LanguageIdentifier
         int best = -1;
         for (int l = 0; l < count; l++)
         {
-            if (only >= 0 && l != only) continue;
-            if (best < 0 || sums[l] > sums[best]) best = l;
+            if (only >= 0 && l != only)
+                continue;
+            if (best < 0 || sums[l] > sums[best])
+                best = l;
         }
         double z = 0;
         for (int l = 0; l < count; l++)
-            if (only < 0 || l == only) z += Math.Exp((double)sums[l] - sums[best]);
+        {
+            if (only < 0 || l == only)
+                z += Math.Exp((double)sums[l] - sums[best]);
+        }
+
         return (_languages[best], (float)(1 / z));
     }
 
@@ -169,13 +193,18 @@ public sealed class LanguageIdentifier
         int letters = 0, kana = 0, hangul = 0, han = 0;
         foreach (char c in features)
         {
-            if (c == ' ') continue;
+            if (c == ' ')
+                continue;
             letters++;
-            if (c is >= '\u3040' and <= '\u30FF' or >= '\u31F0' and <= '\u31FF' or >= '\uFF66' and <= '\uFF9F') kana++;
-            else if (c is >= '\uAC00' and <= '\uD7AF' or >= '\u1100' and <= '\u11FF' or >= '\u3130' and <= '\u318F') hangul++;
-            else if (c is >= '\u4E00' and <= '\u9FFF' or >= '\u3400' and <= '\u4DBF' or >= '\uF900' and <= '\uFAFF') han++;
+            if (c is >= '\u3040' and <= '\u30FF' or >= '\u31F0' and <= '\u31FF' or >= '\uFF66' and <= '\uFF9F')
+                kana++;
+            else if (c is >= '\uAC00' and <= '\uD7AF' or >= '\u1100' and <= '\u11FF' or >= '\u3130' and <= '\u318F')
+                hangul++;
+            else if (c is >= '\u4E00' and <= '\u9FFF' or >= '\u3400' and <= '\u4DBF' or >= '\uF900' and <= '\uFAFF')
+                han++;
         }
-        if ((kana + hangul + han) * 2 < letters) return -1;
+        if ((kana + hangul + han) * 2 < letters)
+            return -1;
         string code = kana > 0 && kana >= hangul ? "ja" : hangul > 0 ? "ko" : "zh";
         return IndexOf(code);
     }

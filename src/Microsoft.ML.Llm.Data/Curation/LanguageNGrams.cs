@@ -21,21 +21,27 @@ internal static class NGrams
             else if (sb[^1] != ' ')
                 sb.Append(' ');
         }
-        if (sb[^1] != ' ') sb.Append(' ');
+        if (sb[^1] != ' ')
+            sb.Append(' ');
     }
 
     /// <summary>Calls the visitors with every n-gram (n = 1..3) that is not only spaces.</summary>
     public static void Visit(ReadOnlySpan<char> features, Action<string>? visitString, SpanVisitor? visitSpan)
     {
         for (int i = 0; i < features.Length; i++)
+        {
             for (int n = 1; n <= MaxN && i + n <= features.Length; n++)
             {
                 var g = features.Slice(i, n);
-                if (n == 1 && g[0] == ' ') continue;
-                if (n == 2 && g[0] == ' ' && g[1] == ' ') continue;
-                if (visitString != null) visitString(g.ToString());
+                if (n == 1 && g[0] == ' ')
+                    continue;
+                if (n == 2 && g[0] == ' ' && g[1] == ' ')
+                    continue;
+                if (visitString != null)
+                    visitString(g.ToString());
                 visitSpan?.Invoke(g);
             }
+        }
     }
 
     public delegate void SpanVisitor(ReadOnlySpan<char> gram);

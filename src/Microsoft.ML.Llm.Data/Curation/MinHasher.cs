@@ -52,14 +52,20 @@ internal sealed class MinHasher
         for (int c = 0; c < 65536; c++)
         {
             char ch = (char)c;
-            if (char.IsSurrogate(ch)) { t[c] = ch; continue; }
+            if (char.IsSurrogate(ch))
+            { t[c] = ch; continue; }
             var cat = CharUnicodeInfo.GetUnicodeCategory(ch);
-            if (char.IsWhiteSpace(ch) || cat is >= UnicodeCategory.ConnectorPunctuation and <= UnicodeCategory.OtherSymbol || cat == UnicodeCategory.Control) { t[c] = ' '; continue; }
-            if (cat is UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark or UnicodeCategory.Format) { t[c] = '\0'; continue; }
-            if (cat == UnicodeCategory.DecimalDigitNumber) { t[c] = '0'; continue; }
+            if (char.IsWhiteSpace(ch) || cat is >= UnicodeCategory.ConnectorPunctuation and <= UnicodeCategory.OtherSymbol || cat == UnicodeCategory.Control)
+            { t[c] = ' '; continue; }
+            if (cat is UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark or UnicodeCategory.Format)
+            { t[c] = '\0'; continue; }
+            if (cat == UnicodeCategory.DecimalDigitNumber)
+            { t[c] = '0'; continue; }
             char lower = char.ToLowerInvariant(ch);
-            if (lower < 128) { t[c] = lower; continue; }
-            if (cat is UnicodeCategory.OtherNotAssigned or UnicodeCategory.PrivateUse) { t[c] = lower; continue; }
+            if (lower < 128)
+            { t[c] = lower; continue; }
+            if (cat is UnicodeCategory.OtherNotAssigned or UnicodeCategory.PrivateUse)
+            { t[c] = lower; continue; }
             one[0] = lower;
             t[c] = ((ReadOnlySpan<char>)one).TryNormalize(decomposed, out int written, NormalizationForm.FormD) && written > 0 && !char.IsSurrogate(decomposed[0]) ? decomposed[0] : lower;
         }
@@ -76,23 +82,27 @@ internal sealed class MinHasher
         foreach (char raw in text)
         {
             char c = fold[raw];
-            if (c == '\0') continue;
+            if (c == '\0')
+                continue;
             if (c == ' ')
             {
                 if (inWord)
                 {
-                    if (n == words.Length) Array.Resize(ref words, n * 2);
+                    if (n == words.Length)
+                        Array.Resize(ref words, n * 2);
                     words[n++] = SpanHash.Mix(h);
                     inWord = false;
                 }
                 continue;
             }
-            if (!inWord) { h = 0xCBF29CE484222325UL; inWord = true; }
+            if (!inWord)
+            { h = 0xCBF29CE484222325UL; inWord = true; }
             h = (h ^ c) * 0x100000001B3UL;
         }
         if (inWord)
         {
-            if (n == words.Length) Array.Resize(ref words, n * 2);
+            if (n == words.Length)
+                Array.Resize(ref words, n * 2);
             words[n++] = SpanHash.Mix(h);
         }
         return n;
@@ -102,12 +112,14 @@ internal sealed class MinHasher
     public int Shingles(ReadOnlySpan<ulong> words, ref ulong[] shingles)
     {
         int count = words.Length < _n ? (words.IsEmpty ? 0 : 1) : words.Length - _n + 1;
-        if (shingles.Length < count) shingles = new ulong[Math.Max(count, shingles.Length * 2)];
+        if (shingles.Length < count)
+            shingles = new ulong[Math.Max(count, shingles.Length * 2)];
         int width = Math.Min(_n, words.Length);
         for (int i = 0; i < count; i++)
         {
             ulong h = (ulong)width;
-            for (int k = 0; k < width; k++) h = SpanHash.Combine(h, words[i + k]);
+            for (int k = 0; k < width; k++)
+                h = SpanHash.Combine(h, words[i + k]);
             shingles[i] = SpanHash.Mix(h);
         }
         return count;
@@ -130,7 +142,8 @@ internal sealed class MinHasher
         for (int band = 0; band < _bands; band++)
         {
             ulong h = (ulong)band + 1;
-            for (int r = 0; r < _rows; r++) h = SpanHash.Combine(h, signature[band * _rows + r]);
+            for (int r = 0; r < _rows; r++)
+                h = SpanHash.Combine(h, signature[band * _rows + r]);
             bands[band] = SpanHash.Mix(h);
         }
     }
@@ -142,7 +155,8 @@ internal sealed class MinHasher
     {
         int n = WordHashes(text, ref words);
         ulong h = (ulong)n;
-        for (int i = 0; i < n; i++) h = SpanHash.Combine(h, words[i]);
+        for (int i = 0; i < n; i++)
+            h = SpanHash.Combine(h, words[i]);
         hash = SpanHash.Mix(h);
         return n > 0;
     }

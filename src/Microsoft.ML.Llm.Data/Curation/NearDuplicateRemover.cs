@@ -224,7 +224,10 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
                 count = 0;
                 used = 0;
             }
-            if (text.Length > buffer.Length) batch[count++] = text.ToArray(); // a single huge row
+            if (text.Length > buffer.Length)
+            {
+                batch[count++] = text.ToArray(); // a single huge row
+            }
             else
             {
                 text.Span.CopyTo(buffer.AsSpan(used));
@@ -232,7 +235,8 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
                 used += text.Length;
             }
         }
-        if (count > 0) processBatch(first, count, batch);
+        if (count > 0)
+            processBatch(first, count, batch);
     }
 
     private sealed class Scratch(int signatureLength)
@@ -264,16 +268,24 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
                 {
                     long row = first + i;
                     bool keep;
-                    if (!has[i]) { keep = true; empty++; }
-                    else if (seen.Add(hashes[i])) keep = true;
+                    if (!has[i])
+                    { keep = true; empty++; }
+                    else if (seen.Add(hashes[i]))
+                    {
+                        keep = true;
+                    }
                     else
                     {
                         keep = false;
                         clusters.Add(hashes[i]);
-                        if (refs.Contains(hashes[i])) refMatch++; else dup++;
+                        if (refs.Contains(hashes[i]))
+                            refMatch++;
+                        else
+                            dup++;
                     }
                     SetBit(keptBits, row, keep);
-                    if (keep) kept++;
+                    if (keep)
+                        kept++;
                     rows++;
                 }
             });
@@ -283,7 +295,8 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
         int bands = o.Bands;
         int refCount = _reference.Count;
         var bandHashes = new ChunkedList<ulong>();  // (refCount + rows) × bands, in 8 MB chunks (no doubling copies)
-        foreach (var h in _reference.BandHashes) bandHashes.Add(h);
+        foreach (var h in _reference.BandHashes)
+            bandHashes.Add(h);
         var hasWords = new List<bool>(Enumerable.Repeat(true, refCount));
         var batchBands = new ulong[1024 * bands];
         var batchHas = new bool[1024];
@@ -296,13 +309,16 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
                 int ns = hasher.Shingles(s.Words.AsSpan(0, nw), ref s.Shingles);
                 batchHas[i] = ns > 0;
                 var target = batchBands.AsSpan(i * bands, bands);
-                if (ns > 0) hasher.BandHashes(s.Shingles.AsSpan(0, ns), target, s.Signature);
-                else target.Clear();
+                if (ns > 0)
+                    hasher.BandHashes(s.Shingles.AsSpan(0, ns), target, s.Signature);
+                else
+                    target.Clear();
             });
             for (int i = 0; i < count; i++)
             {
                 hasWords.Add(batchHas[i]);
-                for (int b = 0; b < bands; b++) bandHashes.Add(batchBands[i * bands + b]);
+                for (int b = 0; b < bands; b++)
+                    bandHashes.Add(batchBands[i * bands + b]);
             }
         });
 
@@ -317,7 +333,8 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
             int m = 0;
             for (int d = 0; d < total; d++)
             {
-                if (!hasWords[d]) continue;
+                if (!hasWords[d])
+                    continue;
                 keys[m] = bandHashes[(long)d * bands + b];
                 docs[m++] = d;
             }
@@ -325,13 +342,18 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
             for (int i = 0; i < m;)
             {
                 int j = i + 1;
-                while (j < m && keys[j] == keys[i]) j++;
+                while (j < m && keys[j] == keys[i])
+                    j++;
                 if (j - i > 1)
                 {
                     int anchor = int.MaxValue;
-                    for (int k = i; k < j; k++) anchor = Math.Min(anchor, docs[k]);
                     for (int k = i; k < j; k++)
-                        if (docs[k] != anchor) pairs.Add((anchor, docs[k]));
+                        anchor = Math.Min(anchor, docs[k]);
+                    for (int k = i; k < j; k++)
+                    {
+                        if (docs[k] != anchor)
+                            pairs.Add((anchor, docs[k]));
+                    }
                 }
                 i = j;
             }
@@ -342,35 +364,46 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
         if (o.Verify && pairs.Count > 0)
         {
             var needed = new HashSet<int>();
-            foreach (var (x, y) in pairs) { needed.Add(x); needed.Add(y); }
+            foreach (var (x, y) in pairs)
+            { needed.Add(x); needed.Add(y); }
             var shingleSets = new Dictionary<int, ulong[]>();
             for (int r = 0; r < refCount && r < _reference.Shingles.Length; r++)
-                if (needed.Contains(r)) shingleSets[r] = _reference.Shingles[r];
+            {
+                if (needed.Contains(r))
+                    shingleSets[r] = _reference.Shingles[r];
+            }
+
             var batchSets = new ulong[1024][];
             ReadBatches(input, index, (first, count, batch) =>
             {
                 Parallel.For(0, count, parallel, i =>
                 {
                     batchSets[i] = null!;
-                    if (!needed.Contains(refCount + first + i)) return;
+                    if (!needed.Contains(refCount + first + i))
+                        return;
                     var s = scratch.Value!;
                     int nw = MinHasher.WordHashes(batch[i].Span, ref s.Words);
                     int ns = hasher.Shingles(s.Words.AsSpan(0, nw), ref s.Shingles);
                     batchSets[i] = ReferenceSet.SortedUnique(s.Shingles.AsSpan(0, ns));
                 });
                 for (int i = 0; i < count; i++)
-                    if (batchSets[i] != null) shingleSets[refCount + first + i] = batchSets[i];
+                {
+                    if (batchSets[i] != null)
+                        shingleSets[refCount + first + i] = batchSets[i];
+                }
             });
             foreach (var (x, y) in pairs.OrderBy(p => p.Item1).ThenBy(p => p.Item2))
             {
                 if (shingleSets.TryGetValue(x, out var sx) && shingleSets.TryGetValue(y, out var sy) && Jaccard(sx, sy) >= o.JaccardThreshold)
                     uf.Union(x, y);
-                else rejected++;
+                else
+                    rejected++;
             }
         }
         else
         {
-            foreach (var (x, y) in pairs) uf.Union(x, y);
+            foreach (var (x, y) in pairs)
+                uf.Union(x, y);
         }
 
         var bits = new ulong[(rowCount + 63) / 64];
@@ -379,7 +412,8 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
         for (int r = 0; r < rowCount; r++)
         {
             int d = refCount + r;
-            if (!hasWords[d]) emptyRows++;
+            if (!hasWords[d])
+                emptyRows++;
             int root = uf.Find(d);
             if (root == d)
             {
@@ -388,25 +422,42 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
                 continue;
             }
             clusterRoots.Add(root);
-            if (root < refCount) refRows++; else dupRows++;
+            if (root < refCount)
+                refRows++;
+            else
+                dupRows++;
         }
         return (bits, new DeduplicationReport
         {
-            RowsIn = rowCount, RowsOut = keptRows, Clusters = clusterRoots.Count, RemovedAsDuplicate = dupRows,
-            RemovedAsReferenceMatch = refRows, EmptyRows = emptyRows, CandidatePairs = pairs.Count, RejectedPairs = rejected,
+            RowsIn = rowCount,
+            RowsOut = keptRows,
+            Clusters = clusterRoots.Count,
+            RemovedAsDuplicate = dupRows,
+            RemovedAsReferenceMatch = refRows,
+            EmptyRows = emptyRows,
+            CandidatePairs = pairs.Count,
+            RejectedPairs = rejected,
         });
     }
 
     /// <summary>Jaccard similarity of two sorted sets.</summary>
     internal static double Jaccard(ReadOnlySpan<ulong> a, ReadOnlySpan<ulong> b)
     {
-        if (a.IsEmpty && b.IsEmpty) return 1;
+        if (a.IsEmpty && b.IsEmpty)
+            return 1;
         int i = 0, j = 0, inter = 0;
         while (i < a.Length && j < b.Length)
         {
-            if (a[i] == b[j]) { inter++; i++; j++; }
-            else if (a[i] < b[j]) i++;
-            else j++;
+            if (a[i] == b[j])
+            { inter++; i++; j++; }
+            else if (a[i] < b[j])
+            {
+                i++;
+            }
+            else
+            {
+                j++;
+            }
         }
         return (double)inter / (a.Length + b.Length - inter);
     }
@@ -414,8 +465,10 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
     private static void SetBit(List<ulong> bits, long row, bool value)
     {
         int word = (int)(row >> 6);
-        while (bits.Count <= word) bits.Add(0);
-        if (value) bits[word] |= 1UL << (int)(row & 63);
+        while (bits.Count <= word)
+            bits.Add(0);
+        if (value)
+            bits[word] |= 1UL << (int)(row & 63);
     }
 
     // Binary format (version 0x00010001): InputColumnName (string), Mode, NGramSize, Bands, RowsPerBand, Seed (int32 each),
@@ -443,8 +496,14 @@ public sealed class NearDuplicateRemoverTransformer : RowCountChangingTransforme
         string input = r.ReadString();
         var o = new NearDuplicateRemoverOptions
         {
-            Mode = (DeduplicationMode)r.ReadInt32(), NGramSize = r.ReadInt32(), Bands = r.ReadInt32(), RowsPerBand = r.ReadInt32(),
-            Seed = r.ReadInt32(), Verify = r.ReadBoolean(), JaccardThreshold = r.ReadDouble(), MaxDegreeOfParallelism = r.ReadInt32(),
+            Mode = (DeduplicationMode)r.ReadInt32(),
+            NGramSize = r.ReadInt32(),
+            Bands = r.ReadInt32(),
+            RowsPerBand = r.ReadInt32(),
+            Seed = r.ReadInt32(),
+            Verify = r.ReadBoolean(),
+            JaccardThreshold = r.ReadDouble(),
+            MaxDegreeOfParallelism = r.ReadInt32(),
         };
         o.Validate();
         ReferenceSet reference = new();

@@ -62,7 +62,8 @@ internal static class TextClasses
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsPunctuation(char c)
     {
-        if (c < 128) return c < 0x30 ? c != ' ' : (c <= 0x39 ? false : (c < 0x41 || (c > 0x5A && c < 0x61) || c > 0x7A));
+        if (c < 128)
+            return c < 0x30 ? c != ' ' : (c <= 0x39 ? false : (c < 0x41 || (c > 0x5A && c < 0x61) || c > 0x7A));
         var cat = CharUnicodeInfo.GetUnicodeCategory(c);
         return cat is >= UnicodeCategory.ConnectorPunctuation and <= UnicodeCategory.OtherSymbol || cat == UnicodeCategory.Control;
     }
@@ -100,7 +101,8 @@ internal sealed class QualityEvaluator : RowFilterState
     {
         var p = new ulong[64];
         p[0] = 1;
-        for (int i = 1; i < p.Length; i++) p[i] = p[i - 1] * RollBase;
+        for (int i = 1; i < p.Length; i++)
+            p[i] = p[i - 1] * RollBase;
         return p;
     }
 
@@ -131,7 +133,8 @@ internal sealed class QualityEvaluator : RowFilterState
     private ulong SlowNGramHash(int i, int n)
     {
         ulong h = 0;
-        for (int k = 0; k < n; k++) h = SpanHash.Combine(h, _tokens[i + k].Hash);
+        for (int k = 0; k < n; k++)
+            h = SpanHash.Combine(h, _tokens[i + k].Hash);
         return SpanHash.Mix(h);
     }
 
@@ -165,16 +168,20 @@ internal sealed class QualityEvaluator : RowFilterState
         {
             Tokenize(text);
             tokenized = true;
-            if (GopherRepetition(text) is { } r) return r;
+            if (GopherRepetition(text) is { } r)
+                return r;
         }
         if (_o.GopherQuality)
         {
-            if (!tokenized) Tokenize(text);
-            if (GopherQuality(text) is { } r) return r;
+            if (!tokenized)
+                Tokenize(text);
+            if (GopherQuality(text) is { } r)
+                return r;
         }
         if (_o.C4)
         {
-            if (C4(text, out int keptLength) is { } r) return r;
+            if (C4(text, out int keptLength) is { } r)
+                return r;
             if (_o.C4RemoveLines && !_c4Buffer.AsSpan(0, keptLength).SequenceEqual(text))
             {
                 _replacement = new string(_c4Buffer, 0, keptLength).AsMemory();
@@ -185,7 +192,8 @@ internal sealed class QualityEvaluator : RowFilterState
         }
         if (_o.FineWeb)
         {
-            if (FineWeb(text, tokenized) is { } r) return r;
+            if (FineWeb(text, tokenized) is { } r)
+                return r;
         }
         return null;
     }
@@ -204,7 +212,8 @@ internal sealed class QualityEvaluator : RowFilterState
         while (i < text.Length)
         {
             char c = text[i];
-            if (TextClasses.IsSpace(c)) { i++; continue; }
+            if (TextClasses.IsSpace(c))
+            { i++; continue; }
             int start = i;
             bool isWord = !TextClasses.IsPunctuation(c);
             bool letter = false;
@@ -213,11 +222,13 @@ internal sealed class QualityEvaluator : RowFilterState
                 while (i < text.Length)
                 {
                     c = text[i];
-                    if (TextClasses.IsSpace(c)) break;
+                    if (TextClasses.IsSpace(c))
+                        break;
                     if (TextClasses.IsPunctuation(c))
                     {
                         // an apostrophe between two word characters stays inside the word (don't, l'homme)
-                        if ((c == '\'' || c == '’') && i + 1 < text.Length && !TextClasses.IsSpace(text[i + 1]) && !TextClasses.IsPunctuation(text[i + 1])) { i++; continue; }
+                        if ((c == '\'' || c == '’') && i + 1 < text.Length && !TextClasses.IsSpace(text[i + 1]) && !TextClasses.IsPunctuation(text[i + 1]))
+                        { i++; continue; }
                         break;
                     }
                     letter |= TextClasses.IsAlpha(c);
@@ -226,9 +237,11 @@ internal sealed class QualityEvaluator : RowFilterState
             }
             else
             {
-                while (i < text.Length && !TextClasses.IsSpace(text[i]) && TextClasses.IsPunctuation(text[i])) i++;
+                while (i < text.Length && !TextClasses.IsSpace(text[i]) && TextClasses.IsPunctuation(text[i]))
+                    i++;
             }
-            if (n == _tokens.Length) Array.Resize(ref _tokens, n * 2);
+            if (n == _tokens.Length)
+                Array.Resize(ref _tokens, n * 2);
             _tokens[n] = new WordToken { Start = start, Length = i - start, IsWord = isWord, HasLetter = letter, Hash = SpanHash.Hash(text[start..i]) };
             n++;
         }
@@ -250,22 +263,31 @@ internal sealed class QualityEvaluator : RowFilterState
         int alphaWords = 0, stopWords = 0;
         foreach (ref readonly var t in tokens)
         {
-            if (t.IsWord) { nNonSymbol++; nonSymbolChars += t.Length; }
-            if (t.HasLetter) alphaWords++;
-            if (t.Length <= 4 && IsStopWord(in t)) stopWords++;
+            if (t.IsWord)
+            { nNonSymbol++; nonSymbolChars += t.Length; }
+            if (t.HasLetter)
+                alphaWords++;
+            if (t.Length <= 4 && IsStopWord(in t))
+                stopWords++;
         }
-        if (o.GopherMinDocWords > 0 && nNonSymbol < o.GopherMinDocWords) return "gopher_short_doc";
-        if (o.GopherMaxDocWords > 0 && nNonSymbol > o.GopherMaxDocWords) return "gopher_long_doc";
+        if (o.GopherMinDocWords > 0 && nNonSymbol < o.GopherMinDocWords)
+            return "gopher_short_doc";
+        if (o.GopherMaxDocWords > 0 && nNonSymbol > o.GopherMaxDocWords)
+            return "gopher_long_doc";
         if (nNonSymbol > 0)
         {
             double avg = (double)nonSymbolChars / nNonSymbol;
-            if (o.GopherMinAvgWordLength > 0 && avg < o.GopherMinAvgWordLength) return "gopher_below_avg_threshold";
-            if (o.GopherMaxAvgWordLength > 0 && avg > o.GopherMaxAvgWordLength) return "gopher_above_avg_threshold";
+            if (o.GopherMinAvgWordLength > 0 && avg < o.GopherMinAvgWordLength)
+                return "gopher_below_avg_threshold";
+            if (o.GopherMaxAvgWordLength > 0 && avg > o.GopherMaxAvgWordLength)
+                return "gopher_above_avg_threshold";
         }
         if (o.GopherMaxSymbolWordRatio > 0 && nWords > 0)
         {
-            if ((double)text.Count('#') / nWords > o.GopherMaxSymbolWordRatio) return "gopher_too_many_hashes";
-            if ((double)(text.Count("...") + text.Count('…')) / nWords > o.GopherMaxSymbolWordRatio) return "gopher_too_many_ellipsis";
+            if ((double)text.Count('#') / nWords > o.GopherMaxSymbolWordRatio)
+                return "gopher_too_many_hashes";
+            if ((double)(text.Count("...") + text.Count('…')) / nWords > o.GopherMaxSymbolWordRatio)
+                return "gopher_too_many_ellipsis";
         }
         if (o.GopherMaxBulletLinesRatio > 0 || o.GopherMaxEllipsisLinesRatio > 0)
         {
@@ -274,25 +296,35 @@ internal sealed class QualityEvaluator : RowFilterState
             {
                 lines++;
                 var l = line.TrimStart();
-                if (l.StartsWith('•') || l.StartsWith('-')) bullets++;
+                if (l.StartsWith('•') || l.StartsWith('-'))
+                    bullets++;
                 var r = line.TrimEnd();
-                if (r.EndsWith("...") || r.EndsWith('…')) ellipsis++;
+                if (r.EndsWith("...") || r.EndsWith('…'))
+                    ellipsis++;
             }
             if (lines > 0)
             {
-                if (o.GopherMaxBulletLinesRatio > 0 && (double)bullets / lines > o.GopherMaxBulletLinesRatio) return "gopher_too_many_bullets";
-                if (o.GopherMaxEllipsisLinesRatio > 0 && (double)ellipsis / lines > o.GopherMaxEllipsisLinesRatio) return "gopher_too_many_end_ellipsis";
+                if (o.GopherMaxBulletLinesRatio > 0 && (double)bullets / lines > o.GopherMaxBulletLinesRatio)
+                    return "gopher_too_many_bullets";
+                if (o.GopherMaxEllipsisLinesRatio > 0 && (double)ellipsis / lines > o.GopherMaxEllipsisLinesRatio)
+                    return "gopher_too_many_end_ellipsis";
             }
         }
-        if (o.GopherMinAlphaWordsRatio > 0 && nWords > 0 && (double)alphaWords / nWords < o.GopherMinAlphaWordsRatio) return "gopher_below_alpha_threshold";
-        if (o.GopherMinStopWords > 0 && stopWords < o.GopherMinStopWords) return "gopher_enough_stop_words";
+        if (o.GopherMinAlphaWordsRatio > 0 && nWords > 0 && (double)alphaWords / nWords < o.GopherMinAlphaWordsRatio)
+            return "gopher_below_alpha_threshold";
+        if (o.GopherMinStopWords > 0 && stopWords < o.GopherMinStopWords)
+            return "gopher_enough_stop_words";
         return null;
     }
 
     private bool IsStopWord(in WordToken t)
     {
         foreach (ulong h in _stopWordHashes)
-            if (h == t.Hash) return true;
+        {
+            if (h == t.Hash)
+                return true;
+        }
+
         return false;
     }
 
@@ -301,30 +333,39 @@ internal sealed class QualityEvaluator : RowFilterState
     private string? GopherRepetition(ReadOnlySpan<char> text)
     {
         var o = _o;
-        if (text.Length == 0) return null;
+        if (text.Length == 0)
+            return null;
         double len = text.Length;
 
         // paragraphs: re.split(r"\n{2,}", text.strip())
         var (paragraphs, paraDup, paraDupChars) = Duplicates(text.Trim(), paragraphs: true);
-        if (o.DupParagraphFraction > 0 && (double)paraDup / paragraphs > o.DupParagraphFraction) return "dup_para_frac";
-        if (o.DupParagraphCharFraction > 0 && paraDupChars / len > o.DupParagraphCharFraction) return "dup_para_char_frac";
+        if (o.DupParagraphFraction > 0 && (double)paraDup / paragraphs > o.DupParagraphFraction)
+            return "dup_para_frac";
+        if (o.DupParagraphCharFraction > 0 && paraDupChars / len > o.DupParagraphCharFraction)
+            return "dup_para_char_frac";
 
         // lines: re.split("\n+", text)
         var (lines, lineDup, lineDupChars) = Duplicates(text, paragraphs: false);
-        if (o.DupLineFraction > 0 && (double)lineDup / lines > o.DupLineFraction) return "dup_line_frac";
-        if (o.DupLineCharFraction > 0 && lineDupChars / len > o.DupLineCharFraction) return "dup_line_char_frac";
+        if (o.DupLineFraction > 0 && (double)lineDup / lines > o.DupLineFraction)
+            return "dup_line_frac";
+        if (o.DupLineCharFraction > 0 && lineDupChars / len > o.DupLineCharFraction)
+            return "dup_line_char_frac";
 
         var tokens = Tokens;
         BuildPrefixes();
         foreach (var t in o.TopNGrams)
         {
-            if (t.MaxCharFraction <= 0 || tokens.Length < t.N) continue;
-            if (TopNGramChars(tokens, t.N) / len > t.MaxCharFraction) return $"top_{t.N}_gram";
+            if (t.MaxCharFraction <= 0 || tokens.Length < t.N)
+                continue;
+            if (TopNGramChars(tokens, t.N) / len > t.MaxCharFraction)
+                return $"top_{t.N}_gram";
         }
         foreach (var t in o.DuplicateNGrams)
         {
-            if (t.MaxCharFraction <= 0) continue;
-            if (DuplicateNGramChars(tokens, t.N) / len > t.MaxCharFraction) return $"duplicated_{t.N}_n_grams";
+            if (t.MaxCharFraction <= 0)
+                continue;
+            if (DuplicateNGramChars(tokens, t.N) / len > t.MaxCharFraction)
+                return $"duplicated_{t.N}_n_grams";
         }
         return null;
     }
@@ -340,17 +381,20 @@ internal sealed class QualityEvaluator : RowFilterState
         while (true)
         {
             int nl = text[i..].IndexOf('\n');
-            if (nl < 0) break;
+            if (nl < 0)
+                break;
             nl += i;
             int end = nl;
-            while (end < text.Length && text[end] == '\n') end++;
+            while (end < text.Length && text[end] == '\n')
+                end++;
             if (!paragraphs || end - nl >= 2)
             {
                 Add(text[start..nl]);
                 start = end;
             }
             i = end;
-            if (i >= text.Length) break;
+            if (i >= text.Length)
+                break;
         }
         Add(text[start..]);
         return (count, dup, dupChars);
@@ -414,7 +458,8 @@ internal sealed class QualityEvaluator : RowFilterState
         bool original = o.C4Variant == C4Variant.OriginalC4;
         int minWords = o.C4MinWordsPerLine ?? (original ? 5 : 3);
         int minSentences = o.C4MinSentences ?? (original ? 3 : 5);
-        if (_c4Buffer.Length < text.Length) _c4Buffer = new char[Math.Max(text.Length, _c4Buffer.Length * 2)];
+        if (_c4Buffer.Length < text.Length)
+            _c4Buffer = new char[Math.Max(text.Length, _c4Buffer.Length * 2)];
         var output = _c4Buffer.AsSpan();
         keptLength = 0;
         int sentences = 0;
@@ -429,37 +474,51 @@ internal sealed class QualityEvaluator : RowFilterState
                 foreach (var w in new WordEnumerator(line))
                 {
                     words++;
-                    if (o.C4MaxWordLength > 0 && w.Length > o.C4MaxWordLength) tooLong = true;
+                    if (o.C4MaxWordLength > 0 && w.Length > o.C4MaxWordLength)
+                        tooLong = true;
                 }
-                if (tooLong) continue;
+                if (tooLong)
+                    continue;
                 if (o.C4RemoveCitations && line.Contains('['))
                 {
-                    if (lineBuffer == null || lineBuffer.Length < line.Length) { if (lineBuffer != null) ArrayPool<char>.Shared.Return(lineBuffer); lineBuffer = ArrayPool<char>.Shared.Rent(line.Length); }
+                    if (lineBuffer == null || lineBuffer.Length < line.Length)
+                    { if (lineBuffer != null) ArrayPool<char>.Shared.Return(lineBuffer); lineBuffer = ArrayPool<char>.Shared.Rent(line.Length); }
                     line = lineBuffer.AsSpan(0, RemoveCitations(line, lineBuffer));
                 }
                 if (o.C4FilterNoTerminalPunctuation)
                 {
-                    if (line.IsEmpty) continue;
+                    if (line.IsEmpty)
+                        continue;
                     char last = line[^1];
                     bool endsOk = last is '.' or '?' or '!' or '"' || (last == '\'' && !original);
-                    if (!endsOk || line.EndsWith("...")) continue;
+                    if (!endsOk || line.EndsWith("..."))
+                        continue;
                 }
-                if (words < minWords) continue;
-                if (o.C4FilterLoremIpsum && line.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase)) return "lorem_ipsum";
-                if (o.C4FilterJavascript && line.Contains("javascript", StringComparison.OrdinalIgnoreCase)) continue;
-                if (o.C4FilterCurlyBracket && line.Contains('{')) return "curly_bracket";
-                if (o.C4FilterPolicy && ContainsPolicy(line)) continue;
-                if (minSentences > 0) sentences += CountSentences(line);
-                if (keptLength > 0) output[keptLength++] = '\n';
+                if (words < minWords)
+                    continue;
+                if (o.C4FilterLoremIpsum && line.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase))
+                    return "lorem_ipsum";
+                if (o.C4FilterJavascript && line.Contains("javascript", StringComparison.OrdinalIgnoreCase))
+                    continue;
+                if (o.C4FilterCurlyBracket && line.Contains('{'))
+                    return "curly_bracket";
+                if (o.C4FilterPolicy && ContainsPolicy(line))
+                    continue;
+                if (minSentences > 0)
+                    sentences += CountSentences(line);
+                if (keptLength > 0)
+                    output[keptLength++] = '\n';
                 line.CopyTo(output[keptLength..]);
                 keptLength += line.Length;
             }
         }
         finally
         {
-            if (lineBuffer != null) ArrayPool<char>.Shared.Return(lineBuffer);
+            if (lineBuffer != null)
+                ArrayPool<char>.Shared.Return(lineBuffer);
         }
-        if (sentences < minSentences) return "too_few_sentences";
+        if (sentences < minSentences)
+            return "too_few_sentences";
         var kept = output[..keptLength].Trim();
         if (kept.Length != keptLength)
         {
@@ -472,7 +531,11 @@ internal sealed class QualityEvaluator : RowFilterState
     private static bool ContainsPolicy(ReadOnlySpan<char> line)
     {
         foreach (var p in s_policy)
-            if (line.Contains(p, StringComparison.OrdinalIgnoreCase)) return true;
+        {
+            if (line.Contains(p, StringComparison.OrdinalIgnoreCase))
+                return true;
+        }
+
         return false;
     }
 
@@ -516,19 +579,24 @@ internal sealed class QualityEvaluator : RowFilterState
             char c = line[i];
             if (c is '.' or '!' or '?')
             {
-                while (i < line.Length && line[i] is '.' or '!' or '?') i++;
-                while (i < line.Length && line[i] is '"' or '\'' or ')' or ']' or '”' or '’') i++;
+                while (i < line.Length && line[i] is '.' or '!' or '?')
+                    i++;
+                while (i < line.Length && line[i] is '"' or '\'' or ')' or ']' or '”' or '’')
+                    i++;
                 if (i == line.Length || TextClasses.IsSpace(line[i]))
                 {
-                    if (content) count++;
+                    if (content)
+                        count++;
                     content = false;
                 }
                 continue;
             }
-            if (!TextClasses.IsSpace(c)) content = true;
+            if (!TextClasses.IsSpace(c))
+                content = true;
             i++;
         }
-        if (content) count++;
+        if (content)
+            count++;
         return count;
     }
 
@@ -542,22 +610,31 @@ internal sealed class QualityEvaluator : RowFilterState
         _seen.Clear(text.Length / 32 + 16);
         foreach (var line in new SplitEnumerator(text, '\n'))
         {
-            if (line.IsWhiteSpace()) continue;
+            if (line.IsWhiteSpace())
+                continue;
             lines++;
-            if (TextClasses.IsTerminalPunctuation(line[^1])) punct++;
-            if (line.Length <= o.FineWebShortLineLength) shortLines++;
-            if (!_seen.Add(SpanHash.Hash(line))) dupChars += line.Length;
+            if (TextClasses.IsTerminalPunctuation(line[^1]))
+                punct++;
+            if (line.Length <= o.FineWebShortLineLength)
+                shortLines++;
+            if (!_seen.Add(SpanHash.Hash(line)))
+                dupChars += line.Length;
         }
-        if (lines == 0) return "empty";
+        if (lines == 0)
+            return "empty";
         double ratio = (double)punct / lines;
-        if (ratio < o.FineWebMinLinePunctuationRatio && !(ratio == 0 && o.FineWebLinePunctuationExcludeZero)) return "line_punct_ratio";
-        if (o.FineWebMaxShortLineRatio > 0 && (double)shortLines / lines > o.FineWebMaxShortLineRatio) return "short_line_ratio";
+        if (ratio < o.FineWebMinLinePunctuationRatio && !(ratio == 0 && o.FineWebLinePunctuationExcludeZero))
+            return "line_punct_ratio";
+        if (o.FineWebMaxShortLineRatio > 0 && (double)shortLines / lines > o.FineWebMaxShortLineRatio)
+            return "short_line_ratio";
         int newlines = text.Count('\n');
-        if (o.FineWebMaxCharDuplicatesRatio > 0 && (double)dupChars / (text.Length - newlines) > o.FineWebMaxCharDuplicatesRatio) return "char_dup_ratio";
+        if (o.FineWebMaxCharDuplicatesRatio > 0 && (double)dupChars / (text.Length - newlines) > o.FineWebMaxCharDuplicatesRatio)
+            return "char_dup_ratio";
         if (o.FineWebMaxNewLineRatio > 0)
         {
             int words = tokenized ? _tokenCount : Tokenize(text);
-            if (words == 0 ? newlines > 0 : (double)newlines / words > o.FineWebMaxNewLineRatio) return "list_ratio";
+            if (words == 0 ? newlines > 0 : (double)newlines / words > o.FineWebMaxNewLineRatio)
+                return "list_ratio";
         }
         return null;
     }
@@ -608,7 +685,8 @@ internal sealed class HashCounter
 
     private ref int Slot(ulong key, int index, out int first, out bool existed)
     {
-        if (_size * 2 >= _keys.Length) Grow();
+        if (_size * 2 >= _keys.Length)
+            Grow();
         int i = (int)(key >> 32) & _mask;
         while (true)
         {
@@ -646,7 +724,8 @@ internal sealed class HashCounter
         _size = 0;
         for (int j = 0; j < keys.Length; j++)
         {
-            if (stamps[j] != stamp) continue;
+            if (stamps[j] != stamp)
+                continue;
             ref int c = ref Slot(keys[j], firsts[j], out _, out _);
             c = counts[j];
         }
@@ -672,7 +751,8 @@ internal ref struct LineEnumerator
 
     public bool MoveNext()
     {
-        if (_done) return false;
+        if (_done)
+            return false;
         int i = _rest.IndexOfAny("\n\r\v\f\u001C\u001D\u001E\u0085\u2028\u2029");
         if (i < 0)
         {
@@ -683,7 +763,8 @@ internal ref struct LineEnumerator
         Current = _rest[..i];
         int skip = _rest[i] == '\r' && i + 1 < _rest.Length && _rest[i + 1] == '\n' ? 2 : 1;
         _rest = _rest[(i + skip)..];
-        if (_rest.IsEmpty) _done = true;
+        if (_rest.IsEmpty)
+            _done = true;
         return true;
     }
 }
@@ -709,7 +790,8 @@ internal ref struct SplitEnumerator
 
     public bool MoveNext()
     {
-        if (_done) return false;
+        if (_done)
+            return false;
         int i = _rest.IndexOf(_separator);
         if (i < 0)
         {
@@ -741,10 +823,13 @@ internal ref struct WordEnumerator
     public bool MoveNext()
     {
         int i = 0;
-        while (i < _rest.Length && TextClasses.IsSpace(_rest[i])) i++;
-        if (i == _rest.Length) return false;
+        while (i < _rest.Length && TextClasses.IsSpace(_rest[i]))
+            i++;
+        if (i == _rest.Length)
+            return false;
         int start = i;
-        while (i < _rest.Length && !TextClasses.IsSpace(_rest[i])) i++;
+        while (i < _rest.Length && !TextClasses.IsSpace(_rest[i]))
+            i++;
         Current = _rest[start..i];
         _rest = _rest[i..];
         return true;

@@ -27,15 +27,18 @@ internal sealed class ReferenceSet
             getter(ref text);
             if (o.Mode == DeduplicationMode.Exact)
             {
-                if (MinHasher.ExactHash(text.Span, ref words, out ulong h)) exact.Add(h);
+                if (MinHasher.ExactHash(text.Span, ref words, out ulong h))
+                    exact.Add(h);
                 continue;
             }
             int nw = MinHasher.WordHashes(text.Span, ref words);
             int ns = hasher.Shingles(words.AsSpan(0, nw), ref shingles);
-            if (ns == 0) continue;
+            if (ns == 0)
+                continue;
             hasher.BandHashes(shingles.AsSpan(0, ns), band, sig);
             bands.AddRange(band);
-            if (o.Verify) shingleSets.Add(SortedUnique(shingles.AsSpan(0, ns)));
+            if (o.Verify)
+                shingleSets.Add(SortedUnique(shingles.AsSpan(0, ns)));
         }
         set.ExactHashes = exact.ToArray();
         set.BandHashes = bands.ToArray();
@@ -50,7 +53,11 @@ internal sealed class ReferenceSet
         Array.Sort(a);
         int w = 0;
         for (int i = 0; i < a.Length; i++)
-            if (w == 0 || a[i] != a[w - 1]) a[w++] = a[i];
+        {
+            if (w == 0 || a[i] != a[w - 1])
+                a[w++] = a[i];
+        }
+
         Array.Resize(ref a, w);
         return a;
     }
@@ -60,10 +67,15 @@ internal sealed class ReferenceSet
     public void Write(BinaryWriter w)
     {
         w.Write(Count);
-        w.Write(ExactHashes.Length); foreach (var h in ExactHashes) w.Write(h);
-        w.Write(BandHashes.Length); foreach (var h in BandHashes) w.Write(h);
+        w.Write(ExactHashes.Length);
+        foreach (var h in ExactHashes)
+            w.Write(h);
+        w.Write(BandHashes.Length);
+        foreach (var h in BandHashes)
+            w.Write(h);
         w.Write(Shingles.Length);
-        foreach (var s in Shingles) { w.Write(s.Length); foreach (var h in s) w.Write(h); }
+        foreach (var s in Shingles)
+        { w.Write(s.Length); foreach (var h in s) w.Write(h); }
     }
 
     public static ReferenceSet Read(BinaryReader r)
@@ -72,13 +84,15 @@ internal sealed class ReferenceSet
         set.ExactHashes = ReadArray(r);
         set.BandHashes = ReadArray(r);
         set.Shingles = new ulong[r.ReadInt32()][];
-        for (int i = 0; i < set.Shingles.Length; i++) set.Shingles[i] = ReadArray(r);
+        for (int i = 0; i < set.Shingles.Length; i++)
+            set.Shingles[i] = ReadArray(r);
         return set;
 
         static ulong[] ReadArray(BinaryReader r)
         {
             var a = new ulong[r.ReadInt32()];
-            for (int i = 0; i < a.Length; i++) a[i] = r.ReadUInt64();
+            for (int i = 0; i < a.Length; i++)
+                a[i] = r.ReadUInt64();
             return a;
         }
     }

@@ -90,7 +90,8 @@ public static class LmTextNormalizer
     private static byte[] BuildAsciiTable()
     {
         var t = new byte[128];
-        for (int c = 0; c < 32; c++) t[c] = 4;
+        for (int c = 0; c < 32; c++)
+            t[c] = 4;
         t[127] = 4;
         t[' '] = 1;
         t['\t'] = 1;
@@ -114,7 +115,8 @@ public static class LmTextNormalizer
     public static ReadOnlyMemory<char> Normalize(ReadOnlyMemory<char> text, TextNormalizerOptions? options = null)
     {
         options ??= new TextNormalizerOptions();
-        if (text.IsEmpty) return text;
+        if (text.IsEmpty)
+            return text;
         ReadOnlySpan<char> span = text.Span;
         char[]? repaired = null, composed = null, output = null;
         try
@@ -151,9 +153,12 @@ public static class LmTextNormalizer
         }
         finally
         {
-            if (repaired != null) ArrayPool<char>.Shared.Return(repaired);
-            if (composed != null) ArrayPool<char>.Shared.Return(composed);
-            if (output != null) ArrayPool<char>.Shared.Return(output);
+            if (repaired != null)
+                ArrayPool<char>.Shared.Return(repaired);
+            if (composed != null)
+                ArrayPool<char>.Shared.Return(composed);
+            if (output != null)
+                ArrayPool<char>.Shared.Return(output);
         }
     }
 
@@ -164,10 +169,12 @@ public static class LmTextNormalizer
             char c = s[i];
             if (char.IsHighSurrogate(c))
             {
-                if (i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { i++; continue; }
+                if (i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]))
+                { i++; continue; }
                 return true;
             }
-            if (char.IsLowSurrogate(c)) return true;
+            if (char.IsLowSurrogate(c))
+                return true;
         }
         return false;
     }
@@ -207,7 +214,8 @@ public static class LmTextNormalizer
                 cls = ascii[c];
                 if (cls == 0)
                 {
-                    if (lower && (uint)(c - 'A') <= 'Z' - 'A') c = (char)(c | 0x20);
+                    if (lower && (uint)(c - 'A') <= 'Z' - 'A')
+                        c = (char)(c | 0x20);
                     goto Visible;
                 }
             }
@@ -216,28 +224,32 @@ public static class LmTextNormalizer
                 cls = ClassifyNonAscii(ref c, quotes, dashes);
                 if (cls == 0)
                 {
-                    if (lower) c = char.ToLowerInvariant(c);
+                    if (lower)
+                        c = char.ToLowerInvariant(c);
                     goto Visible;
                 }
             }
 
             if (!collapse)
             {
-                if (cls == 4 || cls == 5) { if (!removeControls) dst[w++] = c; continue; }
+                if (cls == 4 || cls == 5)
+                { if (!removeControls) dst[w++] = c; continue; }
                 dst[w++] = c;
                 continue;
             }
             switch (cls)
             {
                 case 1: // space
-                    if (pendingNewlines == 0) pendingSpace = true;
+                    if (pendingNewlines == 0)
+                        pendingSpace = true;
                     continue;
                 case 2: // newline
                     pendingNewlines++;
                     pendingSpace = false;
                     continue;
                 case 3: // CR (CR LF counts once)
-                    if (i + 1 < s.Length && s[i + 1] == '\n') i++;
+                    if (i + 1 < s.Length && s[i + 1] == '\n')
+                        i++;
                     pendingNewlines++;
                     pendingSpace = false;
                     continue;
@@ -246,7 +258,8 @@ public static class LmTextNormalizer
                     pendingSpace = false;
                     continue;
                 default: // 4 control, 5 format/zero-width
-                    if (!removeControls) goto Visible;
+                    if (!removeControls)
+                        goto Visible;
                     continue;
             }
 
@@ -258,7 +271,8 @@ public static class LmTextNormalizer
                     if (pendingNewlines > 0)
                     {
                         dst[w++] = '\n';
-                        if (pendingNewlines > 1) dst[w++] = '\n';
+                        if (pendingNewlines > 1)
+                            dst[w++] = '\n';
                     }
                     else if (pendingSpace)
                     {
@@ -280,24 +294,62 @@ public static class LmTextNormalizer
     {
         switch (c)
         {
-            case '\u0085': case '\u2028': return 2;
-            case '\u2029': return 6;
-            case '\u00AD': case '\u200B': case '\u200E': case '\u200F': case '\u2060': case '\u2061': case '\u2062':
-            case '\u2063': case '\u2064': case '\uFEFF': case '\u202A': case '\u202B': case '\u202C': case '\u202D': case '\u202E':
+            case '\u0085':
+            case '\u2028':
+                return 2;
+            case '\u2029':
+                return 6;
+            case '\u00AD':
+            case '\u200B':
+            case '\u200E':
+            case '\u200F':
+            case '\u2060':
+            case '\u2061':
+            case '\u2062':
+            case '\u2063':
+            case '\u2064':
+            case '\uFEFF':
+            case '\u202A':
+            case '\u202B':
+            case '\u202C':
+            case '\u202D':
+            case '\u202E':
                 return 5;
-            case '\u2018': case '\u2019': case '\u201A': case '\u201B': case '\u2032': case '\u00B4':
-                if (quotes) c = '\'';
+            case '\u2018':
+            case '\u2019':
+            case '\u201A':
+            case '\u201B':
+            case '\u2032':
+            case '\u00B4':
+                if (quotes)
+                    c = '\'';
                 return 0;
-            case '\u201C': case '\u201D': case '\u201E': case '\u201F': case '\u2033':
-                if (quotes) c = '"';
+            case '\u201C':
+            case '\u201D':
+            case '\u201E':
+            case '\u201F':
+            case '\u2033':
+                if (quotes)
+                    c = '"';
                 return 0;
-            case '\u2010': case '\u2011': case '\u2012': case '\u2013': case '\u2014': case '\u2015': case '\u2212':
-            case '\uFE58': case '\uFE63': case '\uFF0D':
-                if (dashes) c = '-';
+            case '\u2010':
+            case '\u2011':
+            case '\u2012':
+            case '\u2013':
+            case '\u2014':
+            case '\u2015':
+            case '\u2212':
+            case '\uFE58':
+            case '\uFE63':
+            case '\uFF0D':
+                if (dashes)
+                    c = '-';
                 return 0;
         }
-        if (c <= '\u009F') return 4; // C1 controls
-        if (char.IsWhiteSpace(c)) return 1;
+        if (c <= '\u009F')
+            return 4; // C1 controls
+        if (char.IsWhiteSpace(c))
+            return 1;
         return 0;
     }
 }

@@ -180,34 +180,42 @@ public sealed class TextQualityFilterOptions
             throw new ArgumentOutOfRangeException(nameof(Mode), Mode, $"Option '{nameof(Mode)}' must be Drop or Annotate; got {(int)Mode}.");
         if (!Enum.IsDefined(C4Variant))
             throw new ArgumentOutOfRangeException(nameof(C4Variant), C4Variant, $"Option '{nameof(C4Variant)}' must be Datatrove or OriginalC4; got {(int)C4Variant}.");
-        if (Mode == QualityFilterMode.Annotate) CurationChecks.ColumnName(AnnotationColumnName, nameof(AnnotationColumnName));
+        if (Mode == QualityFilterMode.Annotate)
+            CurationChecks.ColumnName(AnnotationColumnName, nameof(AnnotationColumnName));
         CurationChecks.AtLeast(GopherMinDocWords, 0, nameof(GopherMinDocWords));
         CurationChecks.AtLeast(GopherMaxDocWords, 0, nameof(GopherMaxDocWords));
-        if (GopherMaxDocWords > 0) CurationChecks.Ordered(GopherMinDocWords, GopherMaxDocWords, nameof(GopherMinDocWords), nameof(GopherMaxDocWords));
+        if (GopherMaxDocWords > 0)
+            CurationChecks.Ordered(GopherMinDocWords, GopherMaxDocWords, nameof(GopherMinDocWords), nameof(GopherMaxDocWords));
         CurationChecks.InRange(GopherMinAvgWordLength, 0, double.MaxValue, nameof(GopherMinAvgWordLength));
         CurationChecks.InRange(GopherMaxAvgWordLength, 0, double.MaxValue, nameof(GopherMaxAvgWordLength));
-        if (GopherMaxAvgWordLength > 0) CurationChecks.Ordered(GopherMinAvgWordLength, GopherMaxAvgWordLength, nameof(GopherMinAvgWordLength), nameof(GopherMaxAvgWordLength));
+        if (GopherMaxAvgWordLength > 0)
+            CurationChecks.Ordered(GopherMinAvgWordLength, GopherMaxAvgWordLength, nameof(GopherMinAvgWordLength), nameof(GopherMaxAvgWordLength));
         CurationChecks.InRange(GopherMaxSymbolWordRatio, 0, double.MaxValue, nameof(GopherMaxSymbolWordRatio));
         CurationChecks.InRange(GopherMaxBulletLinesRatio, 0, 1, nameof(GopherMaxBulletLinesRatio));
         CurationChecks.InRange(GopherMaxEllipsisLinesRatio, 0, 1, nameof(GopherMaxEllipsisLinesRatio));
         CurationChecks.InRange(GopherMinAlphaWordsRatio, 0, 1, nameof(GopherMinAlphaWordsRatio));
         CurationChecks.AtLeast(GopherMinStopWords, 0, nameof(GopherMinStopWords));
-        if (GopherStopWords is null) throw new ArgumentNullException(nameof(GopherStopWords), $"Option '{nameof(GopherStopWords)}' must be a list of words; got null.");
+        if (GopherStopWords is null)
+            throw new ArgumentNullException(nameof(GopherStopWords), $"Option '{nameof(GopherStopWords)}' must be a list of words; got null.");
         CurationChecks.InRange(DupLineFraction, 0, 1, nameof(DupLineFraction));
         CurationChecks.InRange(DupParagraphFraction, 0, 1, nameof(DupParagraphFraction));
         CurationChecks.InRange(DupLineCharFraction, 0, 1, nameof(DupLineCharFraction));
         CurationChecks.InRange(DupParagraphCharFraction, 0, 1, nameof(DupParagraphCharFraction));
         foreach (var (list, name) in new[] { (TopNGrams, nameof(TopNGrams)), (DuplicateNGrams, nameof(DuplicateNGrams)) })
         {
-            if (list is null) throw new ArgumentNullException(name, $"Option '{name}' must be a list of (N, MaxCharFraction); got null.");
+            if (list is null)
+                throw new ArgumentNullException(name, $"Option '{name}' must be a list of (N, MaxCharFraction); got null.");
             foreach (var t in list)
             {
-                if (t.N < 1) throw new ArgumentOutOfRangeException(name, t.N, $"Option '{name}' must have n-gram sizes of at least 1; got {t.N}.");
+                if (t.N < 1)
+                    throw new ArgumentOutOfRangeException(name, t.N, $"Option '{name}' must have n-gram sizes of at least 1; got {t.N}.");
                 CurationChecks.InRange(t.MaxCharFraction, 0, 1, $"{name}[{t.N}]");
             }
         }
-        if (C4MinWordsPerLine is int mw) CurationChecks.AtLeast(mw, 0, nameof(C4MinWordsPerLine));
-        if (C4MinSentences is int ms) CurationChecks.AtLeast(ms, 0, nameof(C4MinSentences));
+        if (C4MinWordsPerLine is int mw)
+            CurationChecks.AtLeast(mw, 0, nameof(C4MinWordsPerLine));
+        if (C4MinSentences is int ms)
+            CurationChecks.AtLeast(ms, 0, nameof(C4MinSentences));
         CurationChecks.AtLeast(C4MaxWordLength, 0, nameof(C4MaxWordLength));
         CurationChecks.InRange(FineWebMinLinePunctuationRatio, 0, 1, nameof(FineWebMinLinePunctuationRatio));
         CurationChecks.InRange(FineWebMaxShortLineRatio, 0, 1, nameof(FineWebMaxShortLineRatio));

@@ -12,7 +12,8 @@ internal sealed class ChunkedList<T>
     public void Add(T value)
     {
         int chunk = (int)(_count >> Shift);
-        if (chunk == _chunks.Count) _chunks.Add(new T[1 << Shift]);
+        if (chunk == _chunks.Count)
+            _chunks.Add(new T[1 << Shift]);
         _chunks[chunk][_count & ((1 << Shift) - 1)] = value;
         _count++;
     }

@@ -227,17 +227,26 @@ internal static class ModelPersistence
         var expected = version.ToVersionInfo();
         string library = version.LoaderAssembly.GetName().Name ?? "Microsoft.ML.Llm";
         if (header.ModelSignature != expected.ModelSignature)
+        {
             throw new FormatException(
                 $"The model zip entry loaded as '{version.LoaderSignature}' has model signature 0x{header.ModelSignature:X16}, " +
                 $"expected 0x{expected.ModelSignature:X16} ('{version.ModelSignature}'). The file is not a model of this component or is corrupt.");
+        }
+
         if (header.ModelVerReadable > version.Version)
+        {
             throw new FormatException(
                 $"The model zip holds '{version.LoaderSignature}' format version 0x{header.ModelVerWritten:X8}, readable from 0x{header.ModelVerReadable:X8}; " +
                 $"this build of {library} reads versions 0x{version.MinReadableVersion:X8} to 0x{version.Version:X8}. Update the package to load it.");
+        }
+
         if (header.ModelVerWritten < version.MinReadableVersion)
+        {
             throw new FormatException(
                 $"The model zip holds '{version.LoaderSignature}' format version 0x{header.ModelVerWritten:X8}; " +
                 $"this build of {library} reads versions 0x{version.MinReadableVersion:X8} to 0x{version.Version:X8}.");
+        }
+
         return header.ModelVerWritten;
     }
 

@@ -8,21 +8,28 @@ internal sealed class UnionFind
     public UnionFind(int n)
     {
         _parent = new int[n];
-        for (int i = 0; i < n; i++) _parent[i] = i;
+        for (int i = 0; i < n; i++)
+            _parent[i] = i;
     }
 
     public int Find(int x)
     {
         int root = x;
-        while (_parent[root] != root) root = _parent[root];
-        while (_parent[x] != root) (x, _parent[x]) = (_parent[x], root);
+        while (_parent[root] != root)
+            root = _parent[root];
+        while (_parent[x] != root)
+            (x, _parent[x]) = (_parent[x], root);
         return root;
     }
 
     public void Union(int x, int y)
     {
         int rx = Find(x), ry = Find(y);
-        if (rx == ry) return;
-        if (rx < ry) _parent[ry] = rx; else _parent[rx] = ry;
+        if (rx == ry)
+            return;
+        if (rx < ry)
+            _parent[ry] = rx;
+        else
+            _parent[rx] = ry;
     }
 }

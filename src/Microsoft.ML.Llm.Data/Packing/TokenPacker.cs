@@ -79,17 +79,29 @@ public sealed class TokenPackerOptions
     internal void Validate()
     {
         if (ContextLength < 2)
+        {
             throw new ArgumentOutOfRangeException(nameof(ContextLength), ContextLength,
                 $"TokenPackerOptions.ContextLength must be at least 2; got {ContextLength}.");
+        }
+
         if (!Enum.IsDefined(Mode))
+        {
             throw new ArgumentOutOfRangeException(nameof(Mode), Mode,
                 $"TokenPackerOptions.Mode {(int)Mode} is not a packing mode; accepted: {string.Join(", ", Enum.GetNames<PackingMode>())}.");
+        }
+
         if (Stride is int stride && (stride < 1 || stride > ContextLength + 1))
+        {
             throw new ArgumentOutOfRangeException(nameof(Stride), stride,
                 $"TokenPackerOptions.Stride must be between 1 and ContextLength + 1 = {ContextLength + 1}; got {stride}.");
+        }
+
         if (BestFitWindow < 1)
+        {
             throw new ArgumentOutOfRangeException(nameof(BestFitWindow), BestFitWindow,
                 $"TokenPackerOptions.BestFitWindow must be at least 1; got {BestFitWindow}.");
+        }
+
         if (EndOfTextId is < 0)
             throw new ArgumentOutOfRangeException(nameof(EndOfTextId), EndOfTextId, $"TokenPackerOptions.EndOfTextId must be a token id (>= 0); got {EndOfTextId}.");
         if (PadId is < 0)
@@ -148,11 +160,16 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
         if (tokenizer is not null)
         {
             if (options.EndOfTextId >= tokenizer.VocabularySize)
+            {
                 throw new ArgumentOutOfRangeException(nameof(TokenPackerOptions.EndOfTextId), options.EndOfTextId,
                     $"TokenPackerOptions.EndOfTextId {options.EndOfTextId} is outside the vocabulary of the tokenizer of column '{_inputColumnName}'; valid ids are 0 to {tokenizer.VocabularySize - 1}.");
+            }
+
             if (options.PadId >= tokenizer.VocabularySize)
+            {
                 throw new ArgumentOutOfRangeException(nameof(TokenPackerOptions.PadId), options.PadId,
                     $"TokenPackerOptions.PadId {options.PadId} is outside the vocabulary of the tokenizer of column '{_inputColumnName}'; valid ids are 0 to {tokenizer.VocabularySize - 1}.");
+            }
         }
         return new TokenPackerTransformer(_outputColumnName, _inputColumnName, options);
     }

@@ -338,8 +338,11 @@ internal sealed class BpeTrainer
     private static bool Contains(int[] symbols, int length, int left, int right)
     {
         for (int i = 0; i + 1 < length; i++)
+        {
             if (symbols[i] == left && symbols[i + 1] == right)
                 return true;
+        }
+
         return false;
     }
 }

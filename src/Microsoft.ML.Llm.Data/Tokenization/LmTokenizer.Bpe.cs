@@ -1,8 +1,8 @@
-using System.Text.RegularExpressions;
 // LmTokenizer: byte-level BPE (trained here or loaded from Hugging Face vocab.json + merges.txt) and SentencePiece.
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Llm.Data;
@@ -103,9 +103,12 @@ public sealed partial class LmTokenizer
             {
                 var workers = new LmTokenizer[count];
                 for (int i = 0; i < count; i++)
+                {
                     workers[i] = i < _workers.Length ? _workers[i]
                         : i == 0 || _bpe is null ? this
                         : CreateBpe(_bpe, new Dictionary<string, int>(SpecialTokens, StringComparer.Ordinal), EndOfTextId, PadId, PreTokenizationRegexes.Create(_bpe.Pattern));
+                }
+
                 _workers = workers;
             }
             return _workers;
@@ -194,16 +197,23 @@ public sealed partial class LmTokenizer
         }
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (string? special in new[] { endOfTextToken, padToken })
+        {
             if (special is not null && vocabulary.TryGetValue(special, out int id))
                 specials[special] = id;
+        }
+
         foreach (var (token, id) in vocabulary)
         {
             if (specials.ContainsKey(token))
                 continue;
             foreach (char c in token)
+            {
                 if (!ByteLevelAlphabet.CharToByte.ContainsKey(c))
+                {
                     throw new FormatException(
                         $"The vocabulary file '{vocabularyPath}' is not a byte-level BPE vocabulary: token '{token}' (id {id}) has the character U+{(int)c:X4}, which is not one of GPT-2's 256 byte characters.");
+                }
+            }
         }
         var merges = ReadMerges(mergesPath, vocabulary);
         return CreateBpe(new BpeDefinition(tokensById, merges, preTokenization), specials,
@@ -245,8 +255,11 @@ public sealed partial class LmTokenizer
                 throw new FormatException($"The merges file '{path}' is not a BPE merges list: line {lineNumber} is '{line}', expected two tokens separated by one space.");
             string left = line[..space], right = line[(space + 1)..];
             if (!vocabulary.ContainsKey(left) || !vocabulary.ContainsKey(right) || !vocabulary.ContainsKey(left + right))
+            {
                 throw new FormatException($"The merges file '{path}' does not match the vocabulary: line {lineNumber} merges '{left}' and '{right}', " +
                     "but the vocabulary lacks one of them or their concatenation.");
+            }
+
             merges.Add((left, right));
         }
         return [.. merges];
@@ -332,11 +345,17 @@ public sealed partial class LmTokenizer
             throw new FormatException($"{source} is not a SentencePiece model: it holds no pieces.");
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
         if (tokenizer.SpecialTokens is { } declared)
+        {
             foreach (var (token, id) in declared)
                 specials[token] = id;
+        }
+
         foreach (var (token, id) in new[] { (tokenizer.BeginningOfSentenceToken, tokenizer.BeginningOfSentenceId), (tokenizer.EndOfSentenceToken, tokenizer.EndOfSentenceId), (tokenizer.UnknownToken, tokenizer.UnknownId) })
+        {
             if (token is not null && id >= 0)
                 specials.TryAdd(token, id);
+        }
+
         int vocabularySize = Math.Max(tokenizer.Vocabulary.Values.Max(), specials.Values.DefaultIfEmpty(-1).Max()) + 1;
         int? eos = tokenizer.EndOfSentenceId >= 0 ? tokenizer.EndOfSentenceId : null;
         return new LmTokenizer(LmTokenizerKind.SentencePiece, tokenizer, vocabularySize, specials, eos, padId: null)

@@ -41,9 +41,13 @@ public sealed partial class LmTokenizer
         CheckId(endOfTextId, "endOfTextId");
         CheckId(padId, "padId");
         foreach (var (token, id) in specialTokens)
+        {
             if ((uint)id >= (uint)vocabularySize)
+            {
                 throw new ArgumentOutOfRangeException(nameof(specialTokens), id,
                     $"Special token '{token}' has id {id}, outside the vocabulary; valid ids are 0 to {vocabularySize - 1}.");
+            }
+        }
     }
 
     private void CheckId(int? id, string name)
@@ -108,8 +112,10 @@ public sealed partial class LmTokenizer
         for (int i = 0; i < ids.Length; i++)
         {
             if ((uint)ids[i] >= (uint)VocabularySize)
+            {
                 throw new ArgumentOutOfRangeException(nameof(ids), ids[i],
                     $"Token id {ids[i]} at position {i} is outside the vocabulary; valid ids are 0 to {VocabularySize - 1}.");
+            }
         }
         if (_simple is not null)
             return _simple.DecodeToString(ids);
@@ -270,9 +276,12 @@ public sealed partial class LmTokenizer
     {
         ArgumentNullException.ThrowIfNull(encodingName);
         if (!TiktokenEncodings.Contains(encodingName, StringComparer.Ordinal))
+        {
             throw new ArgumentException(
                 $"Tiktoken encoding '{encodingName}' is not available; accepted values are {string.Join(", ", TiktokenEncodings.Select(e => $"'{e}'"))}.",
                 nameof(encodingName));
+        }
+
         var tokenizer = TiktokenTokenizer.CreateForEncoding(encodingName);
         var specials = new Dictionary<string, int>(tokenizer.SpecialTokens ?? new Dictionary<string, int>(), StringComparer.Ordinal);
         // The special tokens follow the mergeable ranks in both encodings, so the largest id + 1 is the vocabulary size.
@@ -334,9 +343,12 @@ public sealed partial class LmTokenizer
     {
         ArgumentNullException.ThrowIfNull(writer);
         if (_kind == LmTokenizerKind.Custom)
+        {
             throw new NotSupportedException(
                 $"An LmTokenizer wrapping a {Tokenizer.GetType().Name} (created with LmTokenizer.FromTokenizer) cannot be saved into a model zip; " +
                 "use a kind whose definition the library can persist: Character, Bytes, Tiktoken, Bpe or SentencePiece.");
+        }
+
         writer.Write(FormatVersion);
         writer.Write((byte)_kind);
         switch (_kind)
@@ -382,19 +394,19 @@ public sealed partial class LmTokenizer
         switch (kind)
         {
             case LmTokenizerKind.Character:
-            {
-                int count = reader.ReadInt32();
-                var alphabet = new int[count];
-                for (int i = 0; i < count; i++)
-                    alphabet[i] = reader.ReadInt32();
-                var (eos, pad) = ReadSpecialNames(reader);
-                return CreateCharacter(alphabet, eos, pad);
-            }
+                {
+                    int count = reader.ReadInt32();
+                    var alphabet = new int[count];
+                    for (int i = 0; i < count; i++)
+                        alphabet[i] = reader.ReadInt32();
+                    var (eos, pad) = ReadSpecialNames(reader);
+                    return CreateCharacter(alphabet, eos, pad);
+                }
             case LmTokenizerKind.Bytes:
-            {
-                var (eos, pad) = ReadSpecialNames(reader);
-                return Bytes(eos, pad);
-            }
+                {
+                    var (eos, pad) = ReadSpecialNames(reader);
+                    return Bytes(eos, pad);
+                }
             case LmTokenizerKind.Tiktoken:
                 return Tiktoken(reader.ReadString());
             case LmTokenizerKind.Bpe:

@@ -71,8 +71,11 @@ public sealed class LmTokenizerOptions
     internal void ValidateBpe(int specialCount)
     {
         if (VocabularySize < 256 + specialCount)
+        {
             throw new ArgumentOutOfRangeException(nameof(VocabularySize), VocabularySize,
                 $"LmTokenizerOptions.VocabularySize must be at least 256 + {specialCount} special tokens = {256 + specialCount} for a byte-level BPE; got {VocabularySize}.");
+        }
+
         if (MinPairFrequency < 1)
             throw new ArgumentOutOfRangeException(nameof(MinPairFrequency), MinPairFrequency, $"LmTokenizerOptions.MinPairFrequency must be at least 1; got {MinPairFrequency}.");
         if (MaxTokenLength < 0)
@@ -80,8 +83,10 @@ public sealed class LmTokenizerOptions
         if (MaxDegreeOfParallelism is < 1)
             throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, $"LmTokenizerOptions.MaxDegreeOfParallelism must be at least 1 or null; got {MaxDegreeOfParallelism}.");
         if (!Enum.IsDefined(PreTokenization))
+        {
             throw new ArgumentOutOfRangeException(nameof(PreTokenization), PreTokenization,
                 $"LmTokenizerOptions.PreTokenization {(int)PreTokenization} is not a pattern; accepted: {string.Join(", ", Enum.GetNames<PreTokenizationPattern>())}.");
+        }
     }
 }
 
@@ -102,16 +107,22 @@ public sealed class LmTokenizerEstimator : IEstimator<LmTokenizerTransformer>
         if (options.Tokenizer is null && !Enum.IsDefined(options.Kind))
             throw new ArgumentOutOfRangeException(nameof(options), $"LmTokenizerOptions.Kind {(int)options.Kind} is not a tokenizer kind; accepted: {string.Join(", ", Enum.GetNames<LmTokenizerKind>())}.");
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Tiktoken && !LmTokenizer.TiktokenEncodings.Contains(options.TiktokenEncoding))
+        {
             throw new ArgumentOutOfRangeException(nameof(options),
                 $"LmTokenizerOptions.TiktokenEncoding '{options.TiktokenEncoding}' is not available; accepted values are {string.Join(", ", LmTokenizer.TiktokenEncodings.Select(e => $"'{e}'"))}.");
+        }
+
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Bpe)
         {
             int specials = new[] { options.EndOfTextToken, options.PadToken, options.BeginOfTextToken }.Count(t => t is not null);
             options.ValidateBpe(specials);
         }
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.SentencePiece)
+        {
             throw new ArgumentOutOfRangeException(nameof(options),
                 "LmTokenizerOptions.Kind is SentencePiece but LmTokenizerOptions.Tokenizer is null; load the model with LmTokenizer.FromSentencePiece and set Tokenizer.");
+        }
+
         if (options.Tokenizer is null && options.Kind == LmTokenizerKind.Custom)
             throw new ArgumentOutOfRangeException(nameof(options), "LmTokenizerOptions.Kind is Custom but LmTokenizerOptions.Tokenizer is null; set Tokenizer to the custom tokenizer.");
     }

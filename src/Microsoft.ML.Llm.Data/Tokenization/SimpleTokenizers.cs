@@ -64,8 +64,11 @@ internal abstract class SimpleTokenizer : Tokenizer
         ArgumentNullException.ThrowIfNull(ids);
         int[] array = ids as int[] ?? ids.ToArray();
         foreach (int id in array)
+        {
             if ((uint)id >= (uint)VocabularySize)
                 throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} is outside the vocabulary; valid ids are 0 to {VocabularySize - 1}.");
+        }
+
         return DecodeToString(array);
     }
 
@@ -141,8 +144,11 @@ internal sealed class CharacterTokenizer : SimpleTokenizer
             {
                 if (!char.IsHighSurrogate(c) || i + 1 >= text.Length || !char.IsLowSurrogate(text[i + 1]) ||
                     !_astralToId.TryGetValue(char.ConvertToUtf32(c, text[i + 1]), out id))
+                {
                     throw Unknown(char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])
                         ? char.ConvertToUtf32(c, text[i + 1]) : c, i);
+                }
+
                 i++;
             }
             ids.Add(id);

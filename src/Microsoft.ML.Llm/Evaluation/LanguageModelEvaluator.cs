@@ -28,7 +28,8 @@ internal static class LanguageModelEvaluator
             for (int start = 0; start < total; start += batchSize)
             {
                 int n = Math.Min(batchSize, total - start);
-                for (int i = 0; i < n; i++) batch[i] = rows is null ? start + i : rows[start + i];
+                for (int i = 0; i < n; i++)
+                    batch[i] = rows is null ? start + i : rows[start + i];
                 var batchRows = batch.AsSpan(0, n);
                 using var scope = NewDisposeScope();
                 var (x, y, d) = blocks.Batch(batchRows, device, documentMasking);
@@ -36,7 +37,8 @@ internal static class LanguageModelEvaluator
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: -1, reduction: nn.Reduction.Sum);
                 nats += loss.to(ScalarType.Float64).item<double>();
                 tokens += blocks.CountTargets(batchRows);
-                if (tokenizer is not null) bytes += blocks.CountTargetBytes(tokenizer, batchRows);
+                if (tokenizer is not null)
+                    bytes += blocks.CountTargetBytes(tokenizer, batchRows);
             }
             double mean = tokens == 0 ? double.NaN : nats / tokens;
             double bpb = tokenizer is null || bytes == 0 ? double.NaN : nats / (Math.Log(2) * bytes);
@@ -44,7 +46,8 @@ internal static class LanguageModelEvaluator
         }
         finally
         {
-            if (wasTraining) model.train();
+            if (wasTraining)
+                model.train();
         }
     }
 

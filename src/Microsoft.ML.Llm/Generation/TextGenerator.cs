@@ -49,11 +49,13 @@ public sealed class TextGenerator
             decoded = _tokenizer.Decode(generated.ToArray());
             // Hold back a trailing replacement character: a byte-level token may end mid-way through a UTF-8 sequence.
             int safe = decoded.Length;
-            while (safe > emitted && decoded[safe - 1] == '\uFFFD') safe--;
+            while (safe > emitted && decoded[safe - 1] == '\uFFFD')
+                safe--;
             int stop = FindStop(decoded, options.StopStrings, emitted);
             if (stop >= 0)
             {
-                if (stop > emitted) yield return decoded[emitted..stop];
+                if (stop > emitted)
+                    yield return decoded[emitted..stop];
                 yield break;
             }
             if (safe > emitted)
@@ -100,7 +102,8 @@ public sealed class TextGenerator
                     uncached = history.Count - cachedFrom;
                 }
                 var feed = new long[uncached];
-                for (int j = 0; j < uncached; j++) feed[j] = history[history.Count - uncached + j];
+                for (int j = 0; j < uncached; j++)
+                    feed[j] = history[history.Count - uncached + j];
                 var idx = torch.tensor(feed, new long[] { 1, uncached }, device: _model.Device);
                 var logits = _model.forward(idx, cache)[0, -1, ..config.ResolvedVocabularySize];      // (V)
                 next = TokenSampling.NextToken(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history), options, generator);
@@ -115,8 +118,10 @@ public sealed class TextGenerator
     private int[] PromptTokens(string prompt)
     {
         var ids = _tokenizer.Encode(prompt);
-        if (ids.Length > 0) return ids;
-        if (_tokenizer.EndOfTextId is { } eos) return [eos];
+        if (ids.Length > 0)
+            return ids;
+        if (_tokenizer.EndOfTextId is { } eos)
+            return [eos];
         throw new ArgumentException("The prompt is empty and the tokenizer has no end-of-text token to start from; give a non-empty prompt.", nameof(prompt));
     }
 
@@ -125,9 +130,11 @@ public sealed class TextGenerator
         int best = -1;
         foreach (var s in stops)
         {
-            if (string.IsNullOrEmpty(s)) continue;
+            if (string.IsNullOrEmpty(s))
+                continue;
             int at = text.IndexOf(s, Math.Max(0, from - s.Length + 1), StringComparison.Ordinal);
-            if (at >= 0 && (best < 0 || at < best)) best = at;
+            if (at >= 0 && (best < 0 || at < best))
+                best = at;
         }
         return best;
     }

@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Globalization;
 using System.Runtime.InteropServices;
-using static TorchSharp.torch;
 using static System.FormattableString;
+using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
 

@@ -260,8 +260,10 @@ public sealed record GptConfig
     internal void CheckTokenIds(ReadOnlySpan<int> ids, string paramName, string what)
     {
         foreach (int id in ids)
+        {
             if ((uint)id >= (uint)ResolvedVocabularySize)
                 throw new ArgumentOutOfRangeException(paramName, id, $"{what} {id} is outside the model's vocabulary [0, {VocabularySize}).");
+        }
     }
 
     // Binary format (little-endian, BinaryWriter), fields in order:

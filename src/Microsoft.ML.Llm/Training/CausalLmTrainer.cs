@@ -169,7 +169,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         }
         if (o.WarmupSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(o.WarmupSteps), o.WarmupSteps, $"Option 'WarmupSteps' must be ≥ 0; got {o.WarmupSteps}.");
-        if (o.DecaySteps is { } ds) PositiveInt(nameof(o.DecaySteps), ds);
+        if (o.DecaySteps is { } ds)
+            PositiveInt(nameof(o.DecaySteps), ds);
         if (!(o.DecayFraction > 0 && o.DecayFraction <= 1))
             throw new ArgumentOutOfRangeException(nameof(o.DecayFraction), o.DecayFraction, $"Option 'DecayFraction' must be in (0, 1]; got {o.DecayFraction.ToString(CultureInfo.InvariantCulture)}.");
         InOpenUnit(nameof(o.Beta1), o.Beta1);
@@ -177,19 +178,25 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         Positive(nameof(o.Epsilon), o.Epsilon);
         NonNegative(nameof(o.WeightDecay), o.WeightDecay);
         NonNegative(nameof(o.GradientClipNorm), o.GradientClipNorm);
-        if (o.MaxSteps is { } s) PositiveInt(nameof(o.MaxSteps), s);
-        if (o.MaxTokens is { } t) PositiveInt(nameof(o.MaxTokens), t);
-        if (o.MaxEpochs is { } e) Positive(nameof(o.MaxEpochs), e);
+        if (o.MaxSteps is { } s)
+            PositiveInt(nameof(o.MaxSteps), s);
+        if (o.MaxTokens is { } t)
+            PositiveInt(nameof(o.MaxTokens), t);
+        if (o.MaxEpochs is { } e)
+            Positive(nameof(o.MaxEpochs), e);
         if (o.TimeBudget is { } tb && tb <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(o.TimeBudget), tb, $"Option 'TimeBudget' must be positive; got {tb}.");
         PositiveInt(nameof(o.EvaluationInterval), o.EvaluationInterval);
-        if (o.EvaluationBatches is { } eb) PositiveInt(nameof(o.EvaluationBatches), eb);
-        if (o.EarlyStoppingPatience is { } p) PositiveInt(nameof(o.EarlyStoppingPatience), p);
+        if (o.EvaluationBatches is { } eb)
+            PositiveInt(nameof(o.EvaluationBatches), eb);
+        if (o.EarlyStoppingPatience is { } p)
+            PositiveInt(nameof(o.EarlyStoppingPatience), p);
         NonNegative(nameof(o.EarlyStoppingMinDelta), o.EarlyStoppingMinDelta);
         PositiveInt(nameof(o.CheckpointInterval), o.CheckpointInterval);
         PositiveInt(nameof(o.KeepCheckpoints), o.KeepCheckpoints);
         PositiveInt(nameof(o.LogInterval), o.LogInterval);
-        if (o.NumberOfThreads is { } n) PositiveInt(nameof(o.NumberOfThreads), n);
+        if (o.NumberOfThreads is { } n)
+            PositiveInt(nameof(o.NumberOfThreads), n);
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
     }

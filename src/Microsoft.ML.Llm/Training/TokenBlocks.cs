@@ -61,8 +61,10 @@ internal sealed class TokenBlocks
         int blockLength = expectedBlockLength ?? -1;
         int count = 0, maxId = -1;
         var columns = new List<DataViewSchema.Column> { tokensCol };
-        if (docCol is { } d) columns.Add(d);
-        if (maskCol is { } m) columns.Add(m);
+        if (docCol is { } d)
+            columns.Add(d);
+        if (maskCol is { } m)
+            columns.Add(m);
 
         using (var cursor = data.GetRowCursor(columns))
         {
@@ -77,34 +79,48 @@ internal sealed class TokenBlocks
                 row.Clear();
                 getTokens(row);
                 if (row.Count < 2)
+                {
                     throw new ArgumentException(
                         $"Row {count} of the {dataName} has {row.Count} token(s) in column '{tokensColumn}'; a block needs at least 2 tokens " +
                         "(inputs are tokens 0..T-1, targets 1..T). Pack the tokens with PackTokens.");
+                }
+
                 if (blockLength < 0)
+                {
                     blockLength = row.Count;
+                }
                 else if (row.Count != blockLength)
+                {
                     throw new ArgumentException(
                         $"Row {count} of the {dataName} has {row.Count} tokens in column '{tokensColumn}', expected {blockLength} like the " +
                         (expectedBlockLength is null ? "first row" : "training data") + ". Every block must have the same length (PackTokens produces such blocks).");
+                }
+
                 foreach (int id in row)
                 {
                     if (id < 0)
+                    {
                         throw new ArgumentOutOfRangeException(tokensColumn, id,
                             $"Row {count} of the {dataName} has token id {id} in column '{tokensColumn}'; token ids must be non-negative.");
-                    if (id > maxId) maxId = id;
+                    }
+
+                    if (id > maxId)
+                        maxId = id;
                 }
                 tokens.AddRange(row);
                 if (getDocs is not null)
                 {
                     getDocs(ref docBuffer);
                     CheckLength(docBuffer.Length, blockLength, documentIdsColumn!, count, dataName);
-                    foreach (var v in docBuffer.DenseValues()) docs!.Add(v);
+                    foreach (var v in docBuffer.DenseValues())
+                        docs!.Add(v);
                 }
                 if (getMask is not null)
                 {
                     getMask(ref maskBuffer);
                     CheckLength(maskBuffer.Length, blockLength, lossMaskColumn!, count, dataName);
-                    foreach (var v in maskBuffer.DenseValues()) mask!.Add(v);
+                    foreach (var v in maskBuffer.DenseValues())
+                        mask!.Add(v);
                 }
                 count++;
             }
@@ -130,9 +146,14 @@ internal sealed class TokenBlocks
     {
         long bytes = 0;
         foreach (int r in rows)
+        {
             for (int t = 1; t < BlockLength; t++)
+            {
                 if (IsTarget(r, t))
                     bytes += tokenizer.GetByteCount(_tokens[r * BlockLength + t]);
+            }
+        }
+
         return bytes;
     }
 
@@ -156,7 +177,8 @@ internal sealed class TokenBlocks
             {
                 x[i * t + j] = _tokens[start + j];
                 y[i * t + j] = IsTarget(rows[i], j + 1) ? _tokens[start + j + 1] : -1;
-                if (doc is not null) doc[i * t + j] = _documentIds![start + j];
+                if (doc is not null)
+                    doc[i * t + j] = _documentIds![start + j];
             }
         }
         var inputs = tensor(x, new long[] { b, t }, device: device);
@@ -168,11 +190,18 @@ internal sealed class TokenBlocks
     /// <summary>Predicted (non-masked) targets among <paramref name="rows"/>.</summary>
     public long CountTargets(ReadOnlySpan<int> rows)
     {
-        if (_lossMask is null) return (long)rows.Length * ContextLength;
+        if (_lossMask is null)
+            return (long)rows.Length * ContextLength;
         long n = 0;
         foreach (int r in rows)
+        {
             for (int t = 1; t < BlockLength; t++)
-                if (IsTarget(r, t)) n++;
+            {
+                if (IsTarget(r, t))
+                    n++;
+            }
+        }
+
         return n;
     }
 

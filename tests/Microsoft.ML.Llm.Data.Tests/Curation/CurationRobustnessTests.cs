@@ -56,7 +56,8 @@ public class CurationRobustnessTests
             {
                 var entry = zip.Entries.Single(e => e.FullName.EndsWith("Model.key", StringComparison.Ordinal) && Contains(e, "LMQUALFL"));
                 byte[] bytes;
-                using (var s = entry.Open()) { using var ms = new MemoryStream(); s.CopyTo(ms); bytes = ms.ToArray(); }
+                using (var s = entry.Open())
+                { using var ms = new MemoryStream(); s.CopyTo(ms); bytes = ms.ToArray(); }
                 int at = bytes.AsSpan().IndexOf(Encoding.ASCII.GetBytes("LMQUALFL"));
                 BitConverter.TryWriteBytes(bytes.AsSpan(at + 8), 0x00020001u);
                 BitConverter.TryWriteBytes(bytes.AsSpan(at + 12), 0x00020001u);
@@ -86,6 +87,7 @@ public class CurationRobustnessTests
 
     private static IEnumerable<Exception> Chain(Exception? e)
     {
-        for (; e != null; e = e.InnerException) yield return e;
+        for (; e != null; e = e.InnerException)
+            yield return e;
     }
 }

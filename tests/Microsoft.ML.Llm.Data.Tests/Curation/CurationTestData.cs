@@ -63,7 +63,8 @@ internal static class CurationTestData
     public static string RandomDocument(Random rng, int words)
     {
         var parts = new string[words];
-        for (int i = 0; i < words; i++) parts[i] = "w" + rng.Next(2000).ToString("x");
+        for (int i = 0; i < words; i++)
+            parts[i] = "w" + rng.Next(2000).ToString("x");
         return string.Join(' ', parts);
     }
 

@@ -7,7 +7,8 @@ public class NearDuplicateRemoverTests
     private static string Edit(string doc, Random rng, int edits)
     {
         var words = doc.Split(' ');
-        for (int i = 0; i < edits; i++) words[rng.Next(words.Length)] = "edit" + rng.Next(100000);
+        for (int i = 0; i < edits; i++)
+            words[rng.Next(words.Length)] = "edit" + rng.Next(100000);
         return string.Join(' ', words);
     }
 
@@ -31,9 +32,11 @@ public class NearDuplicateRemoverTests
         var originals = Enumerable.Range(0, 50).Select(_ => RandomDocument(rng, 300)).ToList();
         var texts = new List<string>(originals);
         // rows 50..59: 3 word edits of originals 0..9 (Jaccard of 5-gram shingles about 0.9)
-        for (int i = 0; i < 10; i++) texts.Add(Edit(originals[i], rng, 3));
+        for (int i = 0; i < 10; i++)
+            texts.Add(Edit(originals[i], rng, 3));
         // rows 60..69: 150 word edits (Jaccard far below 0.5)
-        for (int i = 0; i < 10; i++) texts.Add(Edit(originals[10 + i], rng, 150));
+        for (int i = 0; i < 10; i++)
+            texts.Add(Edit(originals[10 + i], rng, 150));
         texts.Add("");
         var data = LoadWithIds(ml, texts);
         var model = ml.Transforms.Text.RemoveNearDuplicates("Text").Fit(data);

@@ -215,7 +215,8 @@ public class TextQualityFilterTests
             seen[k] = [];
             var getter = cursors[k].GetGetter<int>(output.Schema["Id"]);
             int id = 0;
-            while (cursors[k].MoveNext()) { getter(ref id); seen[k].Add(id); }
+            while (cursors[k].MoveNext())
+            { getter(ref id); seen[k].Add(id); }
             cursors[k].Dispose();
         });
         Assert.Equal(expected, seen.SelectMany(s => s).Order());

@@ -19,9 +19,12 @@ public class SentencePieceTests
         {
             using var inner = new MemoryStream();
             var p = new CodedOutputStream(inner);
-            p.WriteTag(1, WireFormat.WireType.LengthDelimited); p.WriteString(piece);
-            p.WriteTag(2, WireFormat.WireType.Fixed32); p.WriteFloat(score);
-            p.WriteTag(3, WireFormat.WireType.Varint); p.WriteEnum(type);
+            p.WriteTag(1, WireFormat.WireType.LengthDelimited);
+            p.WriteString(piece);
+            p.WriteTag(2, WireFormat.WireType.Fixed32);
+            p.WriteFloat(score);
+            p.WriteTag(3, WireFormat.WireType.Varint);
+            p.WriteEnum(type);
             p.Flush();
             output.WriteTag(1, WireFormat.WireType.LengthDelimited);
             output.WriteBytes(ByteString.CopyFrom(inner.ToArray()));
@@ -36,13 +39,20 @@ public class SentencePieceTests
         using (var trainer = new MemoryStream())
         {
             var t = new CodedOutputStream(trainer);
-            t.WriteTag(3, WireFormat.WireType.Varint); t.WriteEnum(2);              // model_type = BPE
-            t.WriteTag(4, WireFormat.WireType.Varint); t.WriteInt32(259 + s_words.Length);
-            t.WriteTag(35, WireFormat.WireType.Varint); t.WriteBool(true);          // byte_fallback
-            t.WriteTag(40, WireFormat.WireType.Varint); t.WriteInt32(0);            // unk_id
-            t.WriteTag(41, WireFormat.WireType.Varint); t.WriteInt32(1);            // bos_id
-            t.WriteTag(42, WireFormat.WireType.Varint); t.WriteInt32(2);            // eos_id
-            t.WriteTag(43, WireFormat.WireType.Varint); t.WriteInt32(-1);           // pad_id
+            t.WriteTag(3, WireFormat.WireType.Varint);
+            t.WriteEnum(2);              // model_type = BPE
+            t.WriteTag(4, WireFormat.WireType.Varint);
+            t.WriteInt32(259 + s_words.Length);
+            t.WriteTag(35, WireFormat.WireType.Varint);
+            t.WriteBool(true);          // byte_fallback
+            t.WriteTag(40, WireFormat.WireType.Varint);
+            t.WriteInt32(0);            // unk_id
+            t.WriteTag(41, WireFormat.WireType.Varint);
+            t.WriteInt32(1);            // bos_id
+            t.WriteTag(42, WireFormat.WireType.Varint);
+            t.WriteInt32(2);            // eos_id
+            t.WriteTag(43, WireFormat.WireType.Varint);
+            t.WriteInt32(-1);           // pad_id
             t.Flush();
             output.WriteTag(2, WireFormat.WireType.LengthDelimited);
             output.WriteBytes(ByteString.CopyFrom(trainer.ToArray()));
@@ -50,10 +60,14 @@ public class SentencePieceTests
         using (var normalizer = new MemoryStream())
         {
             var n = new CodedOutputStream(normalizer);
-            n.WriteTag(1, WireFormat.WireType.LengthDelimited); n.WriteString("identity");
-            n.WriteTag(3, WireFormat.WireType.Varint); n.WriteBool(true);           // add_dummy_prefix
-            n.WriteTag(4, WireFormat.WireType.Varint); n.WriteBool(false);          // remove_extra_whitespaces
-            n.WriteTag(5, WireFormat.WireType.Varint); n.WriteBool(true);           // escape_whitespaces
+            n.WriteTag(1, WireFormat.WireType.LengthDelimited);
+            n.WriteString("identity");
+            n.WriteTag(3, WireFormat.WireType.Varint);
+            n.WriteBool(true);           // add_dummy_prefix
+            n.WriteTag(4, WireFormat.WireType.Varint);
+            n.WriteBool(false);          // remove_extra_whitespaces
+            n.WriteTag(5, WireFormat.WireType.Varint);
+            n.WriteBool(true);           // escape_whitespaces
             n.Flush();
             output.WriteTag(3, WireFormat.WireType.LengthDelimited);
             output.WriteBytes(ByteString.CopyFrom(normalizer.ToArray()));

@@ -140,41 +140,41 @@ internal static class FormatV1Fixture
         switch (column.Type)
         {
             case TextDataViewType:
-            {
-                ReadOnlyMemory<char> v = default;
-                cursor.GetGetter<ReadOnlyMemory<char>>(column)(ref v);
-                return Escape(v.ToString());
-            }
+                {
+                    ReadOnlyMemory<char> v = default;
+                    cursor.GetGetter<ReadOnlyMemory<char>>(column)(ref v);
+                    return Escape(v.ToString());
+                }
             case NumberDataViewType n when n == NumberDataViewType.Single:
-            {
-                float v = 0;
-                cursor.GetGetter<float>(column)(ref v);
-                return Bits(v);
-            }
+                {
+                    float v = 0;
+                    cursor.GetGetter<float>(column)(ref v);
+                    return Bits(v);
+                }
             case NumberDataViewType n when n == NumberDataViewType.Int32:
-            {
-                int v = 0;
-                cursor.GetGetter<int>(column)(ref v);
-                return v.ToString(CultureInfo.InvariantCulture);
-            }
+                {
+                    int v = 0;
+                    cursor.GetGetter<int>(column)(ref v);
+                    return v.ToString(CultureInfo.InvariantCulture);
+                }
             case BooleanDataViewType:
-            {
-                bool v = false;
-                cursor.GetGetter<bool>(column)(ref v);
-                return v ? "true" : "false";
-            }
+                {
+                    bool v = false;
+                    cursor.GetGetter<bool>(column)(ref v);
+                    return v ? "true" : "false";
+                }
             case VectorDataViewType { ItemType: var item } when item == NumberDataViewType.Int32:
-            {
-                VBuffer<int> v = default;
-                cursor.GetGetter<VBuffer<int>>(column)(ref v);
-                return "[" + string.Join(',', v.DenseValues()) + "]";
-            }
+                {
+                    VBuffer<int> v = default;
+                    cursor.GetGetter<VBuffer<int>>(column)(ref v);
+                    return "[" + string.Join(',', v.DenseValues()) + "]";
+                }
             case VectorDataViewType { ItemType: BooleanDataViewType }:
-            {
-                VBuffer<bool> v = default;
-                cursor.GetGetter<VBuffer<bool>>(column)(ref v);
-                return "[" + string.Join(',', v.DenseValues().Select(b => b ? 1 : 0)) + "]";
-            }
+                {
+                    VBuffer<bool> v = default;
+                    cursor.GetGetter<VBuffer<bool>>(column)(ref v);
+                    return "[" + string.Join(',', v.DenseValues().Select(b => b ? 1 : 0)) + "]";
+                }
             default:
                 return $"<{column.Type}>";
         }

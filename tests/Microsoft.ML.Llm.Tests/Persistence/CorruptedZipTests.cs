@@ -132,10 +132,14 @@ public class CorruptedZipTests(ITestOutputHelper output)
                 counts[kind] = counts.GetValueOrDefault(kind) + 1;
                 output.WriteLine($"{entry} {what}: {kind}: {cause.Message}");
                 if (inChecksummedRange)
+                {
                     Assert.True(ours, $"{entry} {what}: expected the checksum error, got {cause.GetType().Name}: {cause.Message}");
+                }
                 else
+                {
                     Assert.True(ours || cause is FormatException or FileNotFoundException or FileLoadException,
                         $"{entry} {what}: ML.NET's header check raised {cause.GetType().Name}: {cause.Message}");
+                }
             }
             output.WriteLine(string.Join(", ", counts.Select(kv => $"{kv.Key}: {kv.Value}")));
         }
