@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Llm.Tests;
 
 /// <summary>
-/// TorchSharp must initialise on a fresh Debian 12 machine with no manual step (DESIGN.md §4): the build marks
+/// TorchSharp must initialise on a fresh Debian 12 machine with no manual step (docs/ARCHITECTURE.md §3): the build marks
 /// libLibTorchSharp.so's GLIBCXX_3.4.32 requirement weak where the system libstdc++ lacks it.
 /// </summary>
 [Collection("Torch")]

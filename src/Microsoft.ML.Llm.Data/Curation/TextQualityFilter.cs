@@ -32,7 +32,7 @@ public readonly record struct NGramFraction(int N, double MaxCharFraction);
 
 /// <summary>
 /// Options of <see cref="TextQualityFilterEstimator"/> (<c>mlContext.Transforms.Text.FilterByQuality</c>). Every
-/// threshold defaults to datatrove's (DESIGN.md §5); a ratio or count threshold set to 0 turns that one check off,
+/// threshold defaults to datatrove's (docs/ARCHITECTURE.md §5); a ratio or count threshold set to 0 turns that one check off,
 /// as datatrove's <c>None</c> does. Rule sets run in the order of the FineWeb pipeline: Gopher repetition, Gopher
 /// quality, C4, FineWeb; a row is reported under the first rule it fails.
 /// </summary>

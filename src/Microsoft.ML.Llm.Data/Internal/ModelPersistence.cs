@@ -1,4 +1,4 @@
-// The one place where Microsoft.ML.Llm touches ML.NET's internal persistence API (DESIGN.md §4).
+// The one place where Microsoft.ML.Llm touches ML.NET's internal persistence API (docs/ARCHITECTURE.md §3).
 // ML.NET's model zips are written through ModelSaveContext and read through ModelLoadContext; both, plus
 // VersionInfo and the LoadableClass registration, are internal to Microsoft.ML.Core. The build compiles this
 // layer against publicized copies of Microsoft.ML.Core/Data and declares IgnoresAccessChecksTo, so these
