@@ -1,10 +1,4 @@
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm;
-using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;

@@ -1,6 +1,4 @@
 using Microsoft.ML.Llm;
-using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML;
 

@@ -1,5 +1,3 @@
-using Microsoft.ML.Data;
-
 namespace Microsoft.ML.Llm.Data.Curation;
 
 /// <summary>Option checks shared by the curation components (schema checks are in <see cref="Internal.SchemaChecks"/>).</summary>

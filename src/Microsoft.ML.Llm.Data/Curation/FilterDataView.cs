@@ -1,6 +1,5 @@
 // The view of the row-count-changing filters that evaluate one text column per row (quality, language), over
 // public ML.NET APIs only.
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data.Curation;
 

@@ -1,6 +1,5 @@
 // Character n-grams of the language-ID model. Shared, as source, by the library and by
 // tools/LanguageModelBuilder, so the model is built and applied with the same features.
-using System.Text;
 
 namespace Microsoft.ML.Llm.Data.Curation;
 

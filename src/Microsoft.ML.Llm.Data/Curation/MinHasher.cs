@@ -1,7 +1,5 @@
 using System.Globalization;
 using System.Numerics;
-using System.Text;
-using Microsoft.ML.Llm.Data.Curation;
 
 namespace Microsoft.ML.Llm.Data;
 

@@ -1,14 +1,7 @@
-using System.Buffers;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Text;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Curation;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data;
 

@@ -1,7 +1,6 @@
 // The rule sets of TextQualityFilter, computed the way datatrove does (gopher_quality_filter.py,
 // gopher_repetition_filter.py, c4_filters.py, fineweb_quality_filter.py), over spans of the text: no per-word
 // strings, n-grams compared by 64-bit hashes of their word sequence, scratch buffers reused per cursor.
-using System.Buffers;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;

@@ -1,5 +1,3 @@
-using Microsoft.ML.Llm.Data.Curation;
-
 namespace Microsoft.ML.Llm.Data;
 
 /// <summary>Signatures of the reference rows: exact hashes, LSH band hashes, and shingle sets when verifying.</summary>

@@ -1,12 +1,5 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Text;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Curation;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data;
 

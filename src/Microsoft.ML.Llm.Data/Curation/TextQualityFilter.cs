@@ -1,9 +1,4 @@
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Curation;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data;
 

@@ -1,6 +1,5 @@
 // The one "append computed columns" view of the library: a row-to-row mapper (for prediction engines and
 // GetRowToRowMapper) and the data view Transform returns share one getter factory and one row class.
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data.Internal;
 

@@ -1,5 +1,3 @@
-using Microsoft.ML.Data;
-
 namespace Microsoft.ML.Llm.Data.Internal;
 
 /// <summary>A data view with a schema and no rows (used to compute output schemas).</summary>

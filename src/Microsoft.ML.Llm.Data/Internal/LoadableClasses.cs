@@ -2,10 +2,7 @@
 // of a model zip entry by its loader signature (the LoaderSignature constant of each transformer, never renamed:
 // zips written by earlier versions name it). ComponentLoader<T> (ModelPersistence.cs) checks the header and calls
 // the component's Load.
-using Microsoft.ML;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 [assembly: LoadableClass(typeof(TextNormalizerTransformer), typeof(ComponentLoader<TextNormalizerTransformer>), null, typeof(SignatureLoadModel),
     "Text normalizer for language models", TextNormalizerTransformer.LoaderSignature)]

@@ -9,14 +9,10 @@
 // of its content and of the component's header fields (signature, versions, loader); every side entry ends with a
 // 16-byte footer, its content length and the XxHash64 of its content. Both are checked before the component parses a
 // byte, so a flipped or truncated entry raises one FormatException naming the entry, the component and the model zip.
-using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.IO.Hashing;
 using System.Reflection;
-using System.Text;
-using Microsoft.ML.Data;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data.Internal;
 

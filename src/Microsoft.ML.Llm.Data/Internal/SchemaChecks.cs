@@ -1,5 +1,3 @@
-using Microsoft.ML.Data;
-
 namespace Microsoft.ML.Llm.Data.Internal;
 
 /// <summary>

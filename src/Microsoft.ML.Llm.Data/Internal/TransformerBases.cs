@@ -4,7 +4,6 @@
 //   PersistentTransformerBase         ICanSaveModel through ModelPersistence (version header + SaveState).
 //   AppendColumnsTransformerBase      row-to-row transforms that append columns: MakeMapper is all they write.
 //   RowCountChangingTransformerBase   filters, dedup, packing: MakeDataView is all they write.
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data.Internal;
 

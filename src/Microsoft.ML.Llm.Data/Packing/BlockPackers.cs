@@ -1,6 +1,4 @@
 // The packing strategies behind PackTokens: a document reader over the input cursor and one BlockPacker per mode.
-using System.Buffers;
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data;
 

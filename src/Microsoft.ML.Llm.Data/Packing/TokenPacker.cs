@@ -2,12 +2,7 @@
 // Concatenate (GPT-2/nanoGPT: documents joined with EOS, cut into blocks, optional stride), BestFit (Ding et al. 2024:
 // context-sized chunks packed best-fit-decreasing over a window of documents, with per-token document ids) and
 // Padded (one document per row with a loss mask). Streaming with bounded memory; deterministic.
-using System.Buffers;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data;
 

@@ -4,7 +4,6 @@
 // max-heap with lazy invalidation (as Hugging Face tokenizers does), instead of recounting after every merge.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Microsoft.ML.Llm.Data;

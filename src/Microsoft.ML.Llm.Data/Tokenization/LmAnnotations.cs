@@ -1,5 +1,4 @@
 using System.Diagnostics.CodeAnalysis;
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Llm.Data;
 

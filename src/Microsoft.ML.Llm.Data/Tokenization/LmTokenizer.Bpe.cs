@@ -1,6 +1,5 @@
 // LmTokenizer: byte-level BPE (trained here or loaded from Hugging Face vocab.json + merges.txt) and SentencePiece.
 using System.Diagnostics;
-using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;

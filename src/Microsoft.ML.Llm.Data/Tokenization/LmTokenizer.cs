@@ -1,6 +1,5 @@
 using System.IO.Compression;
 using System.Reflection;
-using System.Text;
 using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Llm.Data;

@@ -1,11 +1,7 @@
 // TokenizeForLm: text column → variable-length Int32 token column carrying the LmTokenizer as an annotation.
 // Options, estimator (builds or trains the tokenizer in Fit) and transformer (persisted with the tokenizer's
 // definition; the row mapping comes from the transform kit, plus a parallel batch cursor).
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Data;
 

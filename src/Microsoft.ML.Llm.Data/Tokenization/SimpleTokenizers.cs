@@ -1,8 +1,6 @@
 // Two small Microsoft.ML.Tokenizers.Tokenizer implementations the library ships itself: a character-level
 // tokenizer (nanoGPT's shakespeare_char: the vocabulary is the sorted distinct characters of the corpus) and a
 // byte-level tokenizer (256 UTF-8 byte tokens). Both append their special tokens after the regular ids.
-using System.Buffers;
-using System.Text;
 using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Llm.Data;

@@ -1,5 +1,3 @@
-using Microsoft.ML.Llm.Data;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;

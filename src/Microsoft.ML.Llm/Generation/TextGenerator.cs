@@ -1,6 +1,4 @@
 using System.Text;
-using Microsoft.ML.Llm.Data;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;

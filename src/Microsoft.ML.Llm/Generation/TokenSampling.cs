@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using static System.FormattableString;
 using static TorchSharp.torch;
@@ -255,13 +254,7 @@ public static class TokenSampling
         {
             // Unnormalised probabilities exp(s − max): the top token weighs 1, masked ones 0.
             var weights = rentedWeights.AsSpan(0, scores.Length);
-            float max = scores[ArgMax(scores)];
-            double total = 0;
-            for (int i = 0; i < scores.Length; i++)
-            {
-                weights[i] = float.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
-                total += weights[i];
-            }
+            double total = UnnormalisedSoftmax(scores, weights);
 
             double target = p * total, cut = 1;
             while (cut > 0)
@@ -343,21 +336,31 @@ public static class TokenSampling
         }
     }
 
+    /// <summary>
+    /// Writes exp(s − max) for every score (computed once; masked tokens, −∞, weigh exactly 0; the top token 1) and
+    /// returns their sum: softmax without the division, which sampling never needs.
+    /// </summary>
+    private static double UnnormalisedSoftmax(ReadOnlySpan<float> scores, Span<double> weights)
+    {
+        float max = scores[ArgMax(scores)];
+        double total = 0;
+        for (int i = 0; i < scores.Length; i++)
+        {
+            weights[i] = float.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
+            total += weights[i];
+        }
+
+        return total;
+    }
+
     /// <summary>Draws a token from softmax(scores) by inverting the cumulative distribution at one uniform draw.</summary>
     private static int Sample(ReadOnlySpan<float> scores, Generator? generator)
     {
         double[] rented = ArrayPool<double>.Shared.Rent(scores.Length);
         try
         {
-            // Unnormalised probabilities exp(s − max), computed once; masked tokens (−∞) weigh exactly 0.
             var weights = rented.AsSpan(0, scores.Length);
-            float max = scores[ArgMax(scores)];
-            double total = 0;
-            for (int i = 0; i < scores.Length; i++)
-            {
-                weights[i] = float.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
-                total += weights[i];
-            }
+            double total = UnnormalisedSoftmax(scores, weights);
 
             double u;
             using (var draw = rand(1, dtype: ScalarType.Float64, generator: generator))

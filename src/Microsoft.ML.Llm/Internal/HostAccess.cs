@@ -1,7 +1,6 @@
 // Part of the internals layer (see Microsoft.ML.Llm.Data/Internal/ModelPersistence.cs): the MLContext settings
 // ML.NET keeps on its internal IHostEnvironmentInternal (seed, GPU device, CPU fallback) and the cancellation
 // flag MLContext.CancelExecution() sets. Everything else in this assembly uses public APIs.
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Llm.Internal;
 

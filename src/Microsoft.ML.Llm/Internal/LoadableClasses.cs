@@ -1,8 +1,5 @@
 // Every loadable class of Microsoft.ML.Llm, registered in one place (see Microsoft.ML.Llm.Data/Internal/LoadableClasses.cs).
-using Microsoft.ML;
 using Microsoft.ML.Llm;
-using Microsoft.ML.Llm.Data.Internal;
-using Microsoft.ML.Runtime;
 
 [assembly: LoadableClass(typeof(CausalLmTransformer), typeof(ComponentLoader<CausalLmTransformer>), null, typeof(SignatureLoadModel),
     "Causal LM transformer", CausalLmTransformer.LoaderSignature)]

@@ -8,7 +8,6 @@
 // Tensors made during forward are not disposed here: callers run a step inside torch.NewDisposeScope(), as
 // TorchSharp recommends, and every intermediate goes with the scope.
 
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

@@ -1,10 +1,4 @@
-using System.Globalization;
-using Microsoft.ML.Data;
-using Microsoft.ML.Llm.Data;
-using Microsoft.ML.Llm.Data.Internal;
 using Microsoft.ML.Llm.Internal;
-using Microsoft.ML.Runtime;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;

@@ -1,5 +1,3 @@
-using Microsoft.ML.Llm.Data;
-
 namespace Microsoft.ML.Llm;
 
 /// <summary>Options of <see cref="CausalLmTrainer"/>. Defaults follow nanoGPT's <c>train.py</c> (DESIGN.md §5).</summary>

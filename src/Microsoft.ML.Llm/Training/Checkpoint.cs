@@ -1,5 +1,3 @@
-using Microsoft.ML.Llm.Data.Internal;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

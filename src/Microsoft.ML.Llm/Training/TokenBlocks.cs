@@ -1,5 +1,3 @@
-using Microsoft.ML.Data;
-using Microsoft.ML.Llm.Data;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;

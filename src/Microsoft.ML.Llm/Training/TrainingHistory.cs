@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Microsoft.ML.Llm;
 
 /// <summary>

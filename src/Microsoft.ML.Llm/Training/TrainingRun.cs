@@ -1,9 +1,5 @@
 using System.Diagnostics;
-using System.Globalization;
-using Microsoft.ML.Llm.Data;
 using Microsoft.ML.Llm.Internal;
-using Microsoft.ML.Runtime;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
