@@ -49,8 +49,8 @@ internal static class PreTokenizationRegexes
     ];
 
     /// <summary>A new instance of the pattern's regex. A Regex caches a single matcher ("runner"): threads sharing one
-    /// instance fall back to building matchers and ran at half the speed of one thread on the 2-core machine, while one
-    /// instance per thread scaled 1.7× (benchmarks/README.md).</summary>
+    /// instance fall back to building matchers and lose the parallel speed-up, which one instance per thread keeps
+    /// (measured in benchmarks/README.md, tokenizers).</summary>
     public static Regex Create(PreTokenizationPattern pattern) => new(Get(pattern).ToString(), Get(pattern).Options);
 
     public static Regex Get(PreTokenizationPattern pattern) => Enum.IsDefined(pattern)
