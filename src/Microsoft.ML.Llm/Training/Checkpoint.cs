@@ -181,6 +181,18 @@ internal static class Checkpoint
         return state;
     }
 
+    /// <summary>The precision and fp16 loss-scale state a checkpoint records (Fp32 and the initial scale before format 3),
+    /// without loading weights.</summary>
+    public static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(string path)
+    {
+        using var r = new BinaryReader(File.OpenRead(path));
+        if (r.ReadString() != Magic)
+            throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
+        int version = r.ReadInt32();
+        _ = GptConfig.Load(r);
+        return version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
+    }
+
     private static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(BinaryReader r, string path)
     {
         int precision = r.ReadInt32();
