@@ -1,5 +1,5 @@
 // Measures, on this machine, through TorchSharp/libtorch:
-//   1. the peak throughput of a 2048³ matmul in fp32 and bf16 (warmup, repeats, median and best), the denominator
+//   1. the peak throughput of a 2048³ matmul in fp32, bf16 and fp16 (warmup, repeats, median and best), the denominator
 //      of the trainer's MFU (model flops utilisation);
 //   2. the time of one training step of the ShakespeareChar GPT (nanoGPT's CPU configuration) at batch 12 × 64,
 //      split into forward, backward and AdamW, in fp32 and with the whole model in bf16.
@@ -29,7 +29,8 @@ Console.WriteLine($"Load:       {LoadAverage()} (1/5/15-minute load average at s
 Console.WriteLine();
 
 Console.WriteLine($"== Matmul {size}×{size}×{size} ({2.0 * size * size * size / 1e9:F1} GFLOP per call), 3 warmup + {repeats} timed calls");
-foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+// fp16 too: Fp16Mixed training runs on the CPU only if libtorch's fp16 matmul is usable there (issue 10).
+foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
 {
     var seconds = TimeMatmul(size, dtype, repeats);
     double flops = 2.0 * size * size * size;

@@ -1,6 +1,11 @@
 // Training throughput of CausalLmTrainer: tokens/s, ms/step, achieved GFLOP/s and MFU against a matmul peak
 // measured here, on this machine (nanoGPT estimate_mfu: flops/token = 6N + 12·L·H·Q·T).
-//   dotnet run -c Release --project benchmarks/TrainingThroughput [-- steps]
+// Each configuration runs in every precision asked for (issue 10), side by side in one process, so the ratios compare
+// like with like on a shared machine.
+//   dotnet run -c Release --project benchmarks/TrainingThroughput [-- steps] [--precisions Fp32,Bf16Mixed[,Fp16Mixed]]
+//       [--threads N] [--only shakespeare|gpt2]
+// Fp16Mixed is not in the default list: without AVX-512 FP16/AMX-FP16 libtorch's CPU fp16 matmul has no fast kernel
+// (benchmarks/MatmulPeak measures it; one GPT-2 124M step would take many minutes).
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -10,19 +15,60 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-int timedSteps = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
-torch.set_num_threads(Environment.ProcessorCount);
+int timedSteps = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
+var precisions = (Option("--precisions") ?? "Fp32,Bf16Mixed").Split(',').Select(p => Enum.Parse<TrainingPrecision>(p, ignoreCase: true)).ToArray();
+int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+string? only = Option("--only");
+torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
+Console.WriteLine($"Torch threads: {threads}; load average at start: {LoadAverage()}");
 
 double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
 Console.WriteLine($"Measured 2048³ matmul peak: fp32 {peak32:F1} GFLOP/s, bf16 {peak16:F1} GFLOP/s (best of 5)");
 Console.WriteLine();
-Console.WriteLine("| configuration | params | batch × context | ms/step | tokens/s | GFLOP/s | MFU vs fp32 peak | MFU vs bf16 peak |");
-Console.WriteLine("|---|---|---|---|---|---|---|---|");
-Run("Shakespeare char (4L, 4H, 128)", GptConfig.ShakespeareChar(65), batch: 12, steps: Math.Max(timedSteps, 50));
-Run("GPT-2 124M (12L, 12H, 768)", GptConfig.Gpt2Small(50257, 64), batch: 4, steps: Math.Max(3, timedSteps / 4));
+Console.WriteLine("| configuration | precision | params | batch × context | ms/step | tokens/s | × fp32 | GFLOP/s | MFU vs fp32 peak | MFU vs bf16 peak |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+if (only is null or "shakespeare")
+    RunAll("Shakespeare char (4L, 4H, 128)", GptConfig.ShakespeareChar(65), batch: 12, steps: Math.Max(timedSteps, 50));
+if (only is null or "gpt2")
+    RunAll("GPT-2 124M (12L, 12H, 768)", GptConfig.Gpt2Small(50257, 64), batch: 4, steps: Math.Max(3, timedSteps / 4));
+Console.WriteLine();
+// Autocast casts every weight to bf16 in each forward (and the gradient back to fp32 in backward). Caching the bf16
+// copies across micro-batches would save that cast on all but the first micro-batch of a step; its cost says whether
+// that pays.
+if (only is null or "gpt2")
+    TimeWeightCast("GPT-2 124M", GptConfig.Gpt2Small(50257, 64));
+TimeWeightCast("Shakespeare char", GptConfig.ShakespeareChar(65));
+Console.WriteLine($"Load average at end: {LoadAverage()}");
 
-void Run(string name, GptConfig config, int batch, int steps)
+static void TimeWeightCast(string name, GptConfig config)
+{
+    using var model = new GptModel(config);
+    var parameters = model.parameters().ToArray();
+    double best = double.MaxValue;
+    for (int i = 0; i < 5; i++)
+    {
+        using var scope = NewDisposeScope();
+        var sw = Stopwatch.StartNew();
+        foreach (var p in parameters)
+            p.to(ScalarType.BFloat16);
+        best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+    }
+    Console.WriteLine($"{name}: casting all {model.ParameterCount / 1e6:F2}M weights fp32 → bf16 takes {best:F1} ms (best of 5)");
+}
+
+void RunAll(string name, GptConfig config, int batch, int steps)
+{
+    double? fp32 = null;
+    foreach (var precision in precisions)
+    {
+        double tokPerSec = Run(name, config, batch, steps, precision, fp32);
+        if (precision == TrainingPrecision.Fp32)
+            fp32 = tokPerSec;
+    }
+}
+
+double Run(string name, GptConfig config, int batch, int steps, TrainingPrecision precision, double? fp32TokensPerSecond)
 {
     const int warmup = 3;
     var ml = new MLContext(seed: 1);
@@ -42,14 +88,36 @@ void Run(string name, GptConfig config, int batch, int steps)
         LearningRate = 1e-4,
         MinLearningRate = 1e-5,
         LogInterval = 1,
+        Precision = precision,
+        NumberOfThreads = threads,
     }).Fit(data);
     var h = lm.History;
     double seconds = h[^1].ElapsedSeconds - h[warmup - 1].ElapsedSeconds;
     double tokens = h[^1].Tokens - h[warmup - 1].Tokens;
     double tokPerSec = tokens / seconds;
     double gflops = lm.Model.FlopsPerToken * tokPerSec / 1e9;
-    Console.WriteLine($"| {name} | {lm.Model.ParameterCount / 1e6:F2}M | {batch} × {config.ContextLength} | {1000 * seconds / steps:F1} | {tokPerSec:F0} | {gflops:F1} | {100 * gflops / peak32:F1}% | {100 * gflops / peak16:F1}% |");
+    string ratio = fp32TokensPerSecond is { } f ? $"{tokPerSec / f:F2}" : "1.00";
+    Console.WriteLine($"| {name} | {precision} | {lm.Model.ParameterCount / 1e6:F2}M | {batch} × {config.ContextLength} | {1000 * seconds / steps:F1} | {tokPerSec:F0} | {ratio} | {gflops:F1} | {100 * gflops / peak32:F1}% | {100 * gflops / peak16:F1}% |");
     lm.Dispose();
+    return tokPerSec;
+}
+
+string? Option(string name)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}
+
+static string LoadAverage()
+{
+    try
+    {
+        return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+    }
+    catch (IOException)
+    {
+        return "unknown";
+    }
 }
 
 static double MatmulPeak(ScalarType dtype)

@@ -31,8 +31,11 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         _history = history.ToList();
     }
 
+    // 0x00010003 adds the model's precision; 0x00010002 (checksums) and 0x00010001 zips load as Fp32 models.
+    private const uint PrecisionVersion = 0x00010003;
+
     internal static readonly ComponentVersion Version =
-        new("CAUSALLM", 0x00010002, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
+        new("CAUSALLM", PrecisionVersion, 0x00010001, LoaderSignature, typeof(CausalLmTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<CausalLmTransformer>.PersistenceVersion => Version;
 
@@ -97,7 +100,8 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         };
     }
 
-    /// <summary>Mean log-likelihood (nats) per predicted token of one row; NaN for fewer than 2 tokens.</summary>
+    /// <summary>Mean log-likelihood (nats) per predicted token of one row, computed in the model's
+    /// <see cref="GptModel.Precision"/>; NaN for fewer than 2 tokens.</summary>
     public float ScoreTokens(ReadOnlySpan<int> tokens)
     {
         if (tokens.Length < 2)
@@ -105,6 +109,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         Config.CheckTokenIds(tokens, nameof(tokens), "Token id");
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
+        using var autocast = Autocast.Enable(Model.Precision);   // the model's precision; logits come back in fp32
         Model.eval();
         double nats = 0;
         int predicted = 0, window = Config.ContextLength;
@@ -124,8 +129,8 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         return (float)(-nats / predicted);
     }
 
-    // Binary format (version 0x00010001): TokensColumnName (string), the GptConfig as GptConfig.Save writes it, has-tokenizer
-    // (bool). Side entries: "Tokenizer" (LmTokenizer.Save; only when has-tokenizer), "Weights" (the model's state dict as
+    // Binary format (version 0x00010003): TokensColumnName (string), the GptConfig as GptConfig.Save writes it, has-tokenizer
+    // (bool), int32 Precision (TrainingPrecision, since 0x00010003; the weights are fp32 whatever it is). Side entries: "Tokenizer" (LmTokenizer.Save; only when has-tokenizer), "Weights" (the model's state dict as
     // TorchSharp's Module.save writes it), "History" (Checkpoint.WriteHistory).
     private protected override void SaveState(ComponentWriter writer)
     {
@@ -133,6 +138,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         w.Write(TokensColumnName);
         Config.Save(w);
         w.Write(Tokenizer is not null);
+        w.Write((int)Model.Precision);
         if (Tokenizer is not null)
             writer.WriteStream("Tokenizer", Tokenizer.Save);
         writer.WriteStream("Weights", bw => Model.save(bw));
@@ -146,9 +152,18 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         string column = r.ReadString();
         var config = GptConfig.Load(r);
         LmTokenizer? tokenizer = null;
-        if (r.ReadBoolean())
+        bool hasTokenizer = r.ReadBoolean();
+        var precision = TrainingPrecision.Fp32;
+        if (reader.Version >= PrecisionVersion)
+        {
+            int p = r.ReadInt32();
+            precision = Enum.IsDefined((TrainingPrecision)p) ? (TrainingPrecision)p
+                : throw new FormatException($"CausalLmTransformer: the model zip records precision {p}; this build knows {GptModel.PrecisionNames}. Update the Microsoft.ML.Llm package.");
+        }
+
+        if (hasTokenizer)
             reader.ReadStream("Tokenizer", br => tokenizer = LmTokenizer.Load(br));
-        var model = new GptModel(config);
+        var model = new GptModel(config) { Precision = precision };
         reader.ReadStream("Weights", br => model.load(br));
         model.eval();
         List<TrainingMetrics> history = [];

@@ -7,7 +7,7 @@ internal static class LanguageModelEvaluator
 {
     /// <summary>
     /// Evaluates <paramref name="rows"/> (null = every row, in order) in batches, in eval mode without gradients, on the
-    /// model's device.
+    /// model's device, in the model's <see cref="GptModel.Precision"/>.
     /// Bits per byte = total nats / (ln 2 · total UTF-8 bytes of the predicted tokens) (The Pile; lm-evaluation-harness).
     /// </summary>
     public static LanguageModelMetrics Evaluate(GptModel model, TokenBlocks blocks, int batchSize, IReadOnlyList<int>? rows,
@@ -19,6 +19,7 @@ internal static class LanguageModelEvaluator
         try
         {
             using var noGrad = torch.no_grad();
+            using var autocast = Autocast.Enable(model.Precision);   // the model's precision; logits come back in fp32
             double nats = 0;
             long tokens = 0, bytes = 0;
             int total = rows?.Count ?? blocks.Count;

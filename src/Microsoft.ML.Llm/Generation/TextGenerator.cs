@@ -89,6 +89,7 @@ public sealed class TextGenerator
         {
             int next;
             using (var scope = NewDisposeScope())
+            using (Autocast.Enable(_model.Precision))   // the model's precision; logits come back in fp32
             {
                 int uncached = history.Count - cachedFrom - (int)cache.Length;
                 if (cache.Length + uncached > config.ContextLength)

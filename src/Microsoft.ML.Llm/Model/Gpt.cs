@@ -52,6 +52,9 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        // Under autocast norms run in fp32 (PyTorch's fp32 op list): a bf16 mean and variance over C channels would
+        // round badly, and the normalised output feeds the next matmul, which casts it down again.
+        x = Autocast.Float32(x);
         if (!rms)
         {
             return nn.functional.layer_norm(x, shape, weight, bias, Epsilon);
@@ -99,7 +102,7 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long hs = C / headCount;
 
-        var qkv = c_attn.call(x).split(C, dim: 2);                   // 3 × (B, T, C)
+        var qkv = Autocast.Linear(x, c_attn).split(C, dim: 2);                   // 3 × (B, T, C)
         var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
         var k = qkv[1].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
         var v = qkv[2].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
@@ -118,15 +121,12 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         }
 
         // softmax(q·kᵀ/√hs)·v. With no mask the causal flag lets the kernel skip the upper triangle; with document
-        // masking the block-diagonal causal mask replaces it (the flag and a mask together are rejected by libtorch).
-        // TorchSharp 0.107 spells the flag is_casual.
+        // masking the block-diagonal causal mask replaces it. Under autocast it runs in the low precision.
         double p = training ? dropout : 0.0;
-        var y = context.Mask is null
-            ? nn.functional.scaled_dot_product_attention(q, k, v, p: p, is_casual: context.IsCausal)
-            : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: context.Mask, p: p, is_casual: false); // (B, nh, T, hs)
+        var y = Autocast.Attention(q, k, v, context.Mask, p, context.IsCausal);     // (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
-        return resid_dropout.call(c_proj.call(y));
+        return resid_dropout.call(Autocast.Linear(y, c_proj));
     }
 
     /// <summary>
@@ -172,16 +172,16 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
         Tensor hidden;
         if (swiGlu)
         {
-            var gateAndUp = c_fc.call(x).chunk(2, dim: -1);          // 2 × (B, T, H)
+            var gateAndUp = Autocast.Linear(x, c_fc).chunk(2, dim: -1);          // 2 × (B, T, H)
             hidden = nn.functional.silu(gateAndUp[0]) * gateAndUp[1]; // (B, T, H): SwiGLU (Shazeer 2020)
         }
         else
         {
             // GPT-2 used the tanh approximation of GELU; keeping it makes GPT-2 checkpoints compute the same function.
-            hidden = nn.functional.gelu(c_fc.call(x), GELU.Approximate.tanh); // (B, T, H)
+            hidden = nn.functional.gelu(Autocast.Linear(x, c_fc), GELU.Approximate.tanh); // (B, T, H)
         }
 
-        return dropout.call(c_proj.call(hidden));                   // (B, T, C)
+        return dropout.call(Autocast.Linear(hidden, c_proj));       // (B, T, C)
     }
 }
 
@@ -241,6 +241,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     private readonly Dropout drop;
     private readonly ModuleList<GptBlock> h;
     private readonly GptNorm ln_f;
+    private TrainingPrecision _precision;
 
     /// <summary>Builds the model described by <paramref name="config"/> and initialises its weights.</summary>
     /// <param name="config">The architecture; validated here.</param>
@@ -273,6 +274,23 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
 
     /// <summary>The architecture this model was built from.</summary>
     public GptConfig Config { get; }
+
+    /// <summary>
+    /// The precision of this model's forward passes in scoring (<see cref="CausalLmTransformer"/>), evaluation and
+    /// generation (<see cref="TextGenerator"/>): autocast with fp32 weights, see <see cref="TrainingPrecision"/>.
+    /// Training sets it to <see cref="CausalLmTrainerOptions.Precision"/>; the model zip records it. Set it to
+    /// <see cref="TrainingPrecision.Fp32"/> to score a bf16-trained model in full precision (the weights are fp32 either way).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a defined <see cref="TrainingPrecision"/>.</exception>
+    public TrainingPrecision Precision
+    {
+        get => _precision;
+        set => _precision = Enum.IsDefined(value) ? value
+            : throw new ArgumentOutOfRangeException(nameof(Precision), value, $"GptModel.Precision is {(int)value}; expected {PrecisionNames}.");
+    }
+
+    /// <summary>The accepted precisions, for messages: "Fp32, Bf16Mixed or Fp16Mixed".</summary>
+    internal static string PrecisionNames => "Fp32, Bf16Mixed or Fp16Mixed";
 
     /// <summary>
     /// The device the weights live on (<c>model.to(device)</c> moves them). Code that feeds the model (scoring,
@@ -435,7 +453,10 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
         }
 
         x = ln_f.call(x);
-        return nn.functional.linear(x, wte.weight!);                // (B, T, V): the output layer is wteᵀ (tied)
+
+        // The output layer is wteᵀ (tied). Under autocast its matmul runs in the low precision and the logits come
+        // back in fp32, as PyTorch's cross_entropy (fp32 op list) and sampling would upcast them anyway.
+        return Autocast.Float32(Autocast.Linear(x, wte.weight!));    // (B, T, V)
     }
 
     /// <summary>

@@ -28,6 +28,8 @@ public sealed class CausalLmTrainerOptions
         public const int CheckpointInterval = 500;
         public const int KeepCheckpoints = 2;
         public const int LogInterval = 10;
+        public const TrainingPrecision Precision = TrainingPrecision.Fp32;
+        public const double InitialLossScale = GradScaler.InitialScale;
     }
 
     // ---- data ----
@@ -111,6 +113,20 @@ public sealed class CausalLmTrainerOptions
 
     /// <summary>Random seed for initialisation, data order and dropout. Null: the MLContext's seed (else 0).</summary>
     public int? Seed { get; set; }
+
+    /// <summary>
+    /// The numeric precision of training and of the trained model's scoring, evaluation and generation
+    /// (<see cref="GptModel.Precision"/>): <see cref="TrainingPrecision.Fp32"/> (the default),
+    /// <see cref="TrainingPrecision.Bf16Mixed"/> or <see cref="TrainingPrecision.Fp16Mixed"/> (autocast as PyTorch's:
+    /// matmuls and attention in the low precision, norms, softmax, the loss and the fp32 master weights and AdamW
+    /// moments in fp32). A precision the device cannot run is rejected before the first step; a resumed run must use
+    /// the precision of its checkpoint.
+    /// </summary>
+    public TrainingPrecision Precision { get; set; } = Defaults.Precision;
+
+    /// <summary>With <see cref="TrainingPrecision.Fp16Mixed"/>: the starting loss scale (PyTorch's GradScaler
+    /// <c>init_scale</c>, 2^16); it halves on every step whose gradients overflow and doubles after 2000 good steps.</summary>
+    public double InitialLossScale { get; set; } = Defaults.InitialLossScale;
 
     /// <summary>Intra-op threads for torch; null = all cores.</summary>
     public int? NumberOfThreads { get; set; }

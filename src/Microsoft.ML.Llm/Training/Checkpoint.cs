@@ -12,19 +12,22 @@ namespace Microsoft.ML.Llm;
 internal static class Checkpoint
 {
     private const string Magic = "MLLLMCKP";
-    private const int FormatVersion = 2;
+    private const int FormatVersion = 3;
     private const int FirstChecksummedVersion = 2;
+    private const int FirstPrecisionVersion = 3;
     private const string Extension = ".ckpt";
     private const string Prefix = "checkpoint-";
 
-    // Binary format, version 2 (little-endian, BinaryWriter; strings length-prefixed), fields in order:
-    //   string "MLLLMCKP"; int32 FormatVersion (1); GptConfig (its own versioned layout, GptConfig.Save);
+    // Binary format, version 3 (little-endian, BinaryWriter; strings length-prefixed), fields in order:
+    //   string "MLLLMCKP"; int32 FormatVersion (3); GptConfig (its own versioned layout, GptConfig.Save);
+    //   since version 3: int32 Precision (TrainingPrecision); float64 loss scale; int32 loss-scale good steps;
     //   int64 Step; int64 RowsConsumed; int64 TokensSeen; float64 ElapsedSeconds; float64 BestValidationLoss;
     //   int64 BestStep; int32 EvaluationsWithoutImprovement; int32 Seed; history (TrainingHistory.Write);
     //   torch RNG state (a uint8 tensor, Tensor.Save); model weights (Module.save); optimizer state (save_state_dict);
     //   bool has best weights; if so int32 count, then per tensor: string name, tensor (Tensor.Save);
     //   footer (version 2 on): int64 content length (every byte before the footer), uint64 XxHash64 of that content
-    //   (EntryChecksum, as the model zip's side entries). Version 1 is the same without the footer; it still resumes.
+    //   (EntryChecksum, as the model zip's side entries). Version 2 is the same without the precision fields (an Fp32
+    //   run); version 1 also lacks the footer. Both still resume.
 
     /// <summary>Writes <paramref name="state"/>, the weights, the optimizer and torch's RNG to a new checkpoint file
     /// in <paramref name="directory"/>, keeps the newest <paramref name="keep"/> files and returns the path.</summary>
@@ -39,6 +42,9 @@ internal static class Checkpoint
             w.Write(Magic);
             w.Write(FormatVersion);
             config.Save(w);
+            w.Write((int)state.Precision);
+            w.Write(state.LossScaler.Scale);
+            w.Write(state.LossScaler.GoodSteps);
             w.Write(state.Step);
             w.Write(state.RowsConsumed);
             w.Write(state.TokensSeen);
@@ -80,9 +86,10 @@ internal static class Checkpoint
 
     /// <summary>
     /// Reads a checkpoint written by <see cref="Write"/>: loads <paramref name="model"/>, <paramref name="optimizer"/> and
-    /// torch's RNG, and returns the training state. The checkpoint must hold a model built from <paramref name="config"/>.
+    /// torch's RNG, and returns the training state. The checkpoint must hold a model built from <paramref name="config"/>
+    /// and trained in <paramref name="precision"/> (both checked before any weight loads).
     /// </summary>
-    public static TrainingState Read(string path, GptConfig config, nn.Module model, OptimizerHelper optimizer)
+    public static TrainingState Read(string path, GptConfig config, TrainingPrecision precision, nn.Module model, OptimizerHelper optimizer)
     {
         using var stream = File.OpenRead(path);
         using var r = new BinaryReader(stream);
@@ -119,8 +126,19 @@ internal static class Checkpoint
                 nameof(CausalLmTrainerOptions.ResumeFrom));
         }
 
+        var (savedPrecision, scaler) = version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
+        if (savedPrecision != precision)
+        {
+            throw new ArgumentException(
+                $"Option 'Precision' is {precision}, but checkpoint '{path}' was written by a run with Precision = {savedPrecision}. " +
+                $"Resume with Precision = {savedPrecision} (the precision of a run cannot change mid-run), or start a new run without ResumeFrom.",
+                nameof(CausalLmTrainerOptions.Precision));
+        }
+
         var state = new TrainingState
         {
+            Precision = savedPrecision,
+            LossScaler = scaler,
             Step = r.ReadInt64(),
             RowsConsumed = r.ReadInt64(),
             TokensSeen = r.ReadInt64(),
@@ -159,6 +177,28 @@ internal static class Checkpoint
         if (stream.Position != contentLength)
             throw Corrupt(path, $"its content is {contentLength} bytes but reading it took {stream.Position}");
         return state;
+    }
+
+    /// <summary>The precision and fp16 loss-scale state a checkpoint records (Fp32 and the initial scale before format 3),
+    /// without loading weights.</summary>
+    public static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(string path)
+    {
+        using var r = new BinaryReader(File.OpenRead(path));
+        if (r.ReadString() != Magic)
+            throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
+        int version = r.ReadInt32();
+        _ = GptConfig.Load(r);
+        return version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
+    }
+
+    private static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(BinaryReader r, string path)
+    {
+        int precision = r.ReadInt32();
+        double scale = r.ReadDouble();
+        int goodSteps = r.ReadInt32();
+        if (!Enum.IsDefined((TrainingPrecision)precision) || !(scale > 0) || double.IsInfinity(scale) || goodSteps < 0)
+            throw Corrupt(path, $"its precision fields (precision {precision}, loss scale {scale}, good steps {goodSteps}) are out of range");
+        return ((TrainingPrecision)precision, new GradScaler { Scale = scale, GoodSteps = goodSteps });
     }
 
     private static FormatException Corrupt(string path, string detail) =>

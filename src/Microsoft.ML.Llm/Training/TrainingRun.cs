@@ -55,7 +55,7 @@ internal sealed class TrainingRun : IDisposable
     private readonly LmTokenizer? _tokenizer;
 
     // The seams (see TrainingSeams.cs).
-    private readonly IPrecisionPolicy _precision = FullPrecision.Instance;
+    private readonly IPrecisionPolicy _precision;
     private readonly TrainableParameters _trainable;
     private readonly IGradientSynchronizer _gradients = SingleProcess.Instance;
     private readonly ITrainingDataSource _data;
@@ -90,8 +90,9 @@ internal sealed class TrainingRun : IDisposable
 
         // The model's initial weights come from torch's generator: seed it first.
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
+        PrecisionSupport.Check(options.Precision, device, ch);
         torch.manual_seed(seed);
-        _model = new GptModel(_config);
+        _model = new GptModel(_config) { Precision = options.Precision };   // validation and the returned model use it too
         _model.to(device);
         _model.train();
         _trainable = AllParameters.Instance.Select(_model);
@@ -106,13 +107,20 @@ internal sealed class TrainingRun : IDisposable
         if (options.ResumeFrom is { } resumeFrom)
         {
             string path = Checkpoint.Resolve(resumeFrom);
-            State = Checkpoint.Read(path, _config, _model, _optimizer);
+            State = Checkpoint.Read(path, _config, options.Precision, _model, _optimizer);
             HostAccess.Info(ch, $"Resumed from '{path}' at step {State.Step}.");
         }
         else
         {
-            State = new TrainingState { Seed = seed };
+            State = new TrainingState
+            {
+                Seed = seed,
+                Precision = options.Precision,
+                LossScaler = new GradScaler { Scale = options.InitialLossScale },
+            };
         }
+
+        _precision = PrecisionPolicies.For(State.Precision, State.LossScaler);
 
         var train = inputs.Train;
         long rowsPerStep = (long)options.BatchSize * options.GradientAccumulationSteps;
@@ -131,7 +139,7 @@ internal sealed class TrainingRun : IDisposable
 
         HostAccess.Info(ch, string.Create(CultureInfo.InvariantCulture,
             $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
-            $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, seed {State.Seed}."));
+            $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, precision {State.Precision}, seed {State.Seed}."));
 
         _tensorBoard = options.LogDirectory is null ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
         _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking);
@@ -203,7 +211,9 @@ internal sealed class TrainingRun : IDisposable
                 Tensor microLoss;
                 using (_precision.Autocast())
                 {
-                    var logits = _model.forward(x, d);                                          // (B, T, Vp)
+                    // Under autocast the model's matmuls run in bf16/fp16 and its logits come back in fp32, so the
+                    // cross-entropy (log-softmax and the mean) runs in fp32 as PyTorch's autocast runs it.
+                    var logits = _model.forward(x, d);                                          // (B, T, Vp) fp32
                     microLoss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: -1);
                 }
 
@@ -213,12 +223,18 @@ internal sealed class TrainingRun : IDisposable
             }
 
             _gradients.Synchronize(_trainable.All);
-            bool finite = _precision.UnscaleGradients();
+
+            // fp16: divide the gradients by the loss scale before clipping, so the clip sees true gradients; an
+            // overflowed step is skipped (its scale halved), as torch.amp.GradScaler's step() skips it.
+            double scale = s.LossScaler.Scale;
+            bool finite = _precision.UnscaleGradients(_trainable.All);
             gradNorm = _o.GradientClipNorm > 0
                 ? nn.utils.clip_grad_norm_(_trainable.All, _o.GradientClipNorm)
                 : GlobalNorm(_trainable.All);
             if (finite)
                 _optimizer.step();
+            else
+                HostAccess.Info(_ch, FormattableString.Invariant($"Step {s.Step + 1}: fp16 gradients overflowed at loss scale {scale}; step skipped, loss scale now {s.LossScaler.Scale}."));
         }
 
         s.Step++;

@@ -3,21 +3,26 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
 
-// The four places where the next training features plug into TrainingRun. Each seam has exactly one implementation
-// today, chosen in TrainingRun's constructor; the step calls the seam at the point where the feature acts.
+// The four places where training features plug into TrainingRun, chosen in TrainingRun's constructor; the step calls
+// the seam at the point where the feature acts. Precision has its implementations (fp32, bf16, fp16 + loss scale); the
+// other three have one each today.
 
 /// <summary>
-/// The numeric precision of a training step. Today: <see cref="FullPrecision"/> (fp32 everywhere).
+/// The numeric precision of a training step: <see cref="FullPrecision"/> (fp32) or <see cref="MixedPrecision"/>
+/// (bf16 autocast; fp16 autocast with a dynamic loss scale). <see cref="PrecisionPolicies.For"/> picks one.
 /// </summary>
 /// <remarks>
-/// Next: mixed precision as PyTorch autocast does it (DESIGN.md §5): matmuls and attention in bf16 (CPU, CUDA) or fp16
-/// (CUDA), norms, softmax and the loss in fp32, fp32 master weights and AdamW moments. fp16 also needs a dynamic loss
-/// scale (GradScaler: 2^16 initially, ×2 after 2000 good steps, ×0.5 on overflow), which is why the policy owns
-/// <see cref="Backward"/> and <see cref="UnscaleGradients"/>.
+/// The model consults the policy through <see cref="Autocast"/>: inside <see cref="Autocast()"/>'s scope its linear
+/// layers and attention cast their inputs and fp32 weights to the compute dtype, norms and the logits come back in fp32
+/// (PyTorch's autocast op lists; DESIGN.md §5). A loss-scaling policy also owns <see cref="Backward"/> and
+/// <see cref="UnscaleGradients"/>.
 /// </remarks>
 internal interface IPrecisionPolicy
 {
-    /// <summary>A scope around the forward pass and loss: where autocast will run matmuls in bf16/fp16.</summary>
+    /// <summary>The precision this policy trains in.</summary>
+    TrainingPrecision Precision { get; }
+
+    /// <summary>A scope around the forward pass and loss, where the model's matmuls run in bf16/fp16.</summary>
     IDisposable Autocast();
 
     /// <summary>Backpropagates <paramref name="loss"/>; a loss-scaling policy multiplies it by its scale first.</summary>
@@ -25,9 +30,22 @@ internal interface IPrecisionPolicy
 
     /// <summary>
     /// Called once per step after all micro-batches, before clipping: a loss-scaling policy divides the gradients by
-    /// its scale and returns false when one of them is not finite (the optimizer step is then skipped).
+    /// its scale, updates the scale and returns false when one of them is not finite (the optimizer step is then skipped).
     /// </summary>
-    bool UnscaleGradients();
+    bool UnscaleGradients(IReadOnlyList<Parameter> parameters);
+}
+
+/// <summary>Chooses the precision policy of a run.</summary>
+internal static class PrecisionPolicies
+{
+    /// <summary>The policy for <paramref name="precision"/>; fp16 scales the loss with <paramref name="scaler"/>
+    /// (the run's <see cref="TrainingState.LossScaler"/>, so checkpoints carry its state).</summary>
+    public static IPrecisionPolicy For(TrainingPrecision precision, GradScaler scaler) => precision switch
+    {
+        TrainingPrecision.Bf16Mixed => new MixedPrecision(precision, scaler: null),
+        TrainingPrecision.Fp16Mixed => new MixedPrecision(precision, scaler),
+        _ => FullPrecision.Instance,
+    };
 }
 
 /// <summary>fp32 forward, backward and optimizer step: no autocast, no loss scale.</summary>
@@ -39,18 +57,95 @@ internal sealed class FullPrecision : IPrecisionPolicy
     {
     }
 
-    public IDisposable Autocast() => NoScope.Instance;
+    public TrainingPrecision Precision => TrainingPrecision.Fp32;
+
+    public IDisposable Autocast() => Microsoft.ML.Llm.Autocast.Enable(TrainingPrecision.Fp32);
 
     public void Backward(Tensor loss) => loss.backward();
 
-    public bool UnscaleGradients() => true;
+    public bool UnscaleGradients(IReadOnlyList<Parameter> parameters) => true;
+}
 
-    private sealed class NoScope : IDisposable
+/// <summary>
+/// Autocast in bf16 or fp16 with fp32 master weights and AdamW moments. bf16 keeps fp32's exponent range, so its
+/// gradients need no scaling; fp16 underflows below 6e-8, so its loss is multiplied by a dynamic scale before
+/// backward and the gradients divided by it before clipping (<see cref="GradScaler"/>).
+/// </summary>
+internal sealed class MixedPrecision(TrainingPrecision precision, GradScaler? scaler) : IPrecisionPolicy
+{
+    public TrainingPrecision Precision => precision;
+
+    public IDisposable Autocast() => Microsoft.ML.Llm.Autocast.Enable(precision);
+
+    public void Backward(Tensor loss) => (scaler is null ? loss : scaler.ScaleLoss(loss)).backward();
+
+    public bool UnscaleGradients(IReadOnlyList<Parameter> parameters) => scaler?.UnscaleAndUpdate(parameters) ?? true;
+}
+
+/// <summary>
+/// Dynamic loss scaling with PyTorch's <c>torch.amp.GradScaler</c> semantics and defaults: the loss is multiplied by
+/// <see cref="Scale"/> (initially 2^16) before backward, so small fp16 gradients do not flush to zero; before clipping
+/// the gradients are divided by it (clipping sees true gradients); a step whose gradients hold an inf or NaN is skipped
+/// and the scale halves; after <see cref="GrowthInterval"/> finite steps in a row the scale doubles.
+/// </summary>
+internal sealed class GradScaler
+{
+    /// <summary>PyTorch's <c>init_scale</c>: 2^16.</summary>
+    public const double InitialScale = 65536.0;
+
+    /// <summary>PyTorch's <c>growth_factor</c>.</summary>
+    public const double GrowthFactor = 2.0;
+
+    /// <summary>PyTorch's <c>backoff_factor</c>.</summary>
+    public const double BackoffFactor = 0.5;
+
+    /// <summary>PyTorch's <c>growth_interval</c>: finite steps in a row before the scale grows.</summary>
+    public const int GrowthInterval = 2000;
+
+    /// <summary>The current loss scale (powers of two keep scaling and unscaling exact).</summary>
+    public double Scale { get; set; } = InitialScale;
+
+    /// <summary>Finite steps since the scale last changed (PyTorch's growth tracker).</summary>
+    public int GoodSteps { get; set; }
+
+    /// <summary>The loss times the scale, for backward.</summary>
+    public Tensor ScaleLoss(Tensor loss) => loss * Scale;
+
+    /// <summary>
+    /// Divides every gradient by the scale in place, then updates the scale: ×0.5 when some gradient is not finite
+    /// (and the step must be skipped), ×2 after <see cref="GrowthInterval"/> finite steps. Returns whether every gradient
+    /// is finite. One host read per step (the finite flag), as PyTorch's <c>_amp_foreach_non_finite_check_and_unscale_</c>.
+    /// </summary>
+    public bool UnscaleAndUpdate(IReadOnlyList<Parameter> parameters)
     {
-        public static readonly NoScope Instance = new();
-
-        public void Dispose()
+        using var scope = NewDisposeScope();
+        double inverse = 1.0 / Scale;
+        var finite = new List<Tensor>(parameters.Count);
+        foreach (var p in parameters)
         {
+            if (p.grad is not { } g)
+                continue;
+            g.mul_(inverse);
+            finite.Add(g.isfinite().all());
+        }
+
+        bool allFinite = finite.Count == 0 || stack(finite).all().item<bool>();
+        Update(allFinite);
+        return allFinite;
+    }
+
+    /// <summary>The scale update after a step: back off on overflow, grow after a run of good steps.</summary>
+    public void Update(bool finite)
+    {
+        if (!finite)
+        {
+            Scale *= BackoffFactor;
+            GoodSteps = 0;
+        }
+        else if (++GoodSteps >= GrowthInterval)
+        {
+            Scale *= GrowthFactor;
+            GoodSteps = 0;
         }
     }
 }

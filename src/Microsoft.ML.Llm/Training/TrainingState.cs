@@ -32,6 +32,12 @@ internal sealed class TrainingState : IDisposable
     /// <summary>Evaluations since the last improvement: the early-stopping patience counter.</summary>
     public int EvaluationsWithoutImprovement { get; set; }
 
+    /// <summary>The precision the run trains in; a resumed run must use the same.</summary>
+    public TrainingPrecision Precision { get; init; }
+
+    /// <summary>The fp16 loss scale and its growth tracker (PyTorch's GradScaler state); unused by Fp32 and Bf16Mixed.</summary>
+    public GradScaler LossScaler { get; init; } = new();
+
     /// <summary>One row per step.</summary>
     public List<TrainingMetrics> History { get; init; } = [];
 

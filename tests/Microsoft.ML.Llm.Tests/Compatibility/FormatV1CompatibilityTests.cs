@@ -1,21 +1,26 @@
 namespace Microsoft.ML.Llm.Tests.Compatibility;
 
-/// <summary>Zips and checkpoints written before checksums (format 0x00010001) still load and give the same results.</summary>
+/// <summary>Zips and checkpoints of every earlier format (format-v1: 0x00010001, no checksums; format-v2: 0x00010002,
+/// checkpoint format 2) still load and give the same results.</summary>
 [Collection("Torch")]
 public class FormatV1CompatibilityTests
 {
-    [Fact]
-    public void OldPipelineZipLoadsAndReproducesTheRecordedOutputs()
+    [Theory]
+    [InlineData("format-v1")]
+    [InlineData("format-v2")]
+    public void OldPipelineZipLoadsAndReproducesTheRecordedOutputs(string fixture)
     {
-        string folder = FormatV1Fixture.OutputFolder;
+        string folder = FormatV1Fixture.OutputFolder(fixture);
         var expected = Expected(folder).Where(l => !l.StartsWith("resumed ", StringComparison.Ordinal)).ToList();
         AssertLines(expected, FormatV1Fixture.RecordOutputs(folder));
     }
 
-    [Fact]
-    public void OldCheckpointResumesToTheRecordedLosses()
+    [Theory]
+    [InlineData("format-v1")]
+    [InlineData("format-v2")]
+    public void OldCheckpointResumesToTheRecordedLosses(string fixture)
     {
-        string folder = FormatV1Fixture.OutputFolder;
+        string folder = FormatV1Fixture.OutputFolder(fixture);
         var expected = Expected(folder).Where(l => l.StartsWith("resumed ", StringComparison.Ordinal)).ToList();
         Assert.Equal(2, expected.Count);
         AssertLines(expected, FormatV1Fixture.RecordResume(folder, Path.Combine(folder, FormatV1Fixture.CheckpointName)));

@@ -33,21 +33,22 @@ internal static class FormatV1Fixture
         "to be or not to be, that is the question of the mind. the slings and arrows of fortune are outrageous to suffer.",
     ];
 
-    /// <summary>The fixture folder in the test output (copied there by the project file).</summary>
-    public static string OutputFolder => Path.Combine(AppContext.BaseDirectory, "Fixtures", "format-v1");
+    /// <summary>The fixture folder the maker writes next: the format of the code it runs with (format-v2: components at
+    /// 0x00010002, checkpoint format 2, written at commit 1e52714).</summary>
+    public const string MakerFolderName = "format-v2";
 
-    /// <summary>The fixture folder in the source tree (where the maker writes).</summary>
-    public static string SourceFolder
+    /// <summary>A fixture folder (format-v1, format-v2, ...) in the test output (copied there by the project file).</summary>
+    public static string OutputFolder(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", name);
+
+    /// <summary>A fixture folder in the source tree (where the maker writes).</summary>
+    public static string SourceFolder(string name)
     {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "LlmMlNet.sln")))
-                dir = dir.Parent;
-            if (dir is null)
-                throw new DirectoryNotFoundException("LlmMlNet.sln not found above " + AppContext.BaseDirectory);
-            return Path.Combine(dir.FullName, "tests", "Microsoft.ML.Llm.Tests", "Fixtures", "format-v1");
-        }
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "LlmMlNet.sln")))
+            dir = dir.Parent;
+        if (dir is null)
+            throw new DirectoryNotFoundException("LlmMlNet.sln not found above " + AppContext.BaseDirectory);
+        return Path.Combine(dir.FullName, "tests", "Microsoft.ML.Llm.Tests", "Fixtures", name);
     }
 
     /// <summary>The training corpus: one document per line.</summary>

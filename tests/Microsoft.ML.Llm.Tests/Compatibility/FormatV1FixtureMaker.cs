@@ -3,7 +3,7 @@ using Microsoft.ML.Llm.Data;
 namespace Microsoft.ML.Llm.Tests.Compatibility;
 
 /// <summary>
-/// Writes the format-v1 fixture (see Fixtures/format-v1/README.md). Run by hand, once, with the code whose format the
+/// Writes the fixture folder <see cref="FormatV1Fixture.MakerFolderName"/> (see Fixtures/format-v1/README.md). Run by hand, once, with the code whose format the
 /// fixture freezes: remove the Skip, run <c>dotnet test tests/Microsoft.ML.Llm.Tests -c Release --filter
 /// FullyQualifiedName~FormatV1FixtureMaker</c>, put the Skip back, and commit the files it wrote. Never run in the suite:
 /// the fixture must keep what the OLD code wrote.
@@ -14,7 +14,7 @@ public class FormatV1FixtureMaker
     [Fact(Skip = "fixture maker: run by hand")]
     public void MakeFormatV1Fixture()
     {
-        string folder = FormatV1Fixture.SourceFolder;
+        string folder = FormatV1Fixture.SourceFolder(FormatV1Fixture.MakerFolderName);
         Directory.CreateDirectory(folder);
         string work = Path.Combine(Path.GetTempPath(), "llm-fixture-" + Guid.NewGuid().ToString("N"));
         try
@@ -41,7 +41,7 @@ public class FormatV1FixtureMaker
                 .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Text", vocabularySize: 300))
                 .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 16))
                 .Fit(docs);
-            var options = FormatV1Fixture.TrainerOptions(GptConfig.Tiny(0, 16) with { EmbeddingSize = 16, LayerCount = 1, HeadCount = 1 });
+            var options = FormatV1Fixture.TrainerOptions(GptConfig.Tiny(null, 16) with { EmbeddingSize = 16, LayerCount = 1, HeadCount = 1 });
             options.CheckpointDirectory = work;
             options.CheckpointInterval = 3;
             var lm = ml.Llm().Trainers.CausalLm(options).Fit(prep.Transform(docs));

@@ -153,7 +153,7 @@ public class CorruptedZipTests(ITestOutputHelper output)
     private static string SaveCurrentFormatZip(string dir)
     {
         var ml = new MLContext(seed: 1);
-        var model = ml.Model.Load(Path.Combine(FormatV1Fixture.OutputFolder, FormatV1Fixture.ZipName), out var schema);
+        var model = ml.Model.Load(Path.Combine(FormatV1Fixture.OutputFolder("format-v1"), FormatV1Fixture.ZipName), out var schema);
         string path = Path.Combine(dir, "model.zip");
         ml.Model.Save(model, schema, path);
         Dispose(model);

@@ -1,0 +1,83 @@
+// Autocast for TorchSharp, which has none (0.107): the model's matmul sites ask this class which dtype to compute in.
+// PyTorch's autocast (torch/csrc/autograd/autocast_mode.cpp, CPU and CUDA op lists) is the reference:
+//   lower precision: linear, matmul/bmm/addmm, scaled_dot_product_attention        → Linear, Attention here
+//   fp32:            layer_norm, (rms_)norm, softmax/log_softmax, cross_entropy, sum/mean/pow reductions
+//                                                                                  → Float32 here (norms, logits)
+//   everything else runs in whatever dtype its inputs have (gelu on a bf16 matmul output runs in bf16; the fp32
+//   residual stream plus a bf16 branch promotes to fp32, so the residual stream stays fp32).
+// As in PyTorch the state is per thread and scoped: `using (Autocast.Enable(precision)) { forward; loss; }`.
+// Weights stay fp32 parameters; each matmul casts its weight on the fly, and autograd casts the gradient back, so
+// .grad is fp32 and AdamW updates the fp32 master weights.
+
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>Per-thread autocast state and the casting helpers the model's matmul, attention and norm sites call.</summary>
+internal static class Autocast
+{
+    [ThreadStatic]
+    private static ScalarType? computeType;   // null: autocast off, every op in its inputs' dtype
+
+    /// <summary>The low-precision dtype of the enclosing scope, or null outside autocast (or in an fp32 scope).</summary>
+    public static ScalarType? ComputeType => computeType;
+
+    /// <summary>The compute dtype of a precision: bf16, fp16, or null for fp32.</summary>
+    public static ScalarType? ComputeTypeOf(TrainingPrecision precision) => precision switch
+    {
+        TrainingPrecision.Bf16Mixed => ScalarType.BFloat16,
+        TrainingPrecision.Fp16Mixed => ScalarType.Float16,
+        _ => null,
+    };
+
+    /// <summary>Runs the forward passes inside the returned scope in <paramref name="precision"/>; disposing restores
+    /// the enclosing state (scopes nest, an fp32 scope switches autocast off).</summary>
+    public static Scope Enable(TrainingPrecision precision)
+    {
+        var previous = computeType;
+        computeType = ComputeTypeOf(precision);
+        return new Scope(previous);
+    }
+
+    /// <summary>y = x·Wᵀ + b, in the compute dtype under autocast (input, weight and bias cast), else as given.</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        if (computeType is not { } t)
+            return nn.functional.linear(x, weight, bias);
+        return nn.functional.linear(Cast(x, t), Cast(weight, t), bias is null ? null : Cast(bias, t));
+    }
+
+    /// <summary>A Linear layer's forward through <see cref="Linear(Tensor, Tensor, Tensor?)"/>.</summary>
+    public static Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
+
+    /// <summary>Scaled dot-product attention, in the compute dtype under autocast (PyTorch autocasts SDPA to the low
+    /// precision on CPU and CUDA; the kernels accumulate the softmax in fp32 internally). A bool mask is not cast.</summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? mask, double dropout, bool isCausal)
+    {
+        if (computeType is { } t)
+        {
+            q = Cast(q, t);
+            k = Cast(k, t);
+            v = Cast(v, t);
+        }
+
+        // TorchSharp 0.107 spells the flag is_casual; the flag and a mask together are rejected by libtorch.
+        return mask is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: isCausal)
+            : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask, p: dropout, is_casual: false);
+    }
+
+    /// <summary>Under autocast, <paramref name="x"/> in fp32 (the fp32 op list: norms, logits for the loss); outside,
+    /// <paramref name="x"/> unchanged, so a model converted to bf16 as a whole keeps computing in bf16.</summary>
+    public static Tensor Float32(Tensor x) =>
+        computeType is null || x.dtype == ScalarType.Float32 ? x : x.to(ScalarType.Float32);
+
+    private static Tensor Cast(Tensor x, ScalarType t) => x.dtype == t ? x : x.to(t);
+
+    /// <summary>Restores the enclosing autocast state when disposed.</summary>
+    internal readonly struct Scope(ScalarType? previous) : IDisposable
+    {
+        public void Dispose() => computeType = previous;
+    }
+}
