@@ -197,6 +197,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         PositiveInt(nameof(o.LogInterval), o.LogInterval);
         if (o.NumberOfThreads is { } n)
             PositiveInt(nameof(o.NumberOfThreads), n);
+        if (o.PeakFlops is { } pf)
+            Positive(nameof(o.PeakFlops), pf);
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
     }
