@@ -476,6 +476,16 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
                 nameof(idx));
         }
 
+        // Inputs must sit where the weights are (ModelInputs builds them there). Checked here, before the first kernel,
+        // so a caller that built them elsewhere gets this message rather than an error from deep inside libtorch.
+        var device = Device;
+        if (idx.device_type != device.type || (device.type != DeviceType.CPU && idx.device_index != device.index))
+        {
+            throw new ArgumentException(
+                $"The token ids are on device {idx.device_type}:{idx.device_index}, but the model's weights are on {device.type}:{device.index}; build inputs on GptModel.Device.",
+                nameof(idx));
+        }
+
         if (idx.shape[1] > Config.ContextLength || idx.shape[1] == 0)
         {
             throw new ArgumentException(

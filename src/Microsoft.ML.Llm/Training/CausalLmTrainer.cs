@@ -119,7 +119,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         if (gpu is null)
             return CPU;
         if (torch.cuda.is_available())
-            return new Device(DeviceType.CUDA, gpu.Value);
+            return ModelInputs.Cuda(gpu.Value, torch.cuda.device_count());
         if (HostAccess.FallbackToCpu(_env))
         {
             HostAccess.Warning(ch, $"MLContext.GpuDeviceId is {gpu} but CUDA is not available to TorchSharp; training on the CPU (MLContext.FallbackToCpu is true).");

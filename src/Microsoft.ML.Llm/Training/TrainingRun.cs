@@ -194,6 +194,12 @@ internal sealed class TrainingRun : IDisposable
         double lr = LearningRateSchedule.At(_o.Schedule, s.Step, _o.LearningRate, _o.ResolvedMinLearningRate, _o.WarmupSteps, _decaySteps, _o.DecayFraction);
         _optimizer.LearningRate = lr;
 
+        // TorchSharp 0.107 cannot read the CUDA generator's state (there is no torch.cuda.get_rng_state), so a
+        // checkpoint cannot carry it. Re-seeding it from (seed, step) at every step makes it a pure function of what
+        // the checkpoint does carry: a resumed CUDA run draws the same dropout masks as the uninterrupted one.
+        if (Device.type == DeviceType.CUDA)
+            torch.cuda.manual_seed_all(State.Seed * 1_000_003L + s.Step);
+
         Tensor loss;
         Tensor gradNorm;
         using (var scope = NewDisposeScope())   // every tensor of the step is released at its end

@@ -280,3 +280,34 @@ public class FastStepTests
         Assert.StartsWith("Option 'PeakFlops' must be a positive finite number; got 0.", ex.Message);
     }
 }
+
+/// <summary>Every path that feeds a model builds its inputs on the model's device (ModelInputs), never a fixed one.</summary>
+[Collection("Torch")]
+public class DeviceConsistencyTests
+{
+    [Fact]
+    public void ScoringGenerationAndEvaluationFollowTheModelToTheMetaDevice()
+    {
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        var options = TestData.TinyOptions(16, maxSteps: 2);
+        options.Tokenizer = tok;
+        var data = TestData.Blocks(ml, tok, 17);
+        using var lm = ml.Llm().Trainers.CausalLm(options).Fit(data);
+
+        // The model checks that its inputs sit on its device before the first kernel. On the meta device tensors have
+        // shapes but no data, and the embedding has no meta kernel: an input built on the model's device (meta) passes
+        // the check and fails in the embedding; an input built on a fixed device (the CPU) fails the check instead.
+        lm.Model.to(new Device(DeviceType.META));
+        Assert.Equal(DeviceType.META, lm.Device.type);
+        var control = Assert.Throws<ArgumentException>(() => lm.Model.forward(torch.tensor(new long[] { 1, 2 }, new long[] { 1, 2 })));
+        Assert.StartsWith("The token ids are on device CPU:-1, but the model's weights are on META:-1; build inputs on GptModel.Device.", control.Message);
+        var errors = new List<string>
+        {
+            Assert.ThrowsAny<Exception>(() => lm.ScoreTokens([1, 2, 3, 4])).Message,
+            Assert.ThrowsAny<Exception>(() => ml.Llm().CreateGenerator(lm).Generate("to be", new GenerationOptions { MaxNewTokens = 2, DoSample = false })).Message,
+            Assert.ThrowsAny<Exception>(() => ml.Llm().Evaluate(lm, data)).Message,
+        };
+        Assert.All(errors, e => Assert.StartsWith("aten::index_select: attempted to run this operator with Meta tensors", e));
+    }
+}
