@@ -6,6 +6,10 @@
 //       [--threads N] [--only shakespeare|gpt2]
 // Fp16Mixed is not in the default list: without AVX-512 FP16/AMX-FP16 libtorch's CPU fp16 matmul has no fast kernel
 // (benchmarks/MatmulPeak measures it; one GPT-2 124M step would take many minutes).
+// Then the anatomy of one GPT-2 124M step (batch 4 × 64, fp32), each configuration in its own child process so its
+// peak RSS is its own: TorchSharp's AdamW vs the flat FusedAdamW, activation checkpointing off/on, 1 and 2 threads,
+// with the time of each phase (data, forward, backward, optimizer) and of each kernel kind of a forward pass.
+//   (--skip-trainer: only the anatomy; --anatomy-steps N: timed steps per anatomy configuration, default 4)
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -15,22 +19,26 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+if (args.Length > 0 && args[0] == "--child")
+    return StepAnatomy.Child(args[1..]);
+bool skipTrainer = args.Contains("--skip-trainer");
+int anatomySteps = args.SkipWhile(a => a != "--anatomy-steps").Skip(1).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).FirstOrDefault(4);
 int timedSteps = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
 var precisions = (Option("--precisions") ?? "Fp32,Bf16Mixed").Split(',').Select(p => Enum.Parse<TrainingPrecision>(p, ignoreCase: true)).ToArray();
 int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 string? only = Option("--only");
 torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
-Console.WriteLine($"Torch threads: {threads}; load average at start: {LoadAverage()}");
+Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");
 
 double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
 Console.WriteLine($"Measured 2048³ matmul peak: fp32 {peak32:F1} GFLOP/s, bf16 {peak16:F1} GFLOP/s (best of 5)");
 Console.WriteLine();
 Console.WriteLine("| configuration | precision | params | batch × context | ms/step | tokens/s | × fp32 | GFLOP/s | MFU vs fp32 peak | MFU vs bf16 peak |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
-if (only is null or "shakespeare")
+if (!skipTrainer && only is null or "shakespeare")
     RunAll("Shakespeare char (4L, 4H, 128)", GptConfig.ShakespeareChar(65), batch: 12, steps: Math.Max(timedSteps, 50));
-if (only is null or "gpt2")
+if (!skipTrainer && only is null or "gpt2")
     RunAll("GPT-2 124M (12L, 12H, 768)", GptConfig.Gpt2Small(50257, 64), batch: 4, steps: Math.Max(3, timedSteps / 4));
 Console.WriteLine();
 // Autocast casts every weight to bf16 in each forward (and the gradient back to fp32 in backward). Caching the bf16
@@ -40,6 +48,9 @@ if (only is null or "gpt2")
     TimeWeightCast("GPT-2 124M", GptConfig.Gpt2Small(50257, 64));
 TimeWeightCast("Shakespeare char", GptConfig.ShakespeareChar(65));
 Console.WriteLine($"Load average at end: {LoadAverage()}");
+
+StepAnatomy.Parent(anatomySteps, peak32);
+return 0;
 
 static void TimeWeightCast(string name, GptConfig config)
 {

@@ -120,7 +120,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
             var ids = new long[n + 1];
             for (int i = 0; i <= n; i++)
                 ids[i] = tokens[start + i];
-            var all = torch.tensor(ids, new long[] { 1, n + 1 }, device: Device);
+            var all = ModelInputs.Int64(ids, 1, n + 1, Device);
             var logits = Model.forward(all[.., ..n]);                                             // (1, n, Vp)
             var loss = nn.functional.cross_entropy(logits.view(n, -1), all[0, 1..], reduction: nn.Reduction.Sum);
             nats += loss.to(ScalarType.Float64).item<double>();

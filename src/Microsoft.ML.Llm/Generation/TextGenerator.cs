@@ -103,7 +103,7 @@ public sealed class TextGenerator
                 var feed = new long[uncached];
                 for (int j = 0; j < uncached; j++)
                     feed[j] = history[history.Count - uncached + j];
-                var idx = torch.tensor(feed, new long[] { 1, uncached }, device: _model.Device);
+                var idx = ModelInputs.Int64(feed, 1, uncached, _model.Device);
                 var logits = _model.forward(idx, cache)[0, -1, ..config.ResolvedVocabularySize];      // (V)
                 next = TokenSampling.NextToken(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history), options, generator);
             }

@@ -344,6 +344,12 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// <summary>The parameters that take no weight decay: biases and norm weights (one-dimensional).</summary>
     public IEnumerable<Parameter> NoDecayParameters => parameters().Where(p => p.dim() < 2);
 
+    /// <summary>
+    /// When set, training forward passes (training mode, gradients enabled) run each block through
+    /// <see cref="CheckpointedBlock"/>: its activations are dropped after the forward and recomputed in backward.
+    /// </summary>
+    internal bool ActivationCheckpointing { get; set; }
+
     /// <summary>The token embedding, which is also the output layer's weight (tied).</summary>
     internal Parameter TokenEmbeddingWeight => wte.weight!;
 
@@ -447,9 +453,10 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     private Tensor RunTransformer(Tensor x, AttentionContext context)
     {
         x = drop.call(x);
+        bool checkpoint = ActivationCheckpointing && training && is_grad_enabled() && context.Cache is null;
         foreach (var block in h)
         {
-            x = block.call(x, context);                             // (B, T, C)
+            x = checkpoint ? CheckpointedBlock.Run(block, x, context) : block.call(x, context);   // (B, T, C)
         }
 
         x = ln_f.call(x);
@@ -486,6 +493,16 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
         {
             throw new ArgumentException(
                 $"Expected token ids of shape (B, T) and type Int64, got shape ({string.Join(", ", idx.shape)}) and type {idx.dtype}.",
+                nameof(idx));
+        }
+
+        // Inputs must sit where the weights are (ModelInputs builds them there). Checked here, before the first kernel,
+        // so a caller that built them elsewhere gets this message rather than an error from deep inside libtorch.
+        var device = Device;
+        if (idx.device_type != device.type || (device.type != DeviceType.CPU && idx.device_index != device.index))
+        {
+            throw new ArgumentException(
+                $"The token ids are on device {idx.device_type}:{idx.device_index}, but the model's weights are on {device.type}:{device.index}; build inputs on GptModel.Device.",
                 nameof(idx));
         }
 
@@ -538,4 +555,71 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
             nn.init.normal_(block.Mlp.OutputProjection.weight!, 0.0, residualStd);
         }
     }
+}
+
+/// <summary>
+/// Activation checkpointing of one block (PyTorch's reentrant <c>torch.utils.checkpoint</c>, which TorchSharp lacks),
+/// as a custom autograd function: forward runs the block without building a graph and keeps only its input; backward
+/// runs the block again with gradients enabled from that input and backpropagates through the recomputed graph, which
+/// adds the parameters' gradients and yields the input's. Per layer only the (B, T, C) input stays alive between
+/// forward and backward instead of every intermediate (attention, MLP hidden states: ~20·B·T·C floats per GPT-2 block),
+/// for the price of one more forward pass of compute.
+/// </summary>
+/// <remarks>
+/// Dropout must draw the same masks both times, or the gradients would belong to another function: forward keeps
+/// torch's CPU generator state, and backward sets it for the recomputation and restores the current one after.
+/// </remarks>
+internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<CheckpointedBlock>
+{
+    /// <inheritdoc/>
+    public override string Name => nameof(CheckpointedBlock);
+
+    /// <summary>The block's output for <paramref name="x"/>, recomputed in backward instead of stored.</summary>
+    public static Tensor Run(GptBlock block, Tensor x, AttentionContext context)
+    {
+        // The function only backpropagates when an input needs a gradient (reentrant checkpointing's rule), and the
+        // block's parameters are not inputs: make sure the hidden state asks for one, even below frozen embeddings.
+        if (!x.requires_grad)
+            x = x.detach().requires_grad_(true);
+        return apply(x, block, context);
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var block = (GptBlock)vars[1];
+        var context = (AttentionContext)vars[2];
+        ctx.save_for_backward([x]);
+        ctx.save_data("block", block);
+        ctx.save_data("context", context);
+        ctx.save_data("rng", new GeneratorState(torch.random.get_rng_state()));
+
+        // Only the output leaves this scope: every intermediate is freed now (autograd is off, nothing keeps them).
+        using var scope = NewDisposeScope();
+        return block.call(x, context).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var x = ctx.get_saved_variables()[0];
+        var block = (GptBlock)ctx.get_data("block");
+        var context = (AttentionContext)ctx.get_data("context");
+        var rng = (GeneratorState)ctx.get_data("rng");
+
+        using var scope = NewDisposeScope();
+        using var grad = enable_grad();
+        var input = x.detach().requires_grad_(true);
+        var current = torch.random.get_rng_state();
+        torch.random.set_rng_state(rng.State);                     // the forward's dropout masks again
+        var y = block.call(input, context);
+        torch.random.set_rng_state(current);
+        rng.State.Dispose();
+        autograd.backward([y], [grad_output]);                     // adds into the block's parameter gradients
+        return [input.grad!.MoveToOuterDisposeScope(), null!, null!];
+    }
+
+    /// <summary>Wraps the generator state: the autograd context keeps tensors only through save_for_backward.</summary>
+    private sealed record GeneratorState(Tensor State);
 }

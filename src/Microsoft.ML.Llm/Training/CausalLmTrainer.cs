@@ -113,7 +113,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         if (gpu is null)
             return CPU;
         if (torch.cuda.is_available())
-            return new Device(DeviceType.CUDA, gpu.Value);
+            return ModelInputs.Cuda(gpu.Value, torch.cuda.device_count());
         if (HostAccess.FallbackToCpu(_env))
         {
             HostAccess.Warning(ch, $"MLContext.GpuDeviceId is {gpu} but CUDA is not available to TorchSharp; training on the CPU (MLContext.FallbackToCpu is true).");
@@ -194,6 +194,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         PositiveInt(nameof(o.LogInterval), o.LogInterval);
         if (o.NumberOfThreads is { } n)
             PositiveInt(nameof(o.NumberOfThreads), n);
+        if (o.PeakFlops is { } pf)
+            Positive(nameof(o.PeakFlops), pf);
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
     }

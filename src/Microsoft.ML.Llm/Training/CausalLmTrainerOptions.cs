@@ -131,6 +131,20 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Intra-op threads for torch; null = all cores.</summary>
     public int? NumberOfThreads { get; set; }
 
+    /// <summary>
+    /// Recompute each transformer block's forward pass during backward instead of keeping its activations
+    /// (<c>torch.utils.checkpoint</c> per block): activation memory drops from one set per layer to the block inputs
+    /// plus one block's working set, for about one extra forward pass of compute. Gradients are unchanged (dropout
+    /// masks replay exactly on the CPU).
+    /// </summary>
+    public bool ActivationCheckpointing { get; set; }
+
+    /// <summary>
+    /// The device's peak matmul throughput in FLOP/s for the training precision, the denominator of MFU in progress
+    /// reports, metrics.csv and TensorBoard. Null (the default): measured once per process with a 2048³ matmul.
+    /// </summary>
+    public double? PeakFlops { get; set; }
+
     // ---- stopping: whichever limit comes first; with none set, one epoch ----
 
     /// <summary>Optimizer steps.</summary>

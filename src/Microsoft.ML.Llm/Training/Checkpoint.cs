@@ -15,6 +15,7 @@ internal static class Checkpoint
     private const int FormatVersion = 3;
     private const int FirstChecksummedVersion = 2;
     private const int FirstPrecisionVersion = 3;
+    private const int FirstFusedOptimizerVersion = 3;
     private const string Extension = ".ckpt";
     private const string Prefix = "checkpoint-";
 
@@ -23,15 +24,18 @@ internal static class Checkpoint
     //   since version 3: int32 Precision (TrainingPrecision); float64 loss scale; int32 loss-scale good steps;
     //   int64 Step; int64 RowsConsumed; int64 TokensSeen; float64 ElapsedSeconds; float64 BestValidationLoss;
     //   int64 BestStep; int32 EvaluationsWithoutImprovement; int32 Seed; history (TrainingHistory.Write);
-    //   torch RNG state (a uint8 tensor, Tensor.Save); model weights (Module.save); optimizer state (save_state_dict);
+    //   version 3 on: the history's throughput columns (TrainingHistory.WriteThroughput);
+    //   torch RNG state (a uint8 tensor, Tensor.Save); model weights (Module.save);
+    //   optimizer state: version 3 on FusedAdamW.Save (flat moments), versions 1-2 TorchSharp AdamW's save_state_dict
+    //   (per-parameter moments, converted on load by FusedAdamW.LoadTorchSharpState);
     //   bool has best weights; if so int32 count, then per tensor: string name, tensor (Tensor.Save);
     //   footer (version 2 on): int64 content length (every byte before the footer), uint64 XxHash64 of that content
     //   (EntryChecksum, as the model zip's side entries). Version 2 is the same without the precision fields (an Fp32
-    //   run); version 1 also lacks the footer. Both still resume.
+    //   run, TorchSharp AdamW's optimizer state, no throughput columns); version 1 also lacks the footer. Both still resume.
 
     /// <summary>Writes <paramref name="state"/>, the weights, the optimizer and torch's RNG to a new checkpoint file
     /// in <paramref name="directory"/>, keeps the newest <paramref name="keep"/> files and returns the path.</summary>
-    public static string Write(string directory, GptConfig config, TrainingState state, nn.Module model, OptimizerHelper optimizer, int keep)
+    public static string Write(string directory, GptConfig config, TrainingState state, nn.Module model, FusedAdamW optimizer, int keep)
     {
         Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, $"{Prefix}{state.Step:D9}{Extension}");
@@ -54,9 +58,11 @@ internal static class Checkpoint
             w.Write(state.EvaluationsWithoutImprovement);
             w.Write(state.Seed);
             TrainingHistory.Write(w, state.History);
-            torch.random.get_rng_state().Save(w);
+            TrainingHistory.WriteThroughput(w, state.History);
+            using (var rng = torch.random.get_rng_state())
+                rng.Save(w);
             model.save(w);
-            optimizer.save_state_dict(w);
+            optimizer.Save(w);
             w.Write(state.BestWeights is not null);
             if (state.BestWeights is not null)
             {
@@ -89,7 +95,7 @@ internal static class Checkpoint
     /// torch's RNG, and returns the training state. The checkpoint must hold a model built from <paramref name="config"/>
     /// and trained in <paramref name="precision"/> (both checked before any weight loads).
     /// </summary>
-    public static TrainingState Read(string path, GptConfig config, TrainingPrecision precision, nn.Module model, OptimizerHelper optimizer)
+    public static TrainingState Read(string path, GptConfig config, TrainingPrecision precision, nn.Module model, FusedAdamW optimizer)
     {
         using var stream = File.OpenRead(path);
         using var r = new BinaryReader(stream);
@@ -149,6 +155,8 @@ internal static class Checkpoint
             Seed = r.ReadInt32(),
             History = TrainingHistory.Read(r),
         };
+        if (version >= FirstFusedOptimizerVersion)
+            TrainingHistory.ReadThroughput(r, state.History);
         using (var rng = torch.random.get_rng_state())
         {
             rng.Load(r);
@@ -156,7 +164,10 @@ internal static class Checkpoint
         }
 
         model.load(r);
-        optimizer.load_state_dict(r);
+        if (version >= FirstFusedOptimizerVersion)
+            optimizer.Load(r);
+        else
+            optimizer.LoadTorchSharpState(r);   // formats 1-2: TorchSharp's per-parameter AdamW state, converted
         if (r.ReadBoolean())
         {
             int n = r.ReadInt32();

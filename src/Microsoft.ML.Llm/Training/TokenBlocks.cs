@@ -179,9 +179,9 @@ internal sealed class TokenBlocks
                     doc[i * t + j] = _documentIds![start + j];
             }
         }
-        var inputs = tensor(x, new long[] { b, t }, device: device);
-        var targets = tensor(y, new long[] { b, t }, device: device);
-        var docs = doc is null ? null : tensor(doc, new long[] { b, t }, device: device);
+        var inputs = ModelInputs.Int64(x, b, t, device);
+        var targets = ModelInputs.Int64(y, b, t, device);
+        var docs = doc is null ? null : ModelInputs.Int64(doc, b, t, device);
         return (inputs, targets, docs);
     }
 

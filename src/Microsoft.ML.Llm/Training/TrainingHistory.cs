@@ -51,18 +51,43 @@ internal static class TrainingHistory
         string tmp = path + ".tmp";
         using (var w = new StreamWriter(tmp))
         {
-            w.WriteLine("step,epoch,tokens,loss,learning_rate,grad_norm,tokens_per_second,elapsed_seconds,val_loss,val_perplexity,val_bits_per_byte");
+            w.WriteLine("step,epoch,tokens,loss,learning_rate,grad_norm,tokens_per_second,mfu,peak_memory_bytes,elapsed_seconds,val_loss,val_perplexity,val_bits_per_byte");
             foreach (var m in history)
             {
                 w.WriteLine(string.Join(',',
                     m.Step.ToString(inv), m.Epoch.ToString("R", inv), m.Tokens.ToString(inv), m.Loss.ToString("R", inv),
                     m.LearningRate.ToString("R", inv), m.GradientNorm.ToString("R", inv), m.TokensPerSecond.ToString("F1", inv),
+                    double.IsNaN(m.Mfu) ? "" : m.Mfu.ToString("F4", inv), m.PeakMemoryBytes.ToString(inv),
                     m.ElapsedSeconds.ToString("F3", inv), m.ValidationLoss?.ToString("R", inv) ?? "",
                     m.ValidationPerplexity?.ToString("R", inv) ?? "", m.ValidationBitsPerByte?.ToString("R", inv) ?? ""));
             }
         }
 
         File.Move(tmp, path, overwrite: true);
+    }
+
+    // Throughput extension (checkpoint format 3 on; not in model zips): int32 count, then per row float64 Mfu, int64
+    // PeakMemoryBytes, in the rows' order.
+
+    /// <summary>Writes the columns the binary history above leaves out (MFU, peak memory).</summary>
+    public static void WriteThroughput(BinaryWriter w, IReadOnlyList<TrainingMetrics> history)
+    {
+        w.Write(history.Count);
+        foreach (var m in history)
+        {
+            w.Write(m.Mfu);
+            w.Write(m.PeakMemoryBytes);
+        }
+    }
+
+    /// <summary>Reads what <see cref="WriteThroughput"/> wrote into the rows of <paramref name="history"/>.</summary>
+    public static void ReadThroughput(BinaryReader r, List<TrainingMetrics> history)
+    {
+        int n = r.ReadInt32();
+        if (n != history.Count)
+            throw new InvalidDataException($"The history has {history.Count} rows but its throughput columns {n}.");
+        for (int i = 0; i < n; i++)
+            history[i] = history[i] with { Mfu = r.ReadDouble(), PeakMemoryBytes = r.ReadInt64() };
     }
 
     private static void WriteNullable(BinaryWriter w, double? v)

@@ -13,4 +13,14 @@ namespace Microsoft.ML.Llm;
 /// <param name="ValidationPerplexity">exp(<paramref name="ValidationLoss"/>), on steps with an evaluation.</param>
 /// <param name="ValidationBitsPerByte">Validation bits per byte, on steps with an evaluation (NaN without byte counts).</param>
 public sealed record TrainingMetrics(long Step, double Epoch, long Tokens, double Loss, double LearningRate, double GradientNorm,
-    double TokensPerSecond, double ElapsedSeconds, double? ValidationLoss, double? ValidationPerplexity, double? ValidationBitsPerByte);
+    double TokensPerSecond, double ElapsedSeconds, double? ValidationLoss, double? ValidationPerplexity, double? ValidationBitsPerByte)
+{
+    /// <summary>Model flops utilisation at <see cref="TokensPerSecond"/>: flops/token (6N + 12·L·H·Q·T) × tokens/s over
+    /// the matmul peak of the training precision (<see cref="CausalLmTrainerOptions.PeakFlops"/>, or measured once per
+    /// process). A fraction (0.5 = 50%); NaN when unknown, as in histories read from a model zip, which keeps only the
+    /// columns above.</summary>
+    public double Mfu { get; init; } = double.NaN;
+
+    /// <summary>The process's peak resident memory so far, in bytes; 0 when unknown (histories read from a model zip).</summary>
+    public long PeakMemoryBytes { get; init; }
+}

@@ -11,4 +11,12 @@ namespace Microsoft.ML.Llm;
 /// <param name="EstimatedRemaining">Time left to the step limit at the current speed, if known.</param>
 /// <param name="Validation">The evaluation done at this step, if any.</param>
 public sealed record TrainingProgress(long Step, double Epoch, double Loss, double LearningRate, double GradientNorm,
-    double TokensPerSecond, TimeSpan Elapsed, TimeSpan? EstimatedRemaining, LanguageModelMetrics? Validation);
+    double TokensPerSecond, TimeSpan Elapsed, TimeSpan? EstimatedRemaining, LanguageModelMetrics? Validation)
+{
+    /// <summary>Model flops utilisation over the last reporting interval, a fraction of the matmul peak of the training
+    /// precision (see <see cref="TrainingMetrics.Mfu"/>); NaN when the peak is unknown.</summary>
+    public double Mfu { get; init; } = double.NaN;
+
+    /// <summary>The process's peak resident memory so far, in bytes.</summary>
+    public long PeakMemoryBytes { get; init; }
+}

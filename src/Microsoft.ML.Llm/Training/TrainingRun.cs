@@ -51,7 +51,7 @@ internal sealed class TrainingRun : IDisposable
     private readonly CausalLmTrainerOptions _o;
     private readonly GptConfig _config;
     private readonly GptModel _model;
-    private readonly AdamW _optimizer;
+    private readonly FusedAdamW _optimizer;
     private readonly LmTokenizer? _tokenizer;
 
     // The seams (see TrainingSeams.cs).
@@ -74,7 +74,8 @@ internal sealed class TrainingRun : IDisposable
     private readonly long _firstStep;                 // steps done before this call do not count towards this run's speed
     private double _lastReportSeconds;
     private long _lastReportTokens;
-    private (double Loss, double LearningRate, double GradientNorm) _lastStep = (double.NaN, double.NaN, double.NaN);
+    private readonly PendingStepValues _pending = new();
+    private readonly ThroughputMeter _throughput;
     private bool _finished;
 
     /// <summary>Builds the model on <paramref name="device"/> and the optimizer, then restores a checkpoint when resuming.</summary>
@@ -95,14 +96,12 @@ internal sealed class TrainingRun : IDisposable
         _model = new GptModel(_config) { Precision = options.Precision };   // validation and the returned model use it too
         _model.to(device);
         _model.train();
+        _model.ActivationCheckpointing = options.ActivationCheckpointing;
         _trainable = AllParameters.Instance.Select(_model);
-        _optimizer = torch.optim.AdamW(
-            new[]
-            {
-                new AdamW.ParamGroup(_trainable.Decay, new AdamW.Options { weight_decay = options.WeightDecay }),
-                new AdamW.ParamGroup(_trainable.NoDecay, new AdamW.Options { weight_decay = 0.0 }),
-            },
-            lr: options.LearningRate, beta1: options.Beta1, beta2: options.Beta2, eps: options.Epsilon);
+
+        // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
+        _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        _throughput = new ThroughputMeter(_model, device, ScalarType.Float32, options.PeakFlops);
 
         if (options.ResumeFrom is { } resumeFrom)
         {
@@ -190,20 +189,30 @@ internal sealed class TrainingRun : IDisposable
     }
 
     /// <summary>One optimizer step (nanoGPT's inner loop): set the learning rate, accumulate gradients over the
-    /// micro-batches, clip, update.</summary>
+    /// micro-batches, clip, update. Nothing here waits for the device: the loss and the gradient norm stay device
+    /// tensors until <see cref="EndStep"/> reads them back at a log interval (<see cref="PendingSteps"/>).</summary>
     public void Step()
     {
         var s = State;
         int microSteps = _o.GradientAccumulationSteps;
         double lr = LearningRateSchedule.At(_o.Schedule, s.Step, _o.LearningRate, _o.ResolvedMinLearningRate, _o.WarmupSteps, _decaySteps, _o.DecayFraction);
-        foreach (var group in _optimizer.ParamGroups)
-            group.LearningRate = lr;
+        _optimizer.LearningRate = lr;
 
-        double loss = 0;
-        double gradNorm;
+        // TorchSharp 0.107 cannot read the CUDA generator's state (there is no torch.cuda.get_rng_state), so a
+        // checkpoint cannot carry it. Re-seeding it from (seed, step) at every step makes it a pure function of what
+        // the checkpoint does carry: a resumed CUDA run draws the same dropout masks as the uninterrupted one.
+        if (Device.type == DeviceType.CUDA)
+            torch.cuda.manual_seed_all(State.Seed * 1_000_003L + s.Step);
+
+        Tensor loss;
+        Tensor gradNorm;
         using (var scope = NewDisposeScope())   // every tensor of the step is released at its end
         {
-            _optimizer.zero_grad();
+            _optimizer.ZeroGrad();
+
+            // The step's loss is summed on the device in float64 (the mean over micro-batches, as the host sum of
+            // item() values was): reading it back every micro-batch would make the host wait for the device each time.
+            loss = zeros(1, dtype: ScalarType.Float64, device: Device);
             for (int micro = 0; micro < microSteps; micro++)
             {
                 var (x, y, d) = _data.Batch(s.RowsConsumed, _o.BatchSize, Device);
@@ -219,7 +228,7 @@ internal sealed class TrainingRun : IDisposable
 
                 // Scale so the accumulated gradient is the mean over all micro-batches (nanoGPT train.py).
                 _precision.Backward(microLoss / microSteps);
-                loss += microLoss.item<float>() / microSteps;
+                loss.add_(microLoss.detach().to(ScalarType.Float64) / microSteps);
             }
 
             _gradients.Synchronize(_trainable.All);
@@ -229,45 +238,86 @@ internal sealed class TrainingRun : IDisposable
             double scale = s.LossScaler.Scale;
             bool finite = _precision.UnscaleGradients(_trainable.All);
             gradNorm = _o.GradientClipNorm > 0
-                ? nn.utils.clip_grad_norm_(_trainable.All, _o.GradientClipNorm)
-                : GlobalNorm(_trainable.All);
+                ? _optimizer.ClipGradientNorm(_o.GradientClipNorm)
+                : _optimizer.GradientNorm();
             if (finite)
-                _optimizer.step();
+                _optimizer.Step();
             else
                 HostAccess.Info(_ch, FormattableString.Invariant($"Step {s.Step + 1}: fp16 gradients overflowed at loss scale {scale}; step skipped, loss scale now {s.LossScaler.Scale}."));
+            loss.MoveToOuterDisposeScope();
+            gradNorm.MoveToOuterDisposeScope();
         }
 
         s.Step++;
         s.TokensSeen += _tokensPerStep;
-        _lastStep = (loss, lr, gradNorm);
-        if (!double.IsFinite(loss))
-            throw new InvalidOperationException($"The training loss became {loss} at step {s.Step} (learning rate {lr:G4}). Lower LearningRate or enable GradientClipNorm.");
+        _pending.Add(s.Step, loss, gradNorm, lr);
     }
 
     /// <summary>After a step: evaluate (every EvaluationInterval steps and at the step limit), record the history row,
     /// report progress, write a checkpoint every CheckpointInterval steps.</summary>
+    /// <remarks>
+    /// The history gets a row for every step at once; its loss and gradient norm are filled in when the host reads
+    /// them back, which happens only at a log interval, an evaluation, a checkpoint or the end (one synchronisation
+    /// for all the steps since the last one). So every row ends up with its own step's exact loss; what waits is only
+    /// the moment it is known, and a loss that turned NaN is reported at the next read-back, naming its step.
+    /// </remarks>
     public void EndStep()
     {
         var s = State;
-        var (loss, lr, gradNorm) = _lastStep;
         bool last = StopReason() is { } reason && reason != TrainingStopReason.TimeBudget;
-        LanguageModelMetrics? validation = s.Step % _o.EvaluationInterval == 0 || last ? Evaluate() : null;
+        bool evaluate = s.Step % _o.EvaluationInterval == 0 || last;
+        bool report = s.Step % _o.LogInterval == 0 || evaluate;
+        bool checkpoint = s.Step % _o.CheckpointInterval == 0;
+        LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
         var elapsed = Elapsed();
         double now = _clock.Elapsed.TotalSeconds;
         double tokPerSec = (s.TokensSeen - _lastReportTokens) / Math.Max(1e-9, now - _lastReportSeconds);
         double epoch = (double)s.RowsConsumed / _data.Count;
-        s.History.Add(new TrainingMetrics(s.Step, epoch, s.TokensSeen, loss, lr, gradNorm, tokPerSec, elapsed.TotalSeconds,
-            validation?.Loss, validation?.Perplexity, validation?.BitsPerByte));
-        if (s.Step % _o.LogInterval == 0 || validation is not null || last)
+        var (_, lr) = _pending.Last;
+        var throughput = _throughput.Measure(tokPerSec);
+        s.History.Add(new TrainingMetrics(s.Step, epoch, s.TokensSeen, double.NaN, lr, double.NaN, tokPerSec, elapsed.TotalSeconds,
+            validation?.Loss, validation?.Perplexity, validation?.BitsPerByte)
         {
+            Mfu = throughput.Mfu,
+            PeakMemoryBytes = throughput.PeakMemoryBytes,
+        });
+        if (report || checkpoint)
+            FlushPendingSteps();
+        if (report)
+        {
+            var row = s.History[^1];
             TimeSpan? eta = EstimateRemaining(_clock.Elapsed, s.Step - _firstStep, _horizon - s.Step, _o.TimeBudget - elapsed);
-            Report(new TrainingProgress(s.Step, epoch, loss, lr, gradNorm, tokPerSec, elapsed, eta, validation));
+            Report(new TrainingProgress(s.Step, epoch, row.Loss, lr, row.GradientNorm, tokPerSec, elapsed, eta, validation)
+            {
+                Mfu = throughput.Mfu,
+                PeakMemoryBytes = throughput.PeakMemoryBytes,
+            });
             _lastReportSeconds = now;
             _lastReportTokens = s.TokensSeen;
         }
 
-        if (s.Step % _o.CheckpointInterval == 0)
+        if (checkpoint)
             SaveCheckpoint();
+    }
+
+    /// <summary>Steps whose loss and gradient norm are still on the device (see <see cref="EndStep"/>).</summary>
+    internal int PendingSteps => _pending.Count;
+
+    /// <summary>
+    /// Reads the pending steps' losses and gradient norms back to the host in one transfer, writes them into their
+    /// history rows, and fails on the first step whose loss is not finite.
+    /// </summary>
+    private void FlushPendingSteps()
+    {
+        var s = State;
+        foreach (var (step, loss, gradNorm, lr) in _pending.ReadBack())
+        {
+            int row = s.History.FindLastIndex(h => h.Step == step);
+            if (row >= 0)
+                s.History[row] = s.History[row] with { Loss = loss, GradientNorm = gradNorm };
+            if (!double.IsFinite(loss))
+                throw new InvalidOperationException($"The training loss became {loss} at step {step} (learning rate {lr:G4}). Lower LearningRate or enable GradientClipNorm.");
+        }
     }
 
     /// <summary>
@@ -277,6 +327,7 @@ internal sealed class TrainingRun : IDisposable
     public CausalLmTransformer Finish(IHostEnvironment env)
     {
         var s = State;
+        FlushPendingSteps();
         if (_validation is not null && (s.History.Count == 0 || s.History[^1].ValidationLoss is null))
         {
             var m = Evaluate();
@@ -306,6 +357,8 @@ internal sealed class TrainingRun : IDisposable
             TrainingHistory.WriteCsv(Path.Combine(_o.LogDirectory, "metrics.csv"), s.History);
         }
 
+        _optimizer.ReleaseGradients();   // the returned model keeps no gradient memory
+        _model.ActivationCheckpointing = false;
         _model.eval();
         _finished = true;
         return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History);
@@ -315,6 +368,7 @@ internal sealed class TrainingRun : IDisposable
     public void Dispose()
     {
         _optimizer.Dispose();
+        _pending.Dispose();
         State.Dispose();
         if (!_finished)
             _model.Dispose();
@@ -349,6 +403,7 @@ internal sealed class TrainingRun : IDisposable
     {
         if (_o.CheckpointDirectory is null)
             return;
+        FlushPendingSteps();
         State.ElapsedSeconds = Elapsed().TotalSeconds;
         string written = Checkpoint.Write(_o.CheckpointDirectory, _config, State, _model, _optimizer, _o.KeepCheckpoints);
         HostAccess.Info(_ch, $"Checkpoint written: {written}");
@@ -365,6 +420,9 @@ internal sealed class TrainingRun : IDisposable
         tb.add_scalar("train/lr", (float)report.LearningRate, step);
         tb.add_scalar("train/grad_norm", (float)report.GradientNorm, step);
         tb.add_scalar("train/tokens_per_second", (float)report.TokensPerSecond, step);
+        if (!double.IsNaN(report.Mfu))
+            tb.add_scalar("train/mfu", (float)report.Mfu, step);
+        tb.add_scalar("train/peak_memory_mb", (float)(report.PeakMemoryBytes / (1024.0 * 1024.0)), step);
         if (report.Validation is { } v)
         {
             tb.add_scalar("val/loss", (float)v.Loss, step);
@@ -375,7 +433,7 @@ internal sealed class TrainingRun : IDisposable
     }
 
     private static string Describe(TrainingProgress p) =>
-        FormattableString.Invariant($"step {p.Step}: loss {p.Loss:F4}, lr {p.LearningRate:G3}, grad norm {p.GradientNorm:F3}, {p.TokensPerSecond:F0} tokens/s, elapsed {p.Elapsed:hh\\:mm\\:ss}") +
+        FormattableString.Invariant($"step {p.Step}: loss {p.Loss:F4}, lr {p.LearningRate:G3}, grad norm {p.GradientNorm:F3}, {p.TokensPerSecond:F0} tokens/s, MFU {100 * p.Mfu:F1}%, peak memory {p.PeakMemoryBytes / (1024.0 * 1024.0):F0} MiB, elapsed {p.Elapsed:hh\\:mm\\:ss}") +
         (p.EstimatedRemaining is { } eta ? FormattableString.Invariant($", ETA {eta:hh\\:mm\\:ss}") : "") +
         (p.Validation is { } v
             ? FormattableString.Invariant($" | val loss {v.Loss:F4}, ppl {v.Perplexity:F2}") + (double.IsNaN(v.BitsPerByte) ? "" : FormattableString.Invariant($", {v.BitsPerByte:F4} bits/byte"))
@@ -390,18 +448,5 @@ internal sealed class TrainingRun : IDisposable
         if (budgetLeft is { } b && b < TimeSpan.Zero)
             budgetLeft = TimeSpan.Zero;
         return bySteps is { } st && budgetLeft is { } bl ? (st < bl ? st : bl) : bySteps ?? budgetLeft;
-    }
-
-    private static double GlobalNorm(IEnumerable<Parameter> parameters)
-    {
-        using var scope = NewDisposeScope();
-        double sum = 0;
-        foreach (var p in parameters)
-        {
-            if (p.grad is { } g)
-                sum += g.to(ScalarType.Float64).pow(2).sum().item<double>();
-        }
-
-        return Math.Sqrt(sum);
     }
 }

@@ -197,11 +197,20 @@ public class CausalLmTrainerTests
             options.LogDirectory = dir;
             var model = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, Block));
             var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
-            Assert.Equal("step,epoch,tokens,loss,learning_rate,grad_norm,tokens_per_second,elapsed_seconds,val_loss,val_perplexity,val_bits_per_byte", lines[0]);
+            Assert.Equal("step,epoch,tokens,loss,learning_rate,grad_norm,tokens_per_second,mfu,peak_memory_bytes,elapsed_seconds,val_loss,val_perplexity,val_bits_per_byte", lines[0]);
             Assert.Equal(7, lines.Length);
             Assert.StartsWith("6,", lines[6]);
-            Assert.Equal(model.History[5].Loss, double.Parse(lines[6].Split(',')[3], System.Globalization.CultureInfo.InvariantCulture));
-            Assert.Contains(Directory.GetFiles(dir, "*", SearchOption.AllDirectories), f => Path.GetFileName(f).StartsWith("events.out.tfevents", StringComparison.Ordinal));
+            var inv = System.Globalization.CultureInfo.InvariantCulture;
+            var last = lines[6].Split(',');
+            Assert.Equal(model.History[5].Loss, double.Parse(last[3], inv));
+            Assert.Equal(model.History[5].Mfu, double.Parse(last[7], inv), 4);
+            Assert.Equal(model.History[5].PeakMemoryBytes, long.Parse(last[8], inv));
+            Assert.True(model.History[5].PeakMemoryBytes > 100L << 20, "the process's peak RSS (libtorch alone is > 100 MB)");
+            var events = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f).StartsWith("events.out.tfevents", StringComparison.Ordinal)).ToList();
+            Assert.NotEmpty(events);
+            string eventText = System.Text.Encoding.Latin1.GetString(File.ReadAllBytes(events[0]));
+            Assert.Contains("train/mfu", eventText, StringComparison.Ordinal);
+            Assert.Contains("train/peak_memory_mb", eventText, StringComparison.Ordinal);
         }
         finally
         {

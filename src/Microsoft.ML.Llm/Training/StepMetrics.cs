@@ -1,0 +1,133 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>
+/// The losses and gradient norms of steps whose values are still on the device. Reading a scalar back
+/// (<c>item()</c>) makes the host wait until the device has finished everything queued before it; doing that once per
+/// log interval instead of once per micro-batch lets a GPU run ahead of the host (nanoGPT reads its loss only when it
+/// logs, for the same reason). On the CPU the wait is short, but the rule is the same.
+/// </summary>
+internal sealed class PendingStepValues : IDisposable
+{
+    private readonly List<(long Step, Tensor Loss, Tensor GradientNorm, double LearningRate)> _steps = [];
+
+    /// <summary>Steps not read back yet.</summary>
+    public int Count => _steps.Count;
+
+    /// <summary>The newest step's number and learning rate.</summary>
+    public (long Step, double LearningRate) Last => _steps.Count > 0 ? (_steps[^1].Step, _steps[^1].LearningRate) : (0, double.NaN);
+
+    /// <summary>Keeps a step's (1)-shaped float64 loss and 0-d gradient norm, taking ownership of both.</summary>
+    public void Add(long step, Tensor loss, Tensor gradientNorm, double learningRate) => _steps.Add((step, loss, gradientNorm, learningRate));
+
+    /// <summary>Reads every pending value back in one device-to-host transfer, oldest step first, and forgets them.</summary>
+    public List<(long Step, double Loss, double GradientNorm, double LearningRate)> ReadBack()
+    {
+        var result = new List<(long, double, double, double)>(_steps.Count);
+        if (_steps.Count == 0)
+            return result;
+        double[] values;
+        using (var scope = NewDisposeScope())
+        {
+            var losses = cat(_steps.Select(p => p.Loss).ToArray());                                                     // (n)
+            var norms = stack(_steps.Select(p => p.GradientNorm.reshape(1)).ToArray()).reshape(-1).to(ScalarType.Float64); // (n)
+            values = cat([losses, norms]).cpu().data<double>().ToArray();
+        }
+
+        int n = _steps.Count;
+        for (int i = 0; i < n; i++)
+            result.Add((_steps[i].Step, values[i], values[n + i], _steps[i].LearningRate));
+        Dispose();
+        return result;
+    }
+
+    /// <summary>Releases the pending tensors.</summary>
+    public void Dispose()
+    {
+        foreach (var (_, loss, norm, _) in _steps)
+        {
+            loss.Dispose();
+            norm.Dispose();
+        }
+
+        _steps.Clear();
+    }
+}
+
+/// <summary>
+/// Model flops utilisation and peak memory, for progress reports, the history, metrics.csv and TensorBoard.
+/// MFU = flops/token (nanoGPT's 6N + 12·L·H·Q·T, <see cref="GptModel.FlopsPerToken"/>) × tokens/s ÷ the matmul peak
+/// of the step's compute precision on the model's device (given by the user, or measured once per process by
+/// <see cref="MatmulPeak"/>). Recomputation under activation checkpointing is not model flops and does not count, as in
+/// the PaLM paper's definition.
+/// </summary>
+internal sealed class ThroughputMeter(GptModel model, Device device, ScalarType computeType, double? peakFlops)
+{
+    private double? _peak = peakFlops;
+
+    /// <summary>The MFU at <paramref name="tokensPerSecond"/> (a fraction, NaN when the peak is unknown) and the peak
+    /// memory so far.</summary>
+    public (double Mfu, long PeakMemoryBytes) Measure(double tokensPerSecond)
+    {
+        _peak ??= MatmulPeak.FlopsPerSecond(device, computeType);
+        double mfu = _peak is { } p && p > 0 ? model.FlopsPerToken * tokensPerSecond / p : double.NaN;
+        return (mfu, PeakMemory.Bytes());
+    }
+}
+
+/// <summary>
+/// The matmul peak of a dtype on a device: the best of two timed 2048³ matmuls after one warm-up, cached per (device,
+/// dtype, thread count) for the life of the process, so only the first run in a process pays for it (about a second on
+/// a 2-core CPU in fp32).
+/// </summary>
+internal static class MatmulPeak
+{
+    private const int Size = 2048;
+    private static readonly ConcurrentDictionary<(DeviceType, int, ScalarType, int), double> Cache = new();
+
+    /// <summary>FLOP/s of a 2048³ matmul of <paramref name="dtype"/> on <paramref name="device"/> at the current thread count.</summary>
+    public static double FlopsPerSecond(Device device, ScalarType dtype) =>
+        Cache.GetOrAdd((device.type, device.index, dtype, torch.get_num_threads()), _ => Measure(device, dtype));
+
+    private static double Measure(Device device, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+
+        // Values from linspace, not randn: the probe must not advance torch's generator (determinism of the run).
+        var a = linspace(-1, 1, (long)Size * Size, dtype: ScalarType.Float32, device: device).view(Size, Size).to(dtype);
+        var b = a.t().contiguous();
+        double best = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            var c = a.matmul(b);
+            c[0, 0].to(ScalarType.Float32).item<float>();   // waits for the device
+            double seconds = sw.Elapsed.TotalSeconds;
+            c.Dispose();
+            if (i > 0)
+                best = Math.Max(best, 2.0 * Size * Size * Size / seconds);  // the first run warms up
+        }
+
+        return best;
+    }
+}
+
+/// <summary>Peak memory: the process's peak resident set (VmHWM) on the CPU.</summary>
+/// <remarks>
+/// On CUDA, PyTorch reports <c>torch.cuda.max_memory_allocated()</c>; TorchSharp 0.107 exposes no CUDA allocator
+/// statistics, so there too this is the process's peak resident set (host memory), not device memory.
+/// </remarks>
+internal static class PeakMemory
+{
+    /// <summary>Peak bytes so far.</summary>
+    public static long Bytes()
+    {
+        using var process = Process.GetCurrentProcess();
+        return process.PeakWorkingSet64;
+    }
+}
