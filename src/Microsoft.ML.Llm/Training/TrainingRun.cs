@@ -14,7 +14,8 @@ namespace Microsoft.ML.Llm;
 /// <param name="Validation">The validation blocks, if any.</param>
 /// <param name="Tokenizer">The tokenizer (from the options or the tokens column), if any.</param>
 /// <param name="Config">The model configuration, its vocabulary size resolved.</param>
-internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config);
+/// <param name="InitialWeights">The model whose weights training starts from (fine-tuning), or null for a random start.</param>
+internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null);
 
 /// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
 internal enum TrainingStopReason
@@ -96,6 +97,16 @@ internal sealed class TrainingRun : IDisposable
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
         torch.manual_seed(seed);
         _model = new GptModel(_config);
+        if (inputs.InitialWeights is { } initial)
+        {
+            // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator
+            // advances as in a fresh run and dropout masks do not depend on where the weights came from).
+            using var noGrad = torch.no_grad();
+            var source = initial.state_dict();
+            foreach (var (name, parameter) in _model.named_parameters())
+                parameter.copy_(source[name]);
+        }
+
         _model.to(device);
         _model.train();
         _trainable = AllParameters.Instance.Select(_model);
