@@ -150,6 +150,22 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         string text = "héllo, wörld 😀 the end";
         Assert.Equal(tokenizer.Encode(text), hfTokenizer.Encode(text));
         Assert.Equal((256, 257), (hfTokenizer.EndOfTextId, hfTokenizer.PadId));
+
+        // By hand: LLM_HF_EXPORT_DIR=/some/dir dotnet test --filter OurModelsExport... leaves the exports and our logits
+        // there for tests/fixture-makers/check_hf_export.py, which loads them with Python (transformers when installed).
+        if (Environment.GetEnvironmentVariable("LLM_HF_EXPORT_DIR") is { Length: > 0 } exportDir)
+        {
+            string keep = Path.Combine(exportDir, $"{style}-kv{kvHeads?.ToString() ?? "all"}-{(tied ? "tied" : "untied")}");
+            if (Directory.Exists(keep))
+                Directory.Delete(keep, recursive: true);
+            HuggingFaceCheckpoint.Save(model, tokenizer, keep);
+            var logits = Logits(model, ids)[0];
+            var rows = new JsonArray();
+            for (int t = 0; t < logits.shape[0]; t++)
+                rows.Add(new JsonArray(logits[t].data<float>().Select(v => (JsonNode?)JsonValue.Create(v)).ToArray()));
+            var ours = new JsonObject { ["input_ids"] = new JsonArray(new JsonArray(Enumerable.Range(0, ids.GetLength(1)).Select(i => (JsonNode?)JsonValue.Create(ids[0, i])).ToArray())), ["logits"] = new JsonArray(rows), ["text"] = text, ["text_ids"] = new JsonArray(tokenizer.Encode(text).Select(i => (JsonNode?)JsonValue.Create(i)).ToArray()) };
+            File.WriteAllText(Path.Combine(exportDir, Path.GetFileName(keep) + ".ours.json"), ours.ToJsonString());
+        }
     }
 
     [Fact]
