@@ -47,9 +47,7 @@ public sealed class LlmCatalog
     public CausalLmTransformer LoadHuggingFace(string folder, string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName)
     {
         var model = HuggingFaceCheckpoint.LoadModel(folder);
-        LmTokenizer? tokenizer = null;
-        if (new[] { "tokenizer.json", "vocab.json", "tokenizer.model" }.Any(f => File.Exists(Path.Combine(folder, f))))
-            tokenizer = HuggingFaceCheckpoint.LoadTokenizer(folder, model);
+        var tokenizer = HuggingFaceCheckpoint.LoadTokenizerIfPresent(folder, model);
         return new CausalLmTransformer(_context, model, tokenizer, tokensColumnName, []);
     }
 

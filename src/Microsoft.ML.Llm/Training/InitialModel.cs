@@ -50,9 +50,7 @@ public sealed class InitialModel
         if (Directory.Exists(path))
         {
             var model = HuggingFaceCheckpoint.LoadModel(path);
-            LmTokenizer? tokenizer = null;
-            if (new[] { "tokenizer.json", "vocab.json", "tokenizer.model" }.Any(f => File.Exists(Path.Combine(path, f))))
-                tokenizer = HuggingFaceCheckpoint.LoadTokenizer(path, model);
+            var tokenizer = HuggingFaceCheckpoint.LoadTokenizerIfPresent(path, model);
             return (model, tokenizer, true);
         }
 

@@ -299,6 +299,49 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
     }
 
     [Fact]
+    public void ShardIndexAndTokenizerFileErrorsNameTheFile()
+    {
+        string folder = CopyFixture("llama-tiny");
+        string index = Path.Combine(folder, "model.safetensors.index.json");
+        var json = JsonNode.Parse(File.ReadAllText(index))!.AsObject();
+        json["weight_map"]!["model.norm.weight"] = "model-00001-of-00002.safetensors";
+        File.WriteAllText(index, json.ToJsonString());
+        Assert.Equal($"The shard index '{index}' lists tensor 'model.norm.weight' in 'model-00001-of-00002.safetensors', but it is in 'model-00002-of-00002.safetensors'.",
+            Assert.Throws<InvalidDataException>(() => HuggingFaceCheckpoint.LoadModel(folder)).Message);
+        json["weight_map"]!["model.norm.weight"] = "model-00003-of-00002.safetensors";
+        File.WriteAllText(index, json.ToJsonString());
+        Assert.Equal($"The shard 'model-00003-of-00002.safetensors' named by '{index}' (for tensor 'model.norm.weight') does not exist.",
+            Assert.Throws<FileNotFoundException>(() => HuggingFaceCheckpoint.LoadModel(folder)).Message);
+
+        string tokenizerFile = Path.Combine(folder, "tokenizer.json");
+        var tokenizer = JsonNode.Parse(File.ReadAllText(tokenizerFile))!.AsObject();
+        tokenizer["model"]!["type"] = "Unigram";
+        File.WriteAllText(tokenizerFile, tokenizer.ToJsonString());
+        Assert.Equal($"The tokenizer file '{tokenizerFile}' has model type 'Unigram'; this library reads byte-level BPE (\"BPE\") tokenizer.json files only.",
+            Assert.Throws<FormatException>(() => LmTokenizer.FromHuggingFace(folder)).Message);
+        tokenizer["model"]!["type"] = "BPE";
+        tokenizer["pre_tokenizer"] = new JsonObject { ["type"] = "Metaspace" };
+        File.WriteAllText(tokenizerFile, tokenizer.ToJsonString());
+        Assert.Equal($"The tokenizer file '{tokenizerFile}' has the pre-tokenizer 'Metaspace'; this library reads ByteLevel (GPT-2) and Split (cl100k regex) only.",
+            Assert.Throws<FormatException>(() => LmTokenizer.FromHuggingFace(folder)).Message);
+        File.Delete(tokenizerFile);
+        Assert.Equal($"The Hugging Face folder '{folder}' holds no tokenizer: expected tokenizer.json, vocab.json with merges.txt, or tokenizer.model.",
+            Assert.Throws<FileNotFoundException>(() => LmTokenizer.FromHuggingFace(folder)).Message);
+    }
+
+    [Fact]
+    public void AGpt2FolderWithoutTokenizerFilesGetsGpt2sEncoding()
+    {
+        string folder = Path.Combine(_temp, "gpt2-no-tokenizer");
+        using (var model = new GptModel(GptConfig.Tiny(50257) with { EmbeddingSize = 8, HeadCount = 2, LayerCount = 1 }))
+            HuggingFaceCheckpoint.Save(model, null, folder);
+        using var lm = new MLContext(0).Llm().LoadHuggingFace(folder);
+        Assert.Equal(LmTokenizerKind.Tiktoken, lm.Tokenizer!.Kind);
+        Assert.Equal(new[] { 15496, 995 }, lm.Tokenizer.Encode("Hello world"));
+        Assert.Equal(50256, lm.Tokenizer.EndOfTextId);
+    }
+
+    [Fact]
     public void ATokenizerLargerThanTheEmbeddingIsRejected()
     {
         string folder = CopyFixture("gpt2-tiny");
