@@ -342,6 +342,42 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
     }
 
     [Fact]
+    public void ImportAndExportLeaveNoLiveTensors()
+    {
+        // Counted after a full collection: a module's parameter getters hand out handles that finalizers release.
+        static long Live()
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            return torch.Tensor.TotalCount;
+        }
+
+        // Building and disposing a GptModel of the fixture's shape leaves a fixed number of handles behind (TorchSharp's
+        // Module.Dispose, outside this feature); loading the checkpoint must leave exactly that many, and export none.
+        GptConfig config;
+        using (var loaded = HuggingFaceCheckpoint.LoadModel(Fixture("llama-tiny")))
+            config = loaded.Config;
+        new GptModel(config).Dispose();
+        long before = Live();
+        new GptModel(config).Dispose();
+        long perModel = Live() - before;
+
+        before = Live();
+        HuggingFaceCheckpoint.LoadModel(Fixture("llama-tiny")).Dispose();
+        Assert.Equal(perModel, Live() - before);
+
+        using var model = HuggingFaceCheckpoint.LoadModel(Fixture("llama-tiny"));
+        HuggingFaceCheckpoint.Save(model, null, Path.Combine(_temp, "leak0"));
+        before = Live();
+        long thread = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 1; i <= 3; i++)
+            HuggingFaceCheckpoint.Save(model, null, Path.Combine(_temp, "leak" + i));
+        Assert.Equal(before, Live());
+        Assert.Equal(thread, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
     public void ATokenizerLargerThanTheEmbeddingIsRejected()
     {
         string folder = CopyFixture("gpt2-tiny");
