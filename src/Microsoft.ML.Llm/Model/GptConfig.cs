@@ -36,7 +36,7 @@ public enum GptStyle
 public sealed record GptConfig
 {
     /// <summary>The version of the binary layout written by <see cref="Save"/>.</summary>
-    private const int FormatVersion = 2;
+    private const int FormatVersion = 3;
 
     /// <summary>
     /// The embedding table is padded to a multiple of this many rows (see <see cref="PaddedVocabularySize"/>); 1 means no
@@ -77,6 +77,29 @@ public sealed record GptConfig
     /// The MLP's hidden width; <see langword="null"/> picks the architecture's default (see <see cref="IntermediateSize"/>).
     /// </summary>
     public int? MlpHiddenSize { get; init; }
+
+    /// <summary>
+    /// The number of key/value heads: <see langword="null"/> (the default) gives every query head its own keys and values
+    /// (multi-head attention); fewer heads make grouped-query attention (Ainslie et al. 2023, Llama 2 70B and Llama 3),
+    /// where <see cref="HeadCount"/> / this many query heads share one key/value head, shrinking the KV cache by that factor.
+    /// Must divide <see cref="HeadCount"/>. Hugging Face Llama's <c>num_key_value_heads</c>.
+    /// </summary>
+    public int? KeyValueHeadCount { get; init; }
+
+    /// <summary>
+    /// Whether the output layer reuses the token embedding's weight (tied embeddings, GPT-2 and nanoGPT; the default), or
+    /// has its own <c>lm_head</c> weight (Llama; Hugging Face's <c>tie_word_embeddings = false</c>).
+    /// </summary>
+    public bool TiedEmbeddings { get; init; } = true;
+
+    /// <summary>
+    /// The ε added inside LayerNorm's variance or RMSNorm's mean square: 1e-5 (PyTorch's LayerNorm, GPT-2, Llama 2 and 3);
+    /// Hugging Face's <c>layer_norm_epsilon</c> / <c>rms_norm_eps</c> (some Llama checkpoints use 1e-6).
+    /// </summary>
+    public double NormEpsilon { get; init; } = 1e-5;
+
+    /// <summary>The number of key/value heads actually used: <see cref="KeyValueHeadCount"/>, else <see cref="HeadCount"/>.</summary>
+    public int ResolvedKeyValueHeadCount => KeyValueHeadCount ?? HeadCount;
 
     /// <summary>The width of one attention head: <see cref="EmbeddingSize"/> / <see cref="HeadCount"/>.</summary>
     public int HeadSize => EmbeddingSize / HeadCount;
@@ -156,6 +179,18 @@ public sealed record GptConfig
         {
             throw new ArgumentOutOfRangeException(nameof(RopeTheta),
                 Invariant($"GptConfig.RopeTheta is {RopeTheta}; expected a positive finite number."));
+        }
+
+        if (KeyValueHeadCount is int kvHeads && (kvHeads < 1 || kvHeads > HeadCount || HeadCount % kvHeads != 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(KeyValueHeadCount),
+                Invariant($"GptConfig.KeyValueHeadCount is {kvHeads}; expected a divisor of HeadCount ({HeadCount}) from 1 to {HeadCount}, or null for one key/value head per query head."));
+        }
+
+        if (!(NormEpsilon > 0 && NormEpsilon < 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(NormEpsilon),
+                Invariant($"GptConfig.NormEpsilon is {NormEpsilon}; expected a number in (0, 1)."));
         }
 
         if (EmbeddingSize % HeadCount != 0)
@@ -269,8 +304,10 @@ public sealed record GptConfig
     //   int32 FormatVersion (2); int32 VocabularySize (0 = null, not chosen yet; saved models always have it set);
     //   int32 ContextLength; int32 LayerCount; int32 HeadCount; int32 EmbeddingSize; int32 Style; float64 Dropout;
     //   float64 RopeTheta; bool has MlpHiddenSize; int32 MlpHiddenSize (0 when absent);
-    //   since version 2: byte Bias (0 false, 1 true, 2 null = follow the style); int32 VocabularyPaddingMultiple.
-    // Version 1 files end after MlpHiddenSize; Load reads both.
+    //   since version 2: byte Bias (0 false, 1 true, 2 null = follow the style); int32 VocabularyPaddingMultiple;
+    //   since version 3: int32 KeyValueHeadCount (0 = null); bool TiedEmbeddings; float64 NormEpsilon.
+    // Version 1 files end after MlpHiddenSize, version 2 after VocabularyPaddingMultiple; Load reads all three (older
+    // files get the defaults of the new fields, which are what those models computed: MHA, tied, ε = 1e-5).
 
     /// <summary>Writes the configuration in a versioned binary layout that <see cref="Load"/> reads back exactly.</summary>
     internal void Save(BinaryWriter writer)
@@ -288,6 +325,9 @@ public sealed record GptConfig
         writer.Write(MlpHiddenSize.GetValueOrDefault());
         writer.Write(Bias.HasValue ? (byte)(Bias.Value ? 1 : 0) : (byte)2);   // since format 2
         writer.Write(VocabularyPaddingMultiple);                                // since format 2
+        writer.Write(KeyValueHeadCount ?? 0);                                   // since format 3
+        writer.Write(TiedEmbeddings);                                           // since format 3
+        writer.Write(NormEpsilon);                                              // since format 3
     }
 
     /// <summary>Reads a configuration written by <see cref="Save"/> and validates it.</summary>
@@ -321,6 +361,13 @@ public sealed record GptConfig
             byte bias = reader.ReadByte();
             config = config with { Bias = bias == 2 ? null : bias == 1, VocabularyPaddingMultiple = reader.ReadInt32() };
         }
+
+        if (version >= 3)
+        {
+            int kvHeads = reader.ReadInt32();
+            config = config with { KeyValueHeadCount = kvHeads == 0 ? null : kvHeads, TiedEmbeddings = reader.ReadBoolean(), NormEpsilon = reader.ReadDouble() };
+        }
+
         config.Validate();
         return config;
     }

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Llm;
 /// </summary>
 /// <remarks>
 /// <para>
-/// The buffers, (B, nh, ContextLength, hs) per layer for keys and for values, are allocated on the first forward pass
+/// The buffers, (B, nkv, ContextLength, hs) per layer (nkv = <see cref="GptConfig.ResolvedKeyValueHeadCount"/>) for keys and for values, are allocated on the first forward pass
 /// with the model's type and device and live until <see cref="Dispose"/>, outside any dispose scope.
 /// For GPT-2 small at context 1024 and batch 1 that is 2·12·1024·768 fp32 values, 72 MiB.
 /// </para>
@@ -86,7 +86,7 @@ public sealed class KvCache : IDisposable
 
     /// <summary>
     /// Writes the new keys and values of one layer after the cached ones and returns all of them, as views of the
-    /// buffers: (B, nh, Length + T, hs) each.
+    /// buffers: (B, nkv, Length + T, hs) each.
     /// </summary>
     internal (Tensor Keys, Tensor Values) Append(int layer, Tensor newKeys, Tensor newValues)
     {
@@ -107,7 +107,7 @@ public sealed class KvCache : IDisposable
     private void Allocate(Tensor like)
     {
         batchSize = like.shape[0];
-        long[] shape = [batchSize, config.HeadCount, config.ContextLength, config.HeadSize];
+        long[] shape = [batchSize, config.ResolvedKeyValueHeadCount, config.ContextLength, config.HeadSize];   // nkv heads: GQA's saving
         keys = new Tensor[config.LayerCount];
         values = new Tensor[config.LayerCount];
         for (int i = 0; i < config.LayerCount; i++)

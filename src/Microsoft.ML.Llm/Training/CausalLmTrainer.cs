@@ -58,7 +58,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         ValidateOptions(_options);
         var host = _env.Register(nameof(CausalLmTrainer));
         using var ch = host.Start("Training");
-        var inputs = ReadInputs(input);
+        var inputs = ReadInputs(input, out bool ownsInitial);
+        using var ownedInitial = ownsInitial ? inputs.InitialWeights : null;
         int seed = _options.Seed ?? HostAccess.Seed(_env) ?? 0;
         using var run = new TrainingRun(host, ch, _options, inputs, SelectDevice(ch), seed);
         while (run.StopReason() is null)
@@ -72,19 +73,41 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
     }
 
     /// <summary>Reads the data and resolves the tokenizer and the model configuration, checking them against each other.</summary>
-    private TrainingInputs ReadInputs(IDataView input)
+    private TrainingInputs ReadInputs(IDataView input, out bool ownsInitial)
     {
         var o = _options;
         var train = TokenBlocks.Read(input, o.TokensColumnName, o.DocumentIdsColumnName, o.LossMaskColumnName, "training data");
         LmTokenizer? tokenizer = o.Tokenizer;
         if (tokenizer is null && input.Schema.GetColumnOrNull(o.TokensColumnName) is { } tc && tc.TryGetTokenizer(out var annotated))
             tokenizer = annotated;
+        ownsInitial = false;
+        GptModel? initial = null;
+        if (o.InitialModel is { } initialModel)
+        {
+            if (o.Model is not null)
+                throw new ArgumentException($"Options 'Model' and 'InitialModel' are both set; fine-tuning takes the architecture of InitialModel ({initialModel}), so leave Model null.", nameof(CausalLmTrainerOptions.Model));
+            (initial, var initialTokenizer, ownsInitial) = initialModel.Load();
+            if (tokenizer is not null && initialTokenizer is not null && tokenizer.VocabularySize != initialTokenizer.VocabularySize)
+            {
+                throw new ArgumentException(
+                    $"The data's tokenizer has {tokenizer.VocabularySize} tokens but the tokenizer of InitialModel {initialModel} has {initialTokenizer.VocabularySize}; tokenize the data with the initial model's tokenizer.",
+                    nameof(CausalLmTrainerOptions.InitialModel));
+            }
+
+            tokenizer ??= initialTokenizer;
+            if (tokenizer is not null && tokenizer.VocabularySize > initial.VocabularySize)
+            {
+                throw new ArgumentException(
+                    $"The tokenizer has {tokenizer.VocabularySize} tokens but InitialModel {initialModel} has a vocabulary of {initial.VocabularySize}.",
+                    nameof(CausalLmTrainerOptions.InitialModel));
+            }
+        }
         var val = o.ValidationSet is null ? null
             : TokenBlocks.Read(o.ValidationSet, o.TokensColumnName, o.DocumentIdsColumnName, o.LossMaskColumnName, "validation data", train.BlockLength);
-        var config = ResolveConfig(o.Model, tokenizer, train);
+        var config = initial?.Config ?? ResolveConfig(o.Model, tokenizer, train);
         if (train.ContextLength > config.ContextLength)
         {
-            throw new ArgumentOutOfRangeException(nameof(CausalLmTrainerOptions.Model), train.ContextLength,
+            throw new ArgumentOutOfRangeException(initial is null ? nameof(CausalLmTrainerOptions.Model) : nameof(CausalLmTrainerOptions.InitialModel), train.ContextLength,
                 $"The data's blocks have {train.BlockLength} tokens (context {train.ContextLength}), longer than the model's maximum context " +
                 $"GptConfig.ContextLength = {config.ContextLength}. Pack with ContextLength ≤ {config.ContextLength} or raise GptConfig.ContextLength.");
         }
@@ -93,7 +116,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         val?.CheckVocabulary(config.ResolvedVocabularySize, "validation data", o.TokensColumnName);
         if (o.UseDocumentMasking && !train.HasDocumentIds)
             throw new ArgumentException("Option 'UseDocumentMasking' is true but 'DocumentIdsColumnName' is not set; name the document-ids column PackTokens produced.", nameof(CausalLmTrainerOptions.UseDocumentMasking));
-        return new TrainingInputs(train, val, tokenizer, config);
+        return new TrainingInputs(train, val, tokenizer, config, initial);
     }
 
     /// <summary>The requested configuration (ShakespeareChar when none) with its vocabulary size resolved: the

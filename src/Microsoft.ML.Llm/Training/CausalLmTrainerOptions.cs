@@ -63,6 +63,14 @@ public sealed class CausalLmTrainerOptions
     /// When null: <see cref="GptConfig.ShakespeareChar"/> sized to the tokenizer, with a context of at least the data's.</summary>
     public GptConfig? Model { get; set; }
 
+    /// <summary>
+    /// Fine-tuning: the weights training starts from — a loaded <see cref="CausalLmTransformer"/>, a model zip path, or a
+    /// Hugging Face checkpoint folder (see <see cref="Llm.InitialModel"/>) — instead of a random initialisation. The
+    /// architecture is the initial model's (leave <see cref="Model"/> null); its tokenizer is used when the data carries
+    /// none. The data's token ids must fit its vocabulary and its blocks its context length.
+    /// </summary>
+    public InitialModel? InitialModel { get; set; }
+
     // ---- optimization ----
 
     /// <summary>Blocks per micro-batch.</summary>

@@ -67,14 +67,23 @@ internal sealed class PendingStepValues : IDisposable
 /// </summary>
 internal sealed class ThroughputMeter(GptModel model, Device device, ScalarType computeType, double? peakFlops)
 {
-    private double? _peak = peakFlops;
+    // Measured here, when the run is built, not at the first report: the probe must not count against the run's
+    // clock (a TimeBudget) nor land inside a step's timing.
+    private readonly double _peak = peakFlops ?? MatmulPeak.FlopsPerSecond(device, computeType);
+
+    /// <summary>The matmul dtype of a step in <paramref name="precision"/> (what its MFU is measured against).</summary>
+    public static ScalarType ComputeType(TrainingPrecision precision) => precision switch
+    {
+        TrainingPrecision.Bf16Mixed => ScalarType.BFloat16,
+        TrainingPrecision.Fp16Mixed => ScalarType.Float16,
+        _ => ScalarType.Float32,
+    };
 
     /// <summary>The MFU at <paramref name="tokensPerSecond"/> (a fraction, NaN when the peak is unknown) and the peak
     /// memory so far.</summary>
     public (double Mfu, long PeakMemoryBytes) Measure(double tokensPerSecond)
     {
-        _peak ??= MatmulPeak.FlopsPerSecond(device, computeType);
-        double mfu = _peak is { } p && p > 0 ? model.FlopsPerToken * tokensPerSecond / p : double.NaN;
+        double mfu = _peak > 0 ? model.FlopsPerToken * tokensPerSecond / _peak : double.NaN;
         return (mfu, PeakMemory.Bytes());
     }
 }

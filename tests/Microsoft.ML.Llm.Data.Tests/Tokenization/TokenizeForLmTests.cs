@@ -137,8 +137,8 @@ public class TokenizeForLmTests
     public void UnknownTiktokenEncodingOptionIsReported()
     {
         var ml = new MLContext(seed: 1);
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken, tiktokenEncoding: "gpt2"));
-        Assert.Equal("LmTokenizerOptions.TiktokenEncoding 'gpt2' is not available; accepted values are 'o200k_base', 'cl100k_base'. (Parameter 'options')", e.Message);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Transforms.Text.TokenizeForLm("Tokens", "Text", LmTokenizerKind.Tiktoken, tiktokenEncoding: "p50k_base"));
+        Assert.Equal("LmTokenizerOptions.TiktokenEncoding 'p50k_base' is not available; accepted values are 'o200k_base', 'cl100k_base', 'gpt2'. (Parameter 'options')", e.Message);
     }
 
     [Theory]

@@ -137,7 +137,7 @@ public class GptConfigTests
 
         stream.Position = 0;
         var ex = Assert.Throws<InvalidDataException>(() => GptConfig.Load(new BinaryReader(stream)));
-        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads versions 1 to 2.", ex.Message);
+        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads versions 1 to 3.", ex.Message);
 
         using var bad = new MemoryStream();
         using (var writer = new BinaryWriter(bad, System.Text.Encoding.UTF8, leaveOpen: true))

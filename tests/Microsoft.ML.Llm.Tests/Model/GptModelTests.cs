@@ -340,6 +340,12 @@ public class GptModelTests
         }
 
         Step();
+
+        // TotalCount also counts unreachable handles that await finalisation (e.g. of models built by earlier tests);
+        // finalise them now so a GC during the loop cannot lower the count. A tensor the loop leaks stays counted.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
         long liveTotal = torch.Tensor.TotalCount;
         long liveThread = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         for (int i = 0; i < 5; i++)

@@ -90,3 +90,41 @@ public class KvCacheTests
         Assert.Throws<ObjectDisposedException>(() => model.forward(zeros(1, 1, dtype: ScalarType.Int64), cache));
     }
 }
+
+[Collection("Torch")]
+public class GroupedQueryAttentionTests
+{
+    [Fact]
+    public void GqaWithAnUntiedHeadDecodesIncrementallyAsTheFullForward()
+    {
+        using var scope = NewDisposeScope();
+        torch.manual_seed(7);
+        using var model = new GptModel(GptConfig.Tiny(50) with { Style = GptStyle.Modern, HeadCount = 4, KeyValueHeadCount = 2, TiedEmbeddings = false });
+        model.eval();
+        // k/v projections are 2 heads of 8 channels: c_attn maps 32 → 32 + 2·16, and lm_head is its own (64, 32) weight.
+        var state = model.state_dict();
+        Assert.Equal(new long[] { 64, 32 }, state["h.0.attn.c_attn.weight"].shape);
+        Assert.Equal(new long[] { 64, 32 }, state["lm_head.weight"].shape);
+        var idx = randint(0, 50, [2, 12], dtype: ScalarType.Int64, generator: new torch.Generator(3));
+        var full = model.forward(idx);
+        using var cache = new KvCache(model);
+        var pieces = new List<Tensor> { model.forward(idx[.., ..4], cache) };
+        for (int t = 4; t < 12; t++)
+            pieces.Add(model.forward(idx[.., t..(t + 1)], cache));
+        Assert.True(cat(pieces, dim: 1).allclose(full, rtol: 0, atol: 1e-5));
+    }
+
+    [Fact]
+    public void NewConfigFieldsRoundTripAndAreValidated()
+    {
+        var config = GptConfig.Tiny(50) with { Style = GptStyle.Modern, HeadCount = 4, KeyValueHeadCount = 2, TiedEmbeddings = false, NormEpsilon = 1e-6 };
+        using var stream = new MemoryStream();
+        config.Save(new BinaryWriter(stream));
+        stream.Position = 0;
+        Assert.Equal(config, GptConfig.Load(new BinaryReader(stream)));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => (GptConfig.Tiny(50) with { KeyValueHeadCount = 3 }).Validate());
+        Assert.Equal("GptConfig.KeyValueHeadCount is 3; expected a divisor of HeadCount (2) from 1 to 2, or null for one key/value head per query head. (Parameter 'KeyValueHeadCount')", ex.Message);
+        var eps = Assert.Throws<ArgumentOutOfRangeException>(() => (GptConfig.Tiny(50) with { NormEpsilon = 0 }).Validate());
+        Assert.Equal("GptConfig.NormEpsilon is 0; expected a number in (0, 1). (Parameter 'NormEpsilon')", eps.Message);
+    }
+}
