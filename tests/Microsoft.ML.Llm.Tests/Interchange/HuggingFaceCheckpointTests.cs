@@ -428,6 +428,15 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         Assert.Equal(importedLoss, tuned2.History[0].Loss, 5);
         Assert.True(before.allclose(imported.Model.state_dict()["h.0.attn.c_attn.weight"], 0, 0));
 
+        // The same from a model zip holding the imported transformer.
+        string zip = Path.Combine(_temp, "imported.zip");
+        ml.Model.Save(imported, null, zip);
+        using var tuned3 = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = zip, BatchSize = 1, MaxSteps = 1, WarmupSteps = 0, Seed = 1 }).Fit(data);
+        Assert.Equal(importedLoss, tuned3.History[0].Loss, 5);
+        var missingPath = Path.Combine(_temp, "nothing-here");
+        Assert.Equal($"CausalLmTrainerOptions.InitialModel is '{missingPath}', which does not exist; expected a model zip file or a Hugging Face checkpoint folder.",
+            Assert.Throws<FileNotFoundException>(() => ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = missingPath, MaxSteps = 1 }).Fit(data)).Message);
+
         // Data outside the vocabulary, or Model and InitialModel together, are refused.
         var outside = TestData.FromTokens(ml, [.. block[..16], 300]);
         var vocab = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = folder, MaxSteps = 1 }).Fit(outside));

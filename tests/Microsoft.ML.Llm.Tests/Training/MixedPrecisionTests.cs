@@ -55,17 +55,21 @@ public class MixedPrecisionTests
     public void MixedPrecisionTrainsCloseToFp32WithFp32MasterWeights(TrainingPrecision precision)
     {
         var tok = TestData.CharTokenizer();
+        var live = new Dictionary<long, long>();
         CausalLmTransformer Train(TrainingPrecision p)
         {
             var ml = new MLContext(seed: 1);
             var options = TestData.TinyOptions(16, maxSteps: 30);
             options.Tokenizer = tok;
             options.Precision = p;
+            options.Progress = new CausalLmTrainerTests.SyncProgress(r => live[r.Step] = DisposeScopeManager.Statistics.ThreadTotalLiveCount);
             return ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, Block));
         }
 
         using var full = Train(TrainingPrecision.Fp32);
         using var mixed = Train(precision);
+        // Casts, the scaled loss and the unscaling all happen inside the step's dispose scope: live tensors stay flat.
+        Assert.All(new long[] { 5, 10, 20, 30 }, step => Assert.Equal(live[2], live[step]));
         var a = full.History.Select(h => h.Loss).ToArray();
         var b = mixed.History.Select(h => h.Loss).ToArray();
         Assert.NotEqual(a, b);                                                   // the low precision really ran
