@@ -1,6 +1,6 @@
 namespace Microsoft.ML.Llm;
 
-/// <summary>Options of <see cref="CausalLmTrainer"/>. Defaults follow nanoGPT's <c>train.py</c> (DESIGN.md §5).</summary>
+/// <summary>Options of <see cref="CausalLmTrainer"/>. Defaults follow nanoGPT's <c>train.py</c> (docs/ARCHITECTURE.md §5).</summary>
 public sealed class CausalLmTrainerOptions
 {
     /// <summary>Default values, written once.</summary>

@@ -14,7 +14,7 @@ namespace Microsoft.ML.Llm;
 /// <remarks>
 /// The model consults the policy through <see cref="Autocast"/>: inside <see cref="Autocast()"/>'s scope its linear
 /// layers and attention cast their inputs and fp32 weights to the compute dtype, norms and the logits come back in fp32
-/// (PyTorch's autocast op lists; DESIGN.md §5). A loss-scaling policy also owns <see cref="Backward"/> and
+/// (PyTorch's autocast op lists; docs/ARCHITECTURE.md §5). A loss-scaling policy also owns <see cref="Backward"/> and
 /// <see cref="UnscaleGradients"/>.
 /// </remarks>
 internal interface IPrecisionPolicy
@@ -160,7 +160,7 @@ internal sealed record TrainableParameters(IReadOnlyList<Parameter> All, IReadOn
 /// Chooses what trains. Today: <see cref="AllParameters"/> (full training and full fine-tuning).
 /// </summary>
 /// <remarks>
-/// Next: LoRA (PEFT defaults, DESIGN.md §5): freeze the base weights (<c>requires_grad = false</c>), add low-rank
+/// Next: LoRA (PEFT defaults, docs/ARCHITECTURE.md §5): freeze the base weights (<c>requires_grad = false</c>), add low-rank
 /// adapters A·B to the targeted linear layers (GPT-2's <c>c_attn</c>, or all linear layers), and return only the
 /// adapters' parameters, so the optimizer holds moments for them alone.
 /// </remarks>
@@ -184,7 +184,7 @@ internal sealed class AllParameters : ITrainableParameterSelector
 /// <see cref="SingleProcess"/> (nothing to do).
 /// </summary>
 /// <remarks>
-/// Next: data parallelism over MPI (MPI.NET over MPICH, DESIGN.md §4): each rank reads its own share of every batch,
+/// Next: data parallelism over MPI (MPI.NET over MPICH, docs/ARCHITECTURE.md §5): each rank reads its own share of every batch,
 /// and this seam all-reduces (averages) the gradients, as PyTorch's DDP does, so every rank takes the same step.
 /// </remarks>
 internal interface IGradientSynchronizer
