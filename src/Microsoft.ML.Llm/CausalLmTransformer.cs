@@ -131,7 +131,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
 
     // Binary format (version 0x00010003): TokensColumnName (string), the GptConfig as GptConfig.Save writes it, has-tokenizer
     // (bool), int32 Precision (TrainingPrecision, since 0x00010003; the weights are fp32 whatever it is). Side entries: "Tokenizer" (LmTokenizer.Save; only when has-tokenizer), "Weights" (the model's state dict as
-    // TorchSharp's Module.save writes it), "History" (Checkpoint.WriteHistory).
+    // TorchSharp's Module.save writes it), "History" (TrainingHistory.Write).
     private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
