@@ -3,7 +3,7 @@
 // Then the anatomy of one GPT-2 124M step (batch 4 × 64, fp32), each configuration in its own child process so its
 // peak RSS is its own: TorchSharp's AdamW vs the flat FusedAdamW, activation checkpointing off/on, 1 and 2 threads,
 // with the time of each phase (data, forward, backward, optimizer) and of each kernel kind of a forward pass.
-//   dotnet run -c Release --project benchmarks/TrainingThroughput [-- steps] [--skip-trainer] [--anatomy-steps N]
+//   dotnet run -c Release --project benchmarks/TrainingThroughput [-- steps] [--skip-trainer] [--skip-anatomy] [--anatomy-steps N]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -33,7 +33,8 @@ if (!skipTrainer)
     Run("GPT-2 124M (12L, 12H, 768)", GptConfig.Gpt2Small(50257, 64), batch: 4, steps: Math.Max(3, timedSteps / 4));
 }
 
-StepAnatomy.Parent(anatomySteps, peak32);
+if (!args.Contains("--skip-anatomy"))
+    StepAnatomy.Parent(anatomySteps, peak32);
 return 0;
 
 void Run(string name, GptConfig config, int batch, int steps)
