@@ -9,7 +9,8 @@
 // Then the anatomy of one GPT-2 124M step (batch 4 × 64, fp32), each configuration in its own child process so its
 // peak RSS is its own: TorchSharp's AdamW vs the flat FusedAdamW, activation checkpointing off/on, 1 and 2 threads,
 // with the time of each phase (data, forward, backward, optimizer) and of each kernel kind of a forward pass.
-//   (--skip-trainer: only the anatomy; --anatomy-steps N: timed steps per anatomy configuration, default 4)
+//   (--skip-trainer: only the anatomy; --skip-anatomy: only the trainer table; --anatomy-steps N: timed steps per
+//   anatomy configuration, default 4)
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -49,7 +50,8 @@ if (only is null or "gpt2")
 TimeWeightCast("Shakespeare char", GptConfig.ShakespeareChar(65));
 Console.WriteLine($"Load average at end: {LoadAverage()}");
 
-StepAnatomy.Parent(anatomySteps, peak32);
+if (!args.Contains("--skip-anatomy"))
+    StepAnatomy.Parent(anatomySteps, peak32);
 return 0;
 
 static void TimeWeightCast(string name, GptConfig config)

@@ -48,7 +48,7 @@ internal static class StepAnatomy
             kernelLines.AddRange(lines.Where(l => l.StartsWith('|') || l.StartsWith("KERNELS", StringComparison.Ordinal)));
             results.Add(r);
             double tokPerSec = double.Parse(r["tokens_per_s"], CultureInfo.InvariantCulture);
-            double mfu = double.Parse(r["flops_per_token"], CultureInfo.InvariantCulture) * tokPerSec / peak32;
+            double mfu = double.Parse(r["flops_per_token"], CultureInfo.InvariantCulture) * tokPerSec / (peak32 * 1e9);   // peak32 is in GFLOP/s
             Console.WriteLine($"| {c.Optimizer} | {c.Threads} | {(c.Checkpointing ? "on" : "off")} | {r["step_ms"]} | {r["tokens_per_s"]} | {r["data_ms"]} | {r["forward_ms"]} | {r["backward_ms"]} | {r["optimizer_ms"]} | {r["peak_rss_mb"]} | {100 * mfu:F1}% |");
         }
 

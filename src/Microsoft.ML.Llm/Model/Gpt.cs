@@ -585,7 +585,9 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
 /// </summary>
 /// <remarks>
 /// Dropout must draw the same masks both times, or the gradients would belong to another function: forward keeps
-/// torch's CPU generator state, and backward sets it for the recomputation and restores the current one after.
+/// torch's CPU generator state, and backward sets it for the recomputation and restores the current one after. On CUDA
+/// (whose generator state TorchSharp cannot read) forward seeds the CUDA generator from a CPU draw before the block and
+/// backward seeds it the same way; that path is untested here (no CUDA build of TorchSharp on this machine).
 /// </remarks>
 internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<CheckpointedBlock>
 {
@@ -612,6 +614,14 @@ internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<Checkpoi
         ctx.save_data("block", block);
         ctx.save_data("context", context);
         ctx.save_data("rng", new GeneratorState(torch.random.get_rng_state()));
+        if (x.device_type == DeviceType.CUDA)
+        {
+            // The CUDA generator's state cannot be read through TorchSharp 0.107: seed it instead, from a number drawn
+            // from the CPU generator (unused by a CUDA run otherwise), and seed it the same way again in backward.
+            long seed = randint(long.MaxValue, [1], dtype: ScalarType.Int64).item<long>();
+            torch.cuda.manual_seed(seed);
+            ctx.save_data("cudaSeed", seed);
+        }
 
         // Only the output leaves this scope: every intermediate is freed now (autograd is off, nothing keeps them).
         using var scope = NewDisposeScope();
@@ -631,6 +641,8 @@ internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<Checkpoi
         var input = x.detach().requires_grad_(true);
         var current = torch.random.get_rng_state();
         torch.random.set_rng_state(rng.State);                     // the forward's dropout masks again
+        if (ctx.get_data("cudaSeed") is long cudaSeed)
+            torch.cuda.manual_seed(cudaSeed);
         var y = block.call(input, context);
         torch.random.set_rng_state(current);
         rng.State.Dispose();
