@@ -89,29 +89,41 @@ internal sealed class ThroughputMeter(GptModel model, Device device, ScalarType 
 }
 
 /// <summary>
-/// The matmul peak of a dtype on a device: the best of two timed 2048³ matmuls after one warm-up, cached per (device,
-/// dtype, thread count) for the life of the process, so only the first run in a process pays for it (about a second on
-/// a 2-core CPU in fp32).
+/// The matmul peak of a dtype on a device: the best of two timed square matmuls after one warm-up, cached per (device,
+/// dtype, thread count) for the life of the process, so only the first run in a process pays for it. The size is 2048
+/// where the dtype is fast and shrinks (to 256 at least) where one 2048³ product would take long: a dtype without fast
+/// kernels on this device (fp16 on most CPUs) must not turn the probe into minutes.
 /// </summary>
 internal static class MatmulPeak
 {
-    private const int Size = 2048;
+    private const int MaxSize = 2048;
+    private const int MinSize = 256;
+    private const double SecondsPerProduct = 0.25;
     private static readonly ConcurrentDictionary<(DeviceType, int, ScalarType, int), double> Cache = new();
 
-    /// <summary>FLOP/s of a 2048³ matmul of <paramref name="dtype"/> on <paramref name="device"/> at the current thread count.</summary>
+    /// <summary>FLOP/s of a square matmul of <paramref name="dtype"/> on <paramref name="device"/> at the current thread count.</summary>
     public static double FlopsPerSecond(Device device, ScalarType dtype) =>
         Cache.GetOrAdd((device.type, device.index, dtype, torch.get_num_threads()), _ => Measure(device, dtype));
 
     private static double Measure(Device device, ScalarType dtype)
     {
+        // A first estimate on the smallest size picks the largest size whose product takes about SecondsPerProduct.
+        double estimate = Best(device, dtype, MinSize, runs: 2);
+        double cube = estimate * SecondsPerProduct / 2;
+        int size = (int)Math.Clamp(Math.Floor(Math.Cbrt(cube) / MinSize) * MinSize, MinSize, MaxSize);
+        return size == MinSize ? estimate : Best(device, dtype, size, runs: 3);
+    }
+
+    private static double Best(Device device, ScalarType dtype, int size, int runs)
+    {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
 
         // Values from linspace, not randn: the probe must not advance torch's generator (determinism of the run).
-        var a = linspace(-1, 1, (long)Size * Size, dtype: ScalarType.Float32, device: device).view(Size, Size).to(dtype);
+        var a = linspace(-1, 1, (long)size * size, dtype: ScalarType.Float32, device: device).view(size, size).to(dtype);
         var b = a.t().contiguous();
         double best = 0;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < runs; i++)
         {
             var sw = Stopwatch.StartNew();
             var c = a.matmul(b);
@@ -119,7 +131,7 @@ internal static class MatmulPeak
             double seconds = sw.Elapsed.TotalSeconds;
             c.Dispose();
             if (i > 0)
-                best = Math.Max(best, 2.0 * Size * Size * Size / seconds);  // the first run warms up
+                best = Math.Max(best, 2.0 * size * size * size / seconds);  // the first run warms up
         }
 
         return best;
