@@ -201,19 +201,7 @@ public sealed partial class LmTokenizer
                 specials[special] = id;
         }
 
-        foreach (var (token, id) in vocabulary)
-        {
-            if (specials.ContainsKey(token))
-                continue;
-            foreach (char c in token)
-            {
-                if (!ByteLevelAlphabet.CharToByte.ContainsKey(c))
-                {
-                    throw new FormatException(
-                        $"The vocabulary file '{vocabularyPath}' is not a byte-level BPE vocabulary: token '{token}' (id {id}) has the character U+{(int)c:X4}, which is not one of GPT-2's 256 byte characters.");
-                }
-            }
-        }
+        CheckByteLevel(vocabulary, specials, $"The vocabulary file '{vocabularyPath}' is not a byte-level BPE vocabulary");
         var merges = ReadMerges(mergesPath, vocabulary);
         return CreateBpe(new BpeDefinition(tokensById, merges, preTokenization), specials,
             endOfTextToken is not null && specials.TryGetValue(endOfTextToken, out int eos) ? eos : null,
@@ -390,5 +378,23 @@ public sealed partial class LmTokenizer
         bool addBos = reader.ReadBoolean();
         byte[] model = reader.ReadBytes(reader.ReadInt32());
         return CreateSentencePiece(model, addBos, "The saved SentencePiece model");
+    }
+
+    /// <summary>
+    /// Checks that every non-special token of a byte-level BPE vocabulary is spelled in GPT-2's 256 byte characters;
+    /// otherwise throws <see cref="FormatException"/> "{what}: token 'X' (id N) has the character U+XXXX, …".
+    /// </summary>
+    private static void CheckByteLevel(IReadOnlyDictionary<string, int> vocabulary, IReadOnlyDictionary<string, int> specials, string what)
+    {
+        foreach (var (token, id) in vocabulary)
+        {
+            if (specials.ContainsKey(token))
+                continue;
+            foreach (char c in token)
+            {
+                if (!ByteLevelAlphabet.CharToByte.ContainsKey(c))
+                    throw new FormatException($"{what}: token '{token}' (id {id}) has the character U+{(int)c:X4}, which is not one of GPT-2's 256 byte characters.");
+            }
+        }
     }
 }

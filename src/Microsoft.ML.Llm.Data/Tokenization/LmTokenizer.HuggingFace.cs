@@ -109,19 +109,7 @@ public sealed partial class LmTokenizer
 
         if (eosId is int eid)
             specials.TryAdd(tokensById[eid], eid);
-        foreach (var (token, id) in vocabulary)
-        {
-            if (specials.ContainsKey(token))
-                continue;
-            foreach (char c in token)
-            {
-                if (!ByteLevelAlphabet.CharToByte.ContainsKey(c))
-                {
-                    throw new FormatException(
-                        $"The tokenizer of '{folder}' is not a byte-level BPE: token '{token}' (id {id}) has the character U+{(int)c:X4}, which is not one of GPT-2's 256 byte characters.");
-                }
-            }
-        }
+        CheckByteLevel(vocabulary, specials, $"The tokenizer of '{folder}' is not a byte-level BPE");
 
         int? padId = padToken is not null && specials.TryGetValue(padToken, out int p) ? p : null;
         return CreateBpe(new BpeDefinition(tokensById, merges, pattern), specials, eosId, padId);
