@@ -71,14 +71,6 @@ internal sealed class ThroughputMeter(GptModel model, Device device, ScalarType 
     // clock (a TimeBudget) nor land inside a step's timing.
     private readonly double _peak = peakFlops ?? MatmulPeak.FlopsPerSecond(device, computeType);
 
-    /// <summary>The matmul dtype of a step in <paramref name="precision"/> (what its MFU is measured against).</summary>
-    public static ScalarType ComputeType(TrainingPrecision precision) => precision switch
-    {
-        TrainingPrecision.Bf16Mixed => ScalarType.BFloat16,
-        TrainingPrecision.Fp16Mixed => ScalarType.Float16,
-        _ => ScalarType.Float32,
-    };
-
     /// <summary>The MFU at <paramref name="tokensPerSecond"/> (a fraction, NaN when the peak is unknown) and the peak
     /// memory so far.</summary>
     public (double Mfu, long PeakMemoryBytes) Measure(double tokensPerSecond)

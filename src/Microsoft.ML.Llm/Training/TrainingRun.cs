@@ -112,7 +112,7 @@ internal sealed class TrainingRun : IDisposable
 
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
-        _throughput = new ThroughputMeter(_model, device, ThroughputMeter.ComputeType(options.Precision), options.PeakFlops);
+        _throughput = new ThroughputMeter(_model, device, Autocast.ComputeTypeOf(options.Precision) ?? ScalarType.Float32, options.PeakFlops);
 
         if (options.ResumeFrom is { } resumeFrom)
         {
