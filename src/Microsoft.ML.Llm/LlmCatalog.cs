@@ -60,19 +60,31 @@ public sealed class LlmCatalog
 
     /// <summary>
     /// Loss, perplexity and bits per byte of <paramref name="model"/> on <paramref name="data"/>. When the model is a
-    /// chain, the data goes through the transforms before the language model first (tokenize, pack).
+    /// chain, the data goes through the transforms before the language model first (tokenize, pack). The loss-mask and
+    /// document-id columns PackTokens annotates on the token column are picked up, so padding and prompts are not scored
+    /// and packed documents do not see each other (see <see cref="LanguageModelEvaluationOptions"/> to name or opt out).
     /// </summary>
-    public LanguageModelMetrics Evaluate(ITransformer model, IDataView data, int batchSize = 32)
+    public LanguageModelMetrics Evaluate(ITransformer model, IDataView data, int batchSize = LanguageModelEvaluationOptions.Defaults.BatchSize)
+        => Evaluate(model, data, new LanguageModelEvaluationOptions { BatchSize = batchSize });
+
+    /// <summary>
+    /// Loss, perplexity and bits per byte of <paramref name="model"/> on <paramref name="data"/>, with the columns and
+    /// masking chosen by <paramref name="options"/>.
+    /// </summary>
+    public LanguageModelMetrics Evaluate(ITransformer model, IDataView data, LanguageModelEvaluationOptions options)
     {
         ArgumentNullException.ThrowIfNull(data);
-        if (batchSize <= 0)
-            throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, $"Parameter 'batchSize' must be a positive integer; got {batchSize}.");
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.BatchSize <= 0)
+            throw new ArgumentOutOfRangeException("batchSize", options.BatchSize, $"Parameter 'batchSize' must be a positive integer; got {options.BatchSize}.");
         var lm = FindLanguageModel(model, out var before);
         foreach (var t in before)
             data = t.Transform(data);
-        var blocks = TokenBlocks.Read(data, lm.TokensColumnName, null, null, "evaluation data");
+        var columns = TokenColumns.Resolve(data.Schema, lm.TokensColumnName, options.LossMaskColumnName, options.DocumentIdsColumnName,
+            options.UseAnnotatedColumns, options.UseDocumentMasking);
+        var blocks = TokenBlocks.Read(data, lm.TokensColumnName, columns.DocumentIds, columns.LossMask, "evaluation data");
         blocks.CheckVocabulary(lm.Config.ResolvedVocabularySize, "evaluation data", lm.TokensColumnName);
-        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, batchSize, rows: null, lm.Tokenizer, documentMasking: false);
+        return LanguageModelEvaluator.Evaluate(lm.Model, blocks, options.BatchSize, rows: null, lm.Tokenizer, columns.DocumentMasking);
     }
 
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)

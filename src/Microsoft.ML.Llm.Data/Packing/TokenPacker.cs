@@ -1,7 +1,8 @@
 // PackTokens: token documents → fixed blocks of ContextLength + 1 tokens for causal LM training.
 // Concatenate (GPT-2/nanoGPT: documents joined with EOS, cut into blocks, optional stride), BestFit (Ding et al. 2024:
 // context-sized chunks packed best-fit-decreasing over a window of documents, with per-token document ids) and
-// Padded (one document per row with a loss mask). Streaming with bounded memory; deterministic.
+// Padded (one document per row with a loss mask). An input loss mask (TokenizeChat's: 1 on response tokens only) is
+// carried through every mode, so packed conversations keep their masks. Streaming with bounded memory; deterministic.
 using Microsoft.ML.Llm.Data;
 
 namespace Microsoft.ML.Llm.Data;
@@ -66,8 +67,21 @@ public sealed class TokenPackerOptions
     /// </summary>
     public string DocumentIdsColumnName { get; set; } = Defaults.DocumentIdsColumnName;
 
-    /// <summary>Name of the loss-mask column (true where the token is real), emitted whenever blocks can hold padding.</summary>
+    /// <summary>
+    /// Name of the output loss-mask column (true where the token is trained on: a real token, and true in the input
+    /// loss mask when there is one), emitted whenever blocks can hold padding or an input loss mask is carried.
+    /// </summary>
     public string LossMaskColumnName { get; set; } = Defaults.LossMaskColumnName;
+
+    /// <summary>
+    /// An input Boolean-vector column, one value per input token, true where the token is trained on (the loss mask of
+    /// <c>TokenizeChat</c>: responses only). Null (the default) takes the column named by the input token column's
+    /// <see cref="LmAnnotations.LossMaskColumnKind"/> annotation, if any. When set or found, the output loss mask is
+    /// the input mask on real tokens and false on padding, in every mode (Concatenate included); a document that
+    /// already ends with the end-of-text id gets no second one, and an added end-of-text takes the mask value of the
+    /// document's last token.
+    /// </summary>
+    public string? InputLossMaskColumnName { get; set; }
 
     internal TokenPackerOptions Clone() => (TokenPackerOptions)MemberwiseClone();
 
@@ -103,11 +117,13 @@ public sealed class TokenPackerOptions
             throw new ArgumentOutOfRangeException(nameof(PadId), PadId, $"TokenPackerOptions.PadId must be a token id (>= 0); got {PadId}.");
         ArgumentException.ThrowIfNullOrEmpty(DocumentIdsColumnName);
         ArgumentException.ThrowIfNullOrEmpty(LossMaskColumnName);
+        if (InputLossMaskColumnName is { Length: 0 })
+            throw new ArgumentException("TokenPackerOptions.InputLossMaskColumnName is empty; name a Boolean-vector column, or leave it null to take the token column's annotation.", nameof(InputLossMaskColumnName));
     }
 
     internal bool EmitsDocumentIds => Mode == PackingMode.BestFit;
 
-    internal bool EmitsLossMask => Mode != PackingMode.Concatenate || PadLastBlock;
+    internal bool EmitsLossMask => Mode != PackingMode.Concatenate || PadLastBlock || InputLossMaskColumnName is not null;
 }
 
 /// <summary>What one full pass of <c>PackTokens</c> produced.</summary>
@@ -150,6 +166,10 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
         var column = SchemaChecks.Int32VectorColumn(input.Schema, _inputColumnName);
         var options = _options.Clone();
         column.TryGetTokenizer(out var tokenizer);
+        if (options.InputLossMaskColumnName is null && column.TryGetLossMaskColumn(out var annotatedMask))
+            options.InputLossMaskColumnName = annotatedMask;
+        if (options.InputLossMaskColumnName is { } maskName)
+            CheckLossMaskColumn(input.Schema, maskName);
         options.EndOfTextId ??= tokenizer?.EndOfTextId;
         options.PadId ??= tokenizer?.PadId ?? options.EndOfTextId ?? 0;
         if (tokenizer is not null)
@@ -173,16 +193,34 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         var column = SchemaChecks.Int32VectorColumn(inputSchema, _inputColumnName);
+        bool carriesMask = _options.InputLossMaskColumnName is not null || column.Annotations.TryFindColumn(LmAnnotations.LossMaskColumnKind, out _);
+        if (_options.InputLossMaskColumnName is { } maskName)
+        {
+            if (!inputSchema.TryFindColumn(maskName, out var mask))
+                throw SchemaChecks.MissingColumn(nameof(inputSchema), maskName);
+            if (mask.Kind == SchemaShape.Column.VectorKind.Scalar || mask.ItemType != BooleanDataViewType.Instance)
+                throw SchemaChecks.Mismatch(nameof(inputSchema), maskName, "Vector<Boolean>", SchemaChecks.Describe(mask));
+        }
+        bool emitsMask = _options.EmitsLossMask || carriesMask;
         var columns = new List<SchemaShape.Column>
         {
             ModelPersistence.SchemaColumn(_outputColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Int32, isKey: false,
-                column.Annotations.TryFindColumn(LmAnnotations.TokenizerKind, out _) ? LmAnnotations.Shape : null),
+                LmAnnotations.ShapeOf(column.Annotations.TryFindColumn(LmAnnotations.TokenizerKind, out _), emitsMask, _options.EmitsDocumentIds)),
         };
         if (_options.EmitsDocumentIds)
             columns.Add(ModelPersistence.SchemaColumn(_options.DocumentIdsColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Int32, isKey: false));
-        if (_options.EmitsLossMask)
+        if (emitsMask)
             columns.Add(ModelPersistence.SchemaColumn(_options.LossMaskColumnName, SchemaShape.Column.VectorKind.Vector, BooleanDataViewType.Instance, isKey: false));
         return ModelPersistence.SchemaShapeOf(columns);
+    }
+
+    /// <summary>The input loss-mask column must exist and be a Boolean vector.</summary>
+    internal static DataViewSchema.Column CheckLossMaskColumn(DataViewSchema schema, string name)
+    {
+        var column = schema.GetColumnOrNull(name) ?? throw SchemaChecks.MissingColumn(nameof(schema), name);
+        if (column.Type is not VectorDataViewType { ItemType: BooleanDataViewType })
+            throw SchemaChecks.Mismatch(nameof(schema), name, "Vector<Boolean>", column.Type.ToString() ?? "");
+        return column;
     }
 }
 
@@ -196,7 +234,10 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
     internal const string LoaderSignature = "TokenPackingTransformer";
 
     internal static readonly ComponentVersion Version =
-        new("LMPACKER", 0x00010002, 0x00010001, LoaderSignature, typeof(TokenPackerTransformer).Assembly);
+        new("LMPACKER", InputLossMaskVersion, 0x00010001, LoaderSignature, typeof(TokenPackerTransformer).Assembly);
+
+    /// <summary>The first version that stores <see cref="TokenPackerOptions.InputLossMaskColumnName"/>.</summary>
+    private const uint InputLossMaskVersion = 0x00010003;
 
     static ComponentVersion IPersistentComponent<TokenPackerTransformer>.PersistenceVersion => Version;
 
@@ -229,6 +270,15 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
     /// <summary>The padding id.</summary>
     public int PadId => _options.PadId ?? 0;
 
+    /// <summary>The input loss-mask column carried through packing (null: none).</summary>
+    public string? InputLossMaskColumnName => _options.InputLossMaskColumnName;
+
+    /// <summary>The output loss-mask column (null when the blocks have none).</summary>
+    public string? LossMaskColumnName => _options.EmitsLossMask ? _options.LossMaskColumnName : null;
+
+    /// <summary>The output document-id column (null when the blocks have none).</summary>
+    public string? DocumentIdsColumnName => _options.EmitsDocumentIds ? _options.DocumentIdsColumnName : null;
+
     /// <summary>Statistics of the latest complete pass of a cursor over the output (null before any).</summary>
     public PackingStatistics? LastPassStatistics => Volatile.Read(ref _lastPass);
 
@@ -236,13 +286,20 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
 
     private protected override IDataView MakeDataView(IDataView input) => new PackedDataView(this, input);
 
-    /// <summary>The packed columns only: blocks (with the input's tokenizer annotation), document ids, loss mask.</summary>
+    /// <summary>
+    /// The packed columns only: blocks (with the input's tokenizer annotation and annotations naming the document-id and
+    /// loss-mask columns, which the trainer and Evaluate pick up), document ids, loss mask.
+    /// </summary>
     private DataViewSchema OutputSchema(DataViewSchema.Column tokenColumn)
     {
         var builder = new DataViewSchema.Builder();
         var annotations = new DataViewSchema.Annotations.Builder();
         if (tokenColumn.TryGetTokenizer(out var tokenizer))
             LmAnnotations.Add(annotations, tokenizer);
+        if (_options.EmitsLossMask)
+            LmAnnotations.AddColumnName(annotations, LmAnnotations.LossMaskColumnKind, _options.LossMaskColumnName);
+        if (_options.EmitsDocumentIds)
+            LmAnnotations.AddColumnName(annotations, LmAnnotations.DocumentIdsColumnKind, _options.DocumentIdsColumnName);
         builder.AddColumn(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32, BlockLength), annotations.ToAnnotations());
         if (_options.EmitsDocumentIds)
             builder.AddColumn(_options.DocumentIdsColumnName, new VectorDataViewType(NumberDataViewType.Int32, BlockLength));
@@ -253,7 +310,8 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
 
     // Binary format (version 0x00010001): OutputColumnName, InputColumnName (string each), ContextLength, Mode,
     // EndOfTextId, PadId (int32 each, -1 for null), PadLastBlock (bool), Stride (int32, -1 for null), BestFitWindow
-    // (int32), DocumentIdsColumnName, LossMaskColumnName (string each). No side entries.
+    // (int32), DocumentIdsColumnName, LossMaskColumnName (string each). Since 0x00010003: InputLossMaskColumnName
+    // (string, "" for null). No side entries.
     private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
@@ -268,6 +326,7 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
         w.Write(_options.BestFitWindow);
         w.Write(_options.DocumentIdsColumnName);
         w.Write(_options.LossMaskColumnName);
+        w.Write(_options.InputLossMaskColumnName ?? "");
     }
 
     // Binary format: see SaveState.
@@ -291,6 +350,11 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
         options.BestFitWindow = r.ReadInt32();
         options.DocumentIdsColumnName = r.ReadString();
         options.LossMaskColumnName = r.ReadString();
+        if (reader.Version >= InputLossMaskVersion)
+        {
+            string inputMask = r.ReadString();
+            options.InputLossMaskColumnName = inputMask.Length == 0 ? null : inputMask;
+        }
         options.Validate();
         return new TokenPackerTransformer(output, input, options);
     }
@@ -301,12 +365,14 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
         private readonly TokenPackerTransformer _parent;
         private readonly IDataView _input;
         private readonly DataViewSchema.Column _tokenColumn;
+        private readonly DataViewSchema.Column? _maskColumn;
 
         public PackedDataView(TokenPackerTransformer parent, IDataView input)
         {
             _parent = parent;
             _input = input;
             _tokenColumn = SchemaChecks.Int32VectorColumn(input.Schema, parent.InputColumnName);
+            _maskColumn = parent.InputLossMaskColumnName is { } mask ? TokenPackerEstimator.CheckLossMaskColumn(input.Schema, mask) : null;
             Schema = parent.OutputSchema(_tokenColumn);
         }
 
@@ -321,8 +387,8 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
             var active = new bool[Schema.Count];
             foreach (var column in columnsNeeded)
                 active[column.Index] = true;
-            var input = _input.GetRowCursor([_tokenColumn]);
-            var documents = new DocumentReader(input, _tokenColumn);
+            var input = _input.GetRowCursor(_maskColumn is { } m ? [_tokenColumn, m] : [_tokenColumn]);
+            var documents = new DocumentReader(input, _tokenColumn, _maskColumn);
             BlockPacker packer = _parent._options.Mode switch
             {
                 PackingMode.Concatenate => new ConcatenatePacker(documents, _parent._options),

@@ -35,9 +35,9 @@ internal static class LanguageModelEvaluator
                 var logits = model.forward(x, d);
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: -1, reduction: nn.Reduction.Sum);
                 nats += loss.to(ScalarType.Float64).item<double>();
-                tokens += blocks.CountTargets(batchRows);
+                tokens += blocks.CountTargets(batchRows, documentMasking);
                 if (tokenizer is not null)
-                    bytes += blocks.CountTargetBytes(tokenizer, batchRows);
+                    bytes += blocks.CountTargetBytes(tokenizer, batchRows, documentMasking);
             }
             double mean = tokens == 0 ? double.NaN : nats / tokens;
             double bpb = tokenizer is null || bytes == 0 ? double.NaN : nats / (Math.Log(2) * bytes);

@@ -76,7 +76,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
     private TrainingInputs ReadInputs(IDataView input, out bool ownsInitial)
     {
         var o = _options;
-        var train = TokenBlocks.Read(input, o.TokensColumnName, o.DocumentIdsColumnName, o.LossMaskColumnName, "training data");
+        var columns = TokenColumns.Resolve(input.Schema, o.TokensColumnName, o.LossMaskColumnName, o.DocumentIdsColumnName, o.UseAnnotatedColumns, o.UseDocumentMasking);
+        var train = TokenBlocks.Read(input, o.TokensColumnName, columns.DocumentIds, columns.LossMask, "training data");
         LmTokenizer? tokenizer = o.Tokenizer;
         if (tokenizer is null && input.Schema.GetColumnOrNull(o.TokensColumnName) is { } tc && tc.TryGetTokenizer(out var annotated))
             tokenizer = annotated;
@@ -103,7 +104,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             }
         }
         var val = o.ValidationSet is null ? null
-            : TokenBlocks.Read(o.ValidationSet, o.TokensColumnName, o.DocumentIdsColumnName, o.LossMaskColumnName, "validation data", train.BlockLength);
+            : TokenBlocks.Read(o.ValidationSet, o.TokensColumnName, columns.DocumentIds, columns.LossMask, "validation data", train.BlockLength);
         var config = initial?.Config ?? ResolveConfig(o.Model, tokenizer, train);
         if (train.ContextLength > config.ContextLength)
         {
@@ -114,9 +115,7 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
 
         train.CheckVocabulary(config.ResolvedVocabularySize, "training data", o.TokensColumnName);
         val?.CheckVocabulary(config.ResolvedVocabularySize, "validation data", o.TokensColumnName);
-        if (o.UseDocumentMasking && !train.HasDocumentIds)
-            throw new ArgumentException("Option 'UseDocumentMasking' is true but 'DocumentIdsColumnName' is not set; name the document-ids column PackTokens produced.", nameof(CausalLmTrainerOptions.UseDocumentMasking));
-        return new TrainingInputs(train, val, tokenizer, config, initial);
+        return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking);
     }
 
     /// <summary>The requested configuration (ShakespeareChar when none) with its vocabulary size resolved: the

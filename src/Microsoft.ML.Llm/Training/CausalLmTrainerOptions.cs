@@ -38,16 +38,28 @@ public sealed class CausalLmTrainerOptions
     /// context + 1 tokens (inputs are tokens 0..T-1, targets 1..T). <c>PackTokens</c> produces it.</summary>
     public string TokensColumnName { get; set; } = Defaults.TokensColumnName;
 
-    /// <summary>Optional Boolean vector column, same length as the tokens: false marks padding, which never
-    /// contributes to the loss.</summary>
+    /// <summary>Optional Boolean vector column, same length as the tokens: false marks tokens that never contribute to
+    /// the loss (padding; prompts in instruction tuning). Null (the default): the column named by the tokens column's
+    /// <see cref="LmAnnotations.LossMaskColumnKind"/> annotation (<c>PackTokens</c> adds it), unless
+    /// <see cref="UseAnnotatedColumns"/> is false.</summary>
     public string? LossMaskColumnName { get; set; }
 
-    /// <summary>Optional Int32 vector column of per-token document ids (same length as the tokens).</summary>
+    /// <summary>Optional Int32 vector column of per-token document ids (same length as the tokens). Null (the default):
+    /// the column named by the tokens column's <see cref="LmAnnotations.DocumentIdsColumnKind"/> annotation
+    /// (<c>PackTokens</c> in BestFit mode adds it), unless <see cref="UseAnnotatedColumns"/> is false.</summary>
     public string? DocumentIdsColumnName { get; set; }
 
-    /// <summary>With <see cref="DocumentIdsColumnName"/>: attend only within each document and restart positions at
-    /// each document start (Llama 3 document masking).</summary>
-    public bool UseDocumentMasking { get; set; }
+    /// <summary>With a document-id column: attend only within each document, restart positions at each document start
+    /// (Llama 3 document masking) and never predict a token of one document from another. Null (the default): on
+    /// whenever a document-id column is used (named or annotated); false: off; true: required.</summary>
+    public bool? UseDocumentMasking { get; set; }
+
+    /// <summary>
+    /// Whether a null <see cref="LossMaskColumnName"/> / <see cref="DocumentIdsColumnName"/> is taken from the tokens
+    /// column's annotations (true, the default), so padding and prompts are never trained on or scored. False trains on
+    /// every token unless the columns are named explicitly (explicit names always win).
+    /// </summary>
+    public bool UseAnnotatedColumns { get; set; } = true;
 
     /// <summary>Held-out data with the same columns, evaluated every <see cref="EvaluationInterval"/> steps.</summary>
     public IDataView? ValidationSet { get; set; }

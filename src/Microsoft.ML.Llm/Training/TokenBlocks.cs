@@ -140,14 +140,14 @@ internal sealed class TokenBlocks
     }
 
     /// <summary>UTF-8 bytes of the predicted tokens of the given rows.</summary>
-    public long CountTargetBytes(LmTokenizer tokenizer, ReadOnlySpan<int> rows)
+    public long CountTargetBytes(LmTokenizer tokenizer, ReadOnlySpan<int> rows, bool withDocumentIds)
     {
         long bytes = 0;
         foreach (int r in rows)
         {
             for (int t = 1; t < BlockLength; t++)
             {
-                if (IsTarget(r, t))
+                if (IsTarget(r, t, withDocumentIds))
                     bytes += tokenizer.GetByteCount(_tokens[r * BlockLength + t]);
             }
         }
@@ -155,12 +155,24 @@ internal sealed class TokenBlocks
         return bytes;
     }
 
-    /// <summary>Whether token <paramref name="t"/> of <paramref name="row"/> is predicted (not padding under the loss mask).</summary>
-    private bool IsTarget(int row, int t) => _lossMask is null || _lossMask[row * BlockLength + t];
+    /// <summary>
+    /// Whether token <paramref name="t"/> of <paramref name="row"/> is predicted: true under the loss mask (not padding,
+    /// not a prompt) and, with document masking, of the same document as the token before it. Under document masking
+    /// the position before a document's first token sees only the previous document, so that target would be
+    /// predicted from unrelated context; excluding it makes a packed block score exactly what the same documents score
+    /// one per row.
+    /// </summary>
+    private bool IsTarget(int row, int t, bool withDocumentIds)
+    {
+        int i = row * BlockLength + t;
+        if (_lossMask is not null && !_lossMask[i])
+            return false;
+        return !withDocumentIds || _documentIds is null || _documentIds[i] == _documentIds[i - 1];
+    }
 
     /// <summary>
-    /// Builds the (B, T) int64 tensors for <paramref name="rows"/>: inputs, targets (−1 where the loss mask is false,
-    /// ignored by cross_entropy) and, when present and requested, document ids.
+    /// Builds the (B, T) int64 tensors for <paramref name="rows"/>: inputs, targets (−1 where the token is not a target,
+    /// see <see cref="IsTarget"/>; ignored by cross_entropy) and, when present and requested, document ids.
     /// </summary>
     public (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(ReadOnlySpan<int> rows, Device device, bool withDocumentIds)
     {
@@ -174,7 +186,7 @@ internal sealed class TokenBlocks
             for (int j = 0; j < t; j++)
             {
                 x[i * t + j] = _tokens[start + j];
-                y[i * t + j] = IsTarget(rows[i], j + 1) ? _tokens[start + j + 1] : -1;
+                y[i * t + j] = IsTarget(rows[i], j + 1, doc is not null) ? _tokens[start + j + 1] : -1;
                 if (doc is not null)
                     doc[i * t + j] = _documentIds![start + j];
             }
@@ -185,17 +197,17 @@ internal sealed class TokenBlocks
         return (inputs, targets, docs);
     }
 
-    /// <summary>Predicted (non-masked) targets among <paramref name="rows"/>.</summary>
-    public long CountTargets(ReadOnlySpan<int> rows)
+    /// <summary>Predicted targets among <paramref name="rows"/> (see <see cref="IsTarget"/>).</summary>
+    public long CountTargets(ReadOnlySpan<int> rows, bool withDocumentIds)
     {
-        if (_lossMask is null)
+        if (_lossMask is null && (!withDocumentIds || _documentIds is null))
             return (long)rows.Length * ContextLength;
         long n = 0;
         foreach (int r in rows)
         {
             for (int t = 1; t < BlockLength; t++)
             {
-                if (IsTarget(r, t))
+                if (IsTarget(r, t, withDocumentIds))
                     n++;
             }
         }

@@ -11,7 +11,9 @@ namespace Microsoft.ML.Llm;
 /// <param name="Tokenizer">The tokenizer (from the options or the tokens column), if any.</param>
 /// <param name="Config">The model configuration, its vocabulary size resolved.</param>
 /// <param name="InitialWeights">The model whose weights training starts from (fine-tuning), or null for a random start.</param>
-internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null);
+/// <param name="DocumentMasking">Whether attention and targets stay within documents (resolved by <see cref="TokenColumns"/>).</param>
+internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null,
+    bool DocumentMasking = false);
 
 /// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
 internal enum TrainingStopReason
@@ -88,7 +90,7 @@ internal sealed class TrainingRun : IDisposable
         _config = inputs.Config;
         _tokenizer = inputs.Tokenizer;
         _validation = inputs.Validation;
-        _documentMasking = options.UseDocumentMasking;
+        _documentMasking = inputs.DocumentMasking;
 
         // The model's initial weights come from torch's generator: seed it first.
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
