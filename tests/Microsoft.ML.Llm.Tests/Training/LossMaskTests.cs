@@ -1,0 +1,203 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Llm.Data;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm.Tests.Training;
+
+/// <summary>
+/// The loss counts exactly the response tokens: PackTokens carries a conversation's loss mask, annotates the packed
+/// columns, and the trainer and Evaluate pick them up by themselves (issue 13).
+/// </summary>
+[Collection("Torch")]
+public class LossMaskTests
+{
+    public sealed class MaskedRow
+    {
+        [VectorType]
+        public int[] Tokens { get; set; } = [];
+
+        [VectorType]
+        public bool[] Mask { get; set; } = [];
+    }
+
+    private static readonly LmTokenizer Tokenizer = LmTokenizer.Character([TestData.Corpus], endOfTextToken: "<|endoftext|>");
+
+    // Prompt → response pairs; the response (and the end-of-text after it) is trained, the prompt is not.
+    private static readonly (string Prompt, string Response)[] Pairs =
+    [
+        ("to be or ", "not to be"),
+        ("that is the ", "question"),
+        ("whether tis ", "nobler"),
+        ("in the mind ", "to suffer"),
+        ("the slings ", "and arrows"),
+        ("of outrageous ", "fortune"),
+    ];
+
+    private static IDataView Conversations(MLContext ml) => ml.Data.LoadFromEnumerable(Pairs.Select(p =>
+    {
+        int[] prompt = Tokenizer.Encode(p.Prompt), response = Tokenizer.Encode(p.Response);
+        int eos = Tokenizer.EndOfTextId!.Value;
+        return new MaskedRow
+        {
+            Tokens = [.. prompt, .. response, eos],
+            Mask = [.. prompt.Select(_ => false), .. response.Select(_ => true), true],
+        };
+    }));
+
+    private static IDataView Pack(MLContext ml, PackingMode mode, int context = 64)
+    {
+        var data = Conversations(ml);
+        return ml.Transforms.Text.PackTokens("Tokens", "Tokens", new TokenPackerOptions
+        {
+            ContextLength = context,
+            Mode = mode,
+            EndOfTextId = Tokenizer.EndOfTextId,
+            InputLossMaskColumnName = "Mask",
+        }).Fit(data).Transform(data);
+    }
+
+    private static CausalLmTrainerOptions Options(long steps, int rows) => new()
+    {
+        Model = GptConfig.Tiny(contextLength: 64) with { VocabularySize = Tokenizer.VocabularySize },
+        Tokenizer = Tokenizer,
+        BatchSize = rows,
+        MaxSteps = steps,
+        LearningRate = 3e-3,
+        WarmupSteps = 0,
+        EvaluationInterval = 1000,
+        LogInterval = 1,
+        Seed = 7,
+        NumberOfThreads = 1,
+    };
+
+    /// <summary>A model trained a few steps on the conversations (so its predictions are not uniform).</summary>
+    private static CausalLmTransformer TrainedModel(MLContext ml) => ml.Llm().Trainers.CausalLm(Options(5, 6)).Fit(Pack(ml, PackingMode.Padded));
+
+    private static List<T[]> Read<T>(IDataView data, string column)
+    {
+        var result = new List<T[]>();
+        using var cursor = data.GetRowCursor([data.Schema[column]]);
+        var getter = cursor.GetGetter<VBuffer<T>>(data.Schema[column]);
+        VBuffer<T> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            result.Add(value.DenseValues().ToArray());
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// The reference: one row at a time through the model, log-softmax in float64 here, and the mean of −log p(target)
+    /// over the targets whose mask is true: nothing of the framework's masking or reduction is used.
+    /// </summary>
+    private static double HandComputedLoss(CausalLmTransformer model, IDataView packed)
+    {
+        var tokens = Read<int>(packed, "Tokens");
+        var mask = Read<bool>(packed, "LossMask");
+        double nats = 0;
+        int count = 0;
+        model.Model.eval();
+        using var noGrad = no_grad();
+        for (int r = 0; r < tokens.Count; r++)
+        {
+            using var scope = NewDisposeScope();
+            int t = tokens[r].Length - 1;
+            var input = tensor(tokens[r][..t].Select(v => (long)v).ToArray(), [1, t]);
+            var logits = model.Model.forward(input, documentIds: null).to(ScalarType.Float64).data<double>().ToArray();
+            long vocab = logits.Length / t;
+            for (int j = 0; j < t; j++)
+            {
+                if (!mask[r][j + 1])
+                    continue;
+                var row = logits.AsSpan((int)(j * vocab), (int)vocab);
+                double max = double.NegativeInfinity;
+                foreach (double v in row)
+                    max = Math.Max(max, v);
+                double sum = 0;
+                foreach (double v in row)
+                    sum += Math.Exp(v - max);
+                nats += max + Math.Log(sum) - row[tokens[r][j + 1]];
+                count++;
+            }
+        }
+        Assert.Equal(Pairs.Sum(p => p.Response.Length + 1), count);   // exactly the responses and their end-of-text
+        return nats / count;
+    }
+
+    [Fact]
+    public void TheLossIgnoresPromptTokensExactly()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainedModel(ml);
+        var packed = Pack(ml, PackingMode.Padded);
+        double reference = HandComputedLoss(model, packed);
+
+        // Evaluate picks up the packed loss mask from the token column's annotation.
+        var metrics = ml.Llm().Evaluate(model, packed);
+        Assert.Equal(reference, metrics.Loss, 1e-5);
+        Assert.Equal(Pairs.Sum(p => p.Response.Length + 1), metrics.Tokens);
+
+        // The trainer's first step is taken at the initial weights: its loss is the same masked mean (one batch of all rows).
+        var options = Options(1, Pairs.Length);
+        options.InitialModel = model;
+        options.Model = null;
+        var step = ml.Llm().Trainers.CausalLm(options).Fit(packed);
+        Assert.Equal(reference, step.History[0].Loss, 1e-5);
+
+        // Opting out scores every token, prompts and padding included.
+        var unmasked = ml.Llm().Evaluate(model, packed, new LanguageModelEvaluationOptions { UseAnnotatedColumns = false });
+        Assert.Equal(Pairs.Length * 64, unmasked.Tokens);
+        Assert.NotEqual(reference, unmasked.Loss, 3);
+
+        // Explicit names win over the annotations.
+        var renamed = ml.Transforms.CopyColumns("Mask2", "LossMask").Fit(packed).Transform(packed);
+        var explicitMetrics = ml.Llm().Evaluate(model, renamed, new LanguageModelEvaluationOptions { LossMaskColumnName = "Mask2", UseAnnotatedColumns = false });
+        Assert.Equal(metrics.Loss, explicitMetrics.Loss, 12);
+    }
+
+    [Fact]
+    public void PackedConversationsScoreAsUnpackedOnes()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainedModel(ml);
+        var padded = Pack(ml, PackingMode.Padded);
+        var packed = Pack(ml, PackingMode.BestFit);
+        Assert.True(Read<int>(packed, "Tokens").Count < Pairs.Length, "several conversations share a block");
+
+        // Evaluate: the document ids are picked up too, so packed conversations neither attend to each other nor
+        // predict each other's first tokens.
+        var unpackedMetrics = ml.Llm().Evaluate(model, padded);
+        var packedMetrics = ml.Llm().Evaluate(model, packed);
+        Assert.Equal(unpackedMetrics.Tokens, packedMetrics.Tokens);
+        Assert.Equal(unpackedMetrics.Loss, packedMetrics.Loss, 1e-5);
+        Assert.Equal(unpackedMetrics.BitsPerByte, packedMetrics.BitsPerByte, 1e-5);
+
+        // The trainer: the first-step loss over all rows, packed and unpacked.
+        double FirstLoss(IDataView data, int rows)
+        {
+            var options = Options(1, rows);
+            options.InitialModel = model;
+            options.Model = null;
+            return ml.Llm().Trainers.CausalLm(options).Fit(data).History[0].Loss;
+        }
+        double unpackedLoss = FirstLoss(padded, Pairs.Length);
+        double packedLoss = FirstLoss(packed, Read<int>(packed, "Tokens").Count);
+        Assert.Equal(unpackedLoss, packedLoss, 1e-5);
+        Assert.Equal(unpackedMetrics.Loss, unpackedLoss, 1e-5);
+
+        // Without document masking the packed conversations see each other: a different loss.
+        var leaky = ml.Llm().Evaluate(model, packed, new LanguageModelEvaluationOptions { UseDocumentMasking = false });
+        Assert.NotEqual(packedMetrics.Loss, leaky.Loss, 4);
+    }
+
+    [Fact]
+    public void DocumentMaskingWithoutDocumentIdsIsReported()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainedModel(ml);
+        var padded = Pack(ml, PackingMode.Padded);
+        var error = Assert.Throws<ArgumentException>(() => ml.Llm().Evaluate(model, padded, new LanguageModelEvaluationOptions { UseDocumentMasking = true }));
+        Assert.StartsWith("Option 'UseDocumentMasking' is true but there is no document-id column: 'DocumentIdsColumnName' is not set and column 'Tokens' has no document-ids annotation. Pack with PackTokens in BestFit mode, or name the document-id column.", error.Message);
+    }
+}
