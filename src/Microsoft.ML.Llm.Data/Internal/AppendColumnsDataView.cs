@@ -15,16 +15,22 @@ internal readonly record struct AddedColumn(string Name, DataViewType Type, Data
 /// <returns>One getter per appended column (null where not active).</returns>
 internal delegate Delegate?[] AddedGettersFactory(DataViewRow input, Func<int, bool> active);
 
-/// <summary>A row-to-row mapper that appends computed columns to its input, all computed from one input column.</summary>
+/// <summary>A row-to-row mapper that appends computed columns to its input, computed from one or a few input columns.</summary>
 internal sealed class AppendColumnsMapper : IRowToRowMapper
 {
-    private readonly int _sourceIndex;
+    private readonly int[] _sourceIndices;
     private readonly AddedGettersFactory _factory;
 
     public AppendColumnsMapper(DataViewSchema inputSchema, int sourceIndex, IReadOnlyList<AddedColumn> added, AddedGettersFactory factory)
+        : this(inputSchema, [sourceIndex], added, factory)
+    {
+    }
+
+    /// <summary>A mapper whose appended columns are computed from the input columns <paramref name="sourceIndices"/>.</summary>
+    public AppendColumnsMapper(DataViewSchema inputSchema, IReadOnlyList<int> sourceIndices, IReadOnlyList<AddedColumn> added, AddedGettersFactory factory)
     {
         InputSchema = inputSchema;
-        _sourceIndex = sourceIndex;
+        _sourceIndices = [.. sourceIndices];
         _factory = factory;
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
@@ -52,7 +58,12 @@ internal sealed class AppendColumnsMapper : IRowToRowMapper
     {
         var needed = new SortedSet<int>();
         foreach (var c in dependingColumns)
-            needed.Add(c.Index < InputSchema.Count ? c.Index : _sourceIndex);
+        {
+            if (c.Index < InputSchema.Count)
+                needed.Add(c.Index);
+            else
+                needed.UnionWith(_sourceIndices);
+        }
         return needed.Select(i => InputSchema[i]).ToArray();
     }
 

@@ -18,3 +18,5 @@ using Microsoft.ML.Llm.Data;
     "LM tokenizing transformer", LmTokenizerTransformer.LoaderSignature)]
 [assembly: LoadableClass(typeof(TokenPackerTransformer), typeof(ComponentLoader<TokenPackerTransformer>), null, typeof(SignatureLoadModel),
     "Token packing transformer", TokenPackerTransformer.LoaderSignature)]
+[assembly: LoadableClass(typeof(ChatTokenizerTransformer), typeof(ComponentLoader<ChatTokenizerTransformer>), null, typeof(SignatureLoadModel),
+    "Chat tokenizer for instruction tuning", ChatTokenizerTransformer.LoaderSignature)]

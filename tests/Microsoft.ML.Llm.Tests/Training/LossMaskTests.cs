@@ -5,22 +5,20 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Llm.Tests.Training;
 
 /// <summary>
-/// The loss counts exactly the response tokens: PackTokens carries a conversation's loss mask, annotates the packed
-/// columns, and the trainer and Evaluate pick them up by themselves (issue 13).
+/// The loss counts exactly the response tokens: TokenizeChat masks the prompts, PackTokens carries the mask and
+/// annotates the packed columns, and the trainer and Evaluate pick them up by themselves (issue 13).
 /// </summary>
 [Collection("Torch")]
 public class LossMaskTests
 {
-    public sealed class MaskedRow
+    public sealed class Record
     {
-        [VectorType]
-        public int[] Tokens { get; set; } = [];
-
-        [VectorType]
-        public bool[] Mask { get; set; } = [];
+        public string Instruction { get; set; } = "";
+        public string Response { get; set; } = "";
     }
 
-    private static readonly LmTokenizer Tokenizer = LmTokenizer.Character([TestData.Corpus], endOfTextToken: "<|endoftext|>");
+    // Characters of the corpus and of the default chat template ("User: …\nAssistant: …\n").
+    private static readonly LmTokenizer Tokenizer = LmTokenizer.Character([TestData.Corpus, "User: \nAssistant: "], endOfTextToken: "<|endoftext|>");
 
     // Prompt → response pairs; the response (and the end-of-text after it) is trained, the prompt is not.
     private static readonly (string Prompt, string Response)[] Pairs =
@@ -33,32 +31,21 @@ public class LossMaskTests
         ("of outrageous ", "fortune"),
     ];
 
-    private static IDataView Conversations(MLContext ml) => ml.Data.LoadFromEnumerable(Pairs.Select(p =>
-    {
-        int[] prompt = Tokenizer.Encode(p.Prompt), response = Tokenizer.Encode(p.Response);
-        int eos = Tokenizer.EndOfTextId!.Value;
-        return new MaskedRow
-        {
-            Tokens = [.. prompt, .. response, eos],
-            Mask = [.. prompt.Select(_ => false), .. response.Select(_ => true), true],
-        };
-    }));
+    // Each response is trained with the template's closing newline and the end-of-text after it.
+    private static readonly int ResponseTokens = Pairs.Sum(p => p.Response.Length + 2);
 
-    private static IDataView Pack(MLContext ml, PackingMode mode, int context = 64)
+    /// <summary>The instruction records through TokenizeChat and PackTokens; no column is named after TokenizeChat.</summary>
+    private static IDataView Pack(MLContext ml, PackingMode mode, int context = 128)
     {
-        var data = Conversations(ml);
-        return ml.Transforms.Text.PackTokens("Tokens", "Tokens", new TokenPackerOptions
-        {
-            ContextLength = context,
-            Mode = mode,
-            EndOfTextId = Tokenizer.EndOfTextId,
-            InputLossMaskColumnName = "Mask",
-        }).Fit(data).Transform(data);
+        var data = ml.Data.LoadFromEnumerable(Pairs.Select(p => new Record { Instruction = p.Prompt, Response = p.Response }));
+        return ml.Transforms.Text.TokenizeChat("Chat", "Instruction", "Response", tokenizer: Tokenizer)
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Chat", new TokenPackerOptions { ContextLength = context, Mode = mode }))
+            .Fit(data).Transform(data);
     }
 
     private static CausalLmTrainerOptions Options(long steps, int rows) => new()
     {
-        Model = GptConfig.Tiny(contextLength: 64) with { VocabularySize = Tokenizer.VocabularySize },
+        Model = GptConfig.Tiny(contextLength: 128) with { VocabularySize = Tokenizer.VocabularySize },
         Tokenizer = Tokenizer,
         BatchSize = rows,
         MaxSteps = steps,
@@ -121,7 +108,7 @@ public class LossMaskTests
                 count++;
             }
         }
-        Assert.Equal(Pairs.Sum(p => p.Response.Length + 1), count);   // exactly the responses and their end-of-text
+        Assert.Equal(ResponseTokens, count);   // exactly the responses, their closing newline and end-of-text
         return nats / count;
     }
 
@@ -136,7 +123,7 @@ public class LossMaskTests
         // Evaluate picks up the packed loss mask from the token column's annotation.
         var metrics = ml.Llm().Evaluate(model, packed);
         Assert.Equal(reference, metrics.Loss, 1e-5);
-        Assert.Equal(Pairs.Sum(p => p.Response.Length + 1), metrics.Tokens);
+        Assert.Equal(ResponseTokens, metrics.Tokens);
 
         // The trainer's first step is taken at the initial weights: its loss is the same masked mean (one batch of all rows).
         var options = Options(1, Pairs.Length);
@@ -147,7 +134,7 @@ public class LossMaskTests
 
         // Opting out scores every token, prompts and padding included.
         var unmasked = ml.Llm().Evaluate(model, packed, new LanguageModelEvaluationOptions { UseAnnotatedColumns = false });
-        Assert.Equal(Pairs.Length * 64, unmasked.Tokens);
+        Assert.Equal(Pairs.Length * 128, unmasked.Tokens);
         Assert.NotEqual(reference, unmasked.Loss, 3);
 
         // Explicit names win over the annotations.
