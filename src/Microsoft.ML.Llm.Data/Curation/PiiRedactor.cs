@@ -317,8 +317,8 @@ public sealed class PiiRedactorTransformer : AppendColumnsTransformerBase, IPers
 
     internal PiiRedactorOptions Options { get; }
 
-    /// <summary>What was replaced in the values computed since this transformer was made or <see cref="ResetReport"/>
-    /// was called (a value read twice counts twice).</summary>
+    /// <summary>What was replaced in the rows computed since this transformer was made or <see cref="ResetReport"/>
+    /// was called (each row of a cursor once, however often it is read; each pass over the data counts again).</summary>
     public PiiReport Report => new(
         Interlocked.Read(ref _totals[0]), Interlocked.Read(ref _totals[1]), Interlocked.Read(ref _totals[2]),
         Interlocked.Read(ref _totals[3]), Interlocked.Read(ref _totals[4]), Interlocked.Read(ref _totals[5]));
@@ -340,9 +340,18 @@ public sealed class PiiRedactorTransformer : AppendColumnsTransformerBase, IPers
             var source = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[index]);
             ReadOnlyMemory<char> raw = default;
             var counts = new long[4];
+            // A row's value is computed once however many consumers read it (a filter and the next stage both read the
+            // text), so the report counts rows, not reads.
+            long lastPosition = -1;
+            ReadOnlyMemory<char> lastRaw = default, lastValue = default;
             ValueGetter<ReadOnlyMemory<char>> getter = (ref ReadOnlyMemory<char> value) =>
             {
                 source(ref raw);
+                if (row.Position == lastPosition && row.Position >= 0 && raw.Span.SequenceEqual(lastRaw.Span))
+                {
+                    value = lastValue;
+                    return;
+                }
                 string text = raw.ToString();
                 Array.Clear(counts);
                 string redacted = PiiRedactor.Redact(text, options, counts);
@@ -355,6 +364,9 @@ public sealed class PiiRedactorTransformer : AppendColumnsTransformerBase, IPers
                         Interlocked.Add(ref totals[2 + k], counts[k]);
                 }
                 value = ReferenceEquals(redacted, text) ? raw : redacted.AsMemory();
+                lastPosition = row.Position;
+                lastRaw = text.AsMemory();
+                lastValue = value;
             };
             return [getter];
         });
