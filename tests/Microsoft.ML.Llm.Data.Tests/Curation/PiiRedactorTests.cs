@@ -71,6 +71,9 @@ public class PiiRedactorTests
             Assert.Equal(expected, Column(loaded.Transform(data), "Clean"));
             var engine = ml.Model.CreatePredictionEngine<TextRow, CleanRow>(loaded);
             Assert.Equal("ask <EMAIL>", engine.Predict(new TextRow { Text = "ask x@y.org" }).Clean);
+            // Each prediction is a new value (the per-row memo must not serve the previous one).
+            Assert.Equal("call <PHONE>", engine.Predict(new TextRow { Text = "call +44 20 7946 0958" }).Clean);
+            Assert.Equal("plain", engine.Predict(new TextRow { Text = "plain" }).Clean);
         }
         finally
         {
