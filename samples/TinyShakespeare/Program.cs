@@ -7,6 +7,7 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Llm;
 using Microsoft.ML.Llm.Data;
+using Spectre.Console;
 
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string outDir = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "out");
@@ -47,11 +48,26 @@ var options = new CausalLmTrainerOptions
     EvaluationBatches = 20,      // nanoGPT --eval_iters=20
     LogDirectory = Path.Combine(outDir, "logs"),
     LogInterval = 100,
-    Progress = new ConsoleProgress(),
     Precision = precision,
 };
 var clock = Stopwatch.StartNew();
-var lm = ml.Llm().Trainers.CausalLm(options).Fit(trainWindows);
+CausalLmTransformer lm = null!;
+// A live progress bar with ETA (Spectre.Console); each evaluation is also printed as a line above it.
+AnsiConsole.Progress()
+    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+    .Start(ctx =>
+    {
+        var task = ctx.AddTask("training", maxValue: maxSteps);
+        options.Progress = new ConsoleProgress(p =>
+        {
+            task.Value = p.Step;
+            task.Description = $"step {p.Step}: loss {p.Loss:F4}, {p.TokensPerSecond:F0} tok/s";
+            if (p.Validation is { } v)
+                AnsiConsole.MarkupLine($"step {p.Step,5}: loss {p.Loss:F4}, lr {p.LearningRate:E2}, {p.TokensPerSecond,8:F0} tok/s, {p.Elapsed.TotalSeconds,6:F1} s  | val loss {v.Loss:F4}");
+        });
+        lm = ml.Llm().Trainers.CausalLm(options).Fit(trainWindows);
+        task.Value = maxSteps;
+    });
 clock.Stop();
 var model = prep.Append(lm);
 var final = ml.Llm().Evaluate(model, validation);
@@ -73,9 +89,8 @@ Console.WriteLine("----");
 
 internal sealed record TextRow(string Text);
 
-internal sealed class ConsoleProgress : IProgress<TrainingProgress>
+/// <summary>IProgress that runs on the training thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+internal sealed class ConsoleProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
 {
-    public void Report(TrainingProgress p) => Console.WriteLine(
-        $"step {p.Step,5}: loss {p.Loss:F4}, lr {p.LearningRate:E2}, {p.TokensPerSecond,8:F0} tok/s, {p.Elapsed.TotalSeconds,6:F1} s" +
-        (p.Validation is { } v ? $"  | val loss {v.Loss:F4}" : ""));
+    public void Report(TrainingProgress value) => report(value);
 }

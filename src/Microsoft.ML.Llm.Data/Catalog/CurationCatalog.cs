@@ -34,6 +34,31 @@ public static partial class LlmTextCatalog
         => new(Checked(catalog), outputColumnName, inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
 
     /// <summary>
+    /// Replaces personal data in text: e-mail addresses and public IP addresses (IPv4 and IPv6) by fake ones, as
+    /// datatrove's <c>PIIFormatter</c> does, and phone numbers by fictional ones. After a pass,
+    /// <see cref="PiiRedactorTransformer.Report"/> counts what was replaced.
+    /// </summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="outputColumnName">The column to write.</param>
+    /// <param name="inputColumnName">The text column to read; defaults to <paramref name="outputColumnName"/>.</param>
+    /// <param name="redactEmails">Replace e-mail addresses.</param>
+    /// <param name="redactIPAddresses">Replace IP addresses (public ones only, unless the options say otherwise).</param>
+    /// <param name="redactPhoneNumbers">Replace phone numbers.</param>
+    public static PiiRedactorEstimator RedactPii(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName = null,
+        bool redactEmails = PiiRedactorOptions.Defaults.RedactEmails, bool redactIPAddresses = PiiRedactorOptions.Defaults.RedactIPAddresses,
+        bool redactPhoneNumbers = PiiRedactorOptions.Defaults.RedactPhoneNumbers)
+        => new(Checked(catalog), outputColumnName, inputColumnName,
+            new PiiRedactorOptions { RedactEmails = redactEmails, RedactIPAddresses = redactIPAddresses, RedactPhoneNumbers = redactPhoneNumbers });
+
+    /// <summary>Replaces personal data in text with the given options (replacement texts, public addresses only…).</summary>
+    /// <param name="catalog">The text transforms catalog.</param>
+    /// <param name="outputColumnName">The column to write.</param>
+    /// <param name="inputColumnName">The text column to read; null: <paramref name="outputColumnName"/>.</param>
+    /// <param name="options">The options.</param>
+    public static PiiRedactorEstimator RedactPii(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string? inputColumnName, PiiRedactorOptions options)
+        => new(Checked(catalog), outputColumnName, inputColumnName, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>
     /// Filters rows by the Gopher quality and repetition, C4 and FineWeb rules with datatrove's defaults. After a pass
     /// over the output, <see cref="TextQualityFilterTransformer.LastReport"/> holds rows in/out and rows per rule.
     /// </summary>

@@ -4,6 +4,8 @@
 // the component's Load.
 using Microsoft.ML.Llm.Data;
 
+[assembly: LoadableClass(typeof(PiiRedactorTransformer), typeof(ComponentLoader<PiiRedactorTransformer>), null, typeof(SignatureLoadModel),
+    "PII redactor for language-model corpora", PiiRedactorTransformer.LoaderSignature)]
 [assembly: LoadableClass(typeof(TextNormalizerTransformer), typeof(ComponentLoader<TextNormalizerTransformer>), null, typeof(SignatureLoadModel),
     "Text normalizer for language models", TextNormalizerTransformer.LoaderSignature)]
 [assembly: LoadableClass(typeof(LanguageDetectorTransformer), typeof(ComponentLoader<LanguageDetectorTransformer>), null, typeof(SignatureLoadModel),

@@ -153,6 +153,8 @@ internal sealed class TrainingRun : IDisposable
             $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
             $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, precision {State.Precision}, seed {State.Seed}."));
 
+        if (options.LogDirectory is { } logs)
+            CheckWritable(logs, nameof(CausalLmTrainerOptions.LogDirectory));
         _tensorBoard = options.LogDirectory is null ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
         _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking);
         _validationRows = _validation is null ? null : LanguageModelEvaluator.SampleRows(_validation.Count, options.BatchSize, options.EvaluationBatches, State.Seed);
@@ -299,6 +301,8 @@ internal sealed class TrainingRun : IDisposable
         });
         if (report || checkpoint)
             FlushPendingSteps();
+        if (validation is not null)
+            WriteLossPlot();
         if (report)
         {
             var row = s.History[^1];
@@ -371,6 +375,7 @@ internal sealed class TrainingRun : IDisposable
         {
             Directory.CreateDirectory(_o.LogDirectory);
             TrainingHistory.WriteCsv(Path.Combine(_o.LogDirectory, "metrics.csv"), s.History);
+            WriteLossPlot();
         }
 
         _optimizer.ReleaseGradients();   // the returned model keeps no gradient memory
@@ -388,6 +393,32 @@ internal sealed class TrainingRun : IDisposable
         State.Dispose();
         if (!_finished)
             _model.Dispose();
+    }
+
+    /// <summary>Redraws <c>loss.png</c> in the log directory (at each evaluation and at the end): a picture to look at
+    /// while the run goes on, from rows whose losses have been read back.</summary>
+    private void WriteLossPlot()
+    {
+        if (_o.LogDirectory is null || !State.History.Any(m => double.IsFinite(m.Loss) || m.ValidationLoss is not null))
+            return;
+        TrainingPlots.SaveLossPlot(State.History, Path.Combine(_o.LogDirectory, "loss.png"));
+    }
+
+    /// <summary>Creates <paramref name="directory"/> and writes and deletes a probe file in it, so that an unwritable log
+    /// directory fails before training starts instead of at the first evaluation.</summary>
+    private static void CheckWritable(string directory, string option)
+    {
+        try
+        {
+            Directory.CreateDirectory(directory);
+            string probe = Path.Combine(directory, $".write-test-{Environment.ProcessId}");
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new ArgumentException($"Option '{option}' is '{directory}', which cannot be written: {e.Message} Give a directory this process can create and write.", option, e);
+        }
     }
 
     private TimeSpan Elapsed() => TimeSpan.FromSeconds(_elapsedBefore + _clock.Elapsed.TotalSeconds);

@@ -219,6 +219,77 @@ public class CausalLmTrainerTests
         }
     }
 
+    [Fact]
+    public void LossPlotIsDrawnAtEachEvaluationAndAtTheEnd()
+    {
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        string dir = Path.Combine(Path.GetTempPath(), "llm-plot-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var options = TestData.TinyOptions(16, maxSteps: 6);
+            options.Tokenizer = tok;
+            options.LogDirectory = dir;
+            options.ValidationSet = TestData.BlocksOf(ml, tok, TestData.HeldOut, Block);
+            options.EvaluationInterval = 3;
+            string png = Path.Combine(dir, "loss.png");
+            var seenAt = new List<long>();
+            options.Progress = new SyncProgress(p =>
+            {
+                if (p.Validation is not null && File.Exists(png))
+                    seenAt.Add(p.Step);
+            });
+            var model = ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, Block));
+            // Drawn before the progress report of each evaluation (steps 3 and 6) and again at the end.
+            Assert.Equal([3L, 6L], seenAt);
+            using (var bitmap = SkiaSharp.SKBitmap.Decode(png))
+            {
+                Assert.NotNull(bitmap);
+                Assert.Equal((TrainingPlots.DefaultWidth, TrainingPlots.DefaultHeight), (bitmap.Width, bitmap.Height));
+            }
+            Assert.False(File.Exists(png + ".tmp"));
+
+            // The public helper draws any history, at any size.
+            string custom = Path.Combine(dir, "custom", "history.png");
+            TrainingPlots.SaveLossPlot(model.History, custom, width: 320, height: 200);
+            using (var bitmap = SkiaSharp.SKBitmap.Decode(custom))
+                Assert.Equal((320, 200), (bitmap.Width, bitmap.Height));
+            var none = Assert.Throws<ArgumentException>(() => TrainingPlots.SaveLossPlot([], custom));
+            Assert.StartsWith("The history has 0 rows and none holds a training or validation loss; there is nothing to draw.", none.Message);
+            var tiny = Assert.Throws<ArgumentOutOfRangeException>(() => TrainingPlots.SaveLossPlot(model.History, custom, width: 4));
+            Assert.StartsWith("The plot width must be between 16 and 16384 pixels; got 4.", tiny.Message);
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void UnwritableLogDirectoryFailsBeforeTraining()
+    {
+        var ml = new MLContext(seed: 1);
+        var tok = TestData.CharTokenizer();
+        string file = Path.GetTempFileName();   // a file where a directory is needed: no user, even root, can create it
+        try
+        {
+            var options = TestData.TinyOptions(16, maxSteps: 1000);
+            options.Tokenizer = tok;
+            options.LogDirectory = Path.Combine(file, "logs");
+            int steps = 0;
+            options.Progress = new SyncProgress(_ => steps++);
+            var error = Assert.Throws<ArgumentException>(() => ml.Llm().Trainers.CausalLm(options).Fit(TestData.Blocks(ml, tok, Block)));
+            Assert.StartsWith($"Option 'LogDirectory' is '{options.LogDirectory}', which cannot be written: ", error.Message);
+            Assert.Contains("Give a directory this process can create and write.", error.Message);
+            Assert.Equal(0, steps);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     /// <summary>IProgress that runs on the training thread (Progress&lt;T&gt; would post to the thread pool).</summary>
     internal sealed class SyncProgress(Action<TrainingProgress> action) : IProgress<TrainingProgress>
     {
