@@ -21,8 +21,16 @@ public sealed class TokenShardDataView : IDataView
     {
         Shards = shards;
         var builder = new DataViewSchema.Builder();
-        builder.AddColumn(TokensColumnName, new VectorDataViewType(NumberDataViewType.Int32, shards.BlockLength),
-            shards.Tokenizer is { } tokenizer ? LmAnnotations.Create(tokenizer) : null);
+        // The annotations PackTokens puts on its blocks: the tokenizer, and the names of the document-id and loss-mask
+        // columns, so the trainer and Evaluate pick those up from shards as they do after PackTokens.
+        var annotations = new DataViewSchema.Annotations.Builder();
+        if (shards.Tokenizer is { } tokenizer)
+            LmAnnotations.Add(annotations, tokenizer);
+        if (shards.HasDocumentIds)
+            LmAnnotations.AddColumnName(annotations, LmAnnotations.DocumentIdsColumnKind, DocumentIdsColumnName);
+        if (shards.HasLossMask)
+            LmAnnotations.AddColumnName(annotations, LmAnnotations.LossMaskColumnKind, LossMaskColumnName);
+        builder.AddColumn(TokensColumnName, new VectorDataViewType(NumberDataViewType.Int32, shards.BlockLength), annotations.ToAnnotations());
         if (shards.HasDocumentIds)
             builder.AddColumn(DocumentIdsColumnName, new VectorDataViewType(NumberDataViewType.Int32, shards.BlockLength));
         if (shards.HasLossMask)

@@ -59,6 +59,9 @@ public class TokenShardTests
             Assert.Equal(Read<bool>(packed, "LossMask"), Read<bool>(loaded, "LossMask"));
             Assert.True(loaded.Schema["Tokens"].TryGetTokenizer(out var tokenizer));
             Assert.Equal("to be", tokenizer.Decode(tokenizer.Encode("to be")));
+            // Like PackTokens' blocks, the loaded blocks name their loss-mask and document-id columns for the trainer.
+            Assert.True(loaded.Schema["Tokens"].TryGetLossMaskColumn(out var mask) && mask == "LossMask");
+            Assert.True(loaded.Schema["Tokens"].TryGetDocumentIdsColumn(out var ids) && ids == "DocumentIds");
             Assert.Equal(packed.Schema["Tokens"].Type, loaded.Schema["Tokens"].Type);
             loaded.Shards.Dispose();
         }
