@@ -33,6 +33,9 @@ internal sealed class TokenBlocks
 
     public bool HasDocumentIds => _documentIds is not null;
 
+    /// <summary>Whether a loss mask marks some tokens as not predicted.</summary>
+    public bool HasLossMask => _lossMask is not null;
+
     /// <summary>Largest token id in the data (−1 when empty).</summary>
     public int MaxTokenId { get; private init; }
 

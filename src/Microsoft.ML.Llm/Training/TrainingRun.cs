@@ -66,6 +66,7 @@ internal sealed class TrainingRun : IDisposable
     private readonly TokenBlocks? _validation;
     private readonly int[]? _validationRows;          // a fixed sample, the same at every evaluation; null = all rows
     private readonly bool _documentMasking;
+    private readonly bool _maskedTargets;            // some targets may be −1 (loss mask, document boundaries)
     private readonly long _tokensPerStep;
     private readonly long? _horizon;                  // the step limit implied by the options, if known
     private readonly long? _decaySteps;
@@ -91,6 +92,7 @@ internal sealed class TrainingRun : IDisposable
         _tokenizer = inputs.Tokenizer;
         _validation = inputs.Validation;
         _documentMasking = inputs.DocumentMasking;
+        _maskedTargets = inputs.Train.HasLossMask || _documentMasking;
 
         // The model's initial weights come from torch's generator: seed it first.
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
@@ -240,7 +242,7 @@ internal sealed class TrainingRun : IDisposable
                     // Under autocast the model's matmuls run in bf16/fp16 and its logits come back in fp32, so the
                     // cross-entropy (log-softmax and the mean) runs in fp32 as PyTorch's autocast runs it.
                     var logits = _model.forward(x, d);                                          // (B, T, Vp) fp32
-                    microLoss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: -1);
+                    microLoss = MeanLoss(logits, y);
                 }
 
                 // Scale so the accumulated gradient is the mean over all micro-batches (nanoGPT train.py).
@@ -268,6 +270,22 @@ internal sealed class TrainingRun : IDisposable
         s.Step++;
         s.TokensSeen += _tokensPerStep;
         _pending.Add(s.Step, loss, gradNorm, lr);
+    }
+
+    /// <summary>
+    /// The mean cross-entropy over the micro-batch's targets (−1 = not a target). With a loss mask or document masking a
+    /// micro-batch can hold no target at all (a prompt longer than the block): torch's mean would then be 0/0 = NaN and
+    /// its gradient would poison the weights, so the sum is divided by at least one target and such a micro-batch adds
+    /// nothing. Without masks every target counts, and torch's own mean is used.
+    /// </summary>
+    private Tensor MeanLoss(Tensor logits, Tensor targets)
+    {
+        var flatLogits = logits.view(-1, logits.shape[^1]);
+        var flatTargets = targets.view(-1);
+        if (!_maskedTargets)
+            return nn.functional.cross_entropy(flatLogits, flatTargets, ignore_index: -1);
+        var sum = nn.functional.cross_entropy(flatLogits, flatTargets, ignore_index: -1, reduction: nn.Reduction.Sum);
+        return sum / flatTargets.ne(-1).sum().clamp_min(1).to(sum.dtype);
     }
 
     /// <summary>After a step: evaluate (every EvaluationInterval steps and at the step limit), record the history row,

@@ -132,6 +132,10 @@ public class LossMaskTests
         var step = ml.Llm().Trainers.CausalLm(options).Fit(packed);
         Assert.Equal(reference, step.History[0].Loss, 1e-5);
 
+        // The trainer opts out too: then it trains on prompts and padding, and its first loss is another number.
+        options.UseAnnotatedColumns = false;
+        Assert.NotEqual(reference, ml.Llm().Trainers.CausalLm(options).Fit(packed).History[0].Loss, 3);
+
         // Opting out scores every token, prompts and padding included.
         var unmasked = ml.Llm().Evaluate(model, packed, new LanguageModelEvaluationOptions { UseAnnotatedColumns = false });
         Assert.Equal(Pairs.Length * 128, unmasked.Tokens);
@@ -176,6 +180,48 @@ public class LossMaskTests
         // Without document masking the packed conversations see each other: a different loss.
         var leaky = ml.Llm().Evaluate(model, packed, new LanguageModelEvaluationOptions { UseDocumentMasking = false });
         Assert.NotEqual(packedMetrics.Loss, leaky.Loss, 4);
+    }
+
+    [Fact]
+    public void AChainScoresRecordsAndSurvivesSaveAndLoad()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainedModel(ml);
+        var records = ml.Data.LoadFromEnumerable(Pairs.Select(p => new Record { Instruction = p.Prompt, Response = p.Response }));
+        var prep = ml.Transforms.Text.TokenizeChat("Chat", "Instruction", "Response", tokenizer: Tokenizer)
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Chat", new TokenPackerOptions { ContextLength = 128, Mode = PackingMode.BestFit }))
+            .Fit(records);
+        var chain = prep.Append(model);
+        double direct = ml.Llm().Evaluate(model, prep.Transform(records)).Loss;
+        Assert.Equal(direct, ml.Llm().Evaluate(chain, records).Loss, 12);
+
+        using var zip = new MemoryStream();
+        ml.Model.Save(chain, records.Schema, zip);
+        zip.Position = 0;
+        var loaded = new MLContext(seed: 2).Model.Load(zip, out _);
+        Assert.Equal(direct, ml.Llm().Evaluate(loaded, records).Loss, 6);
+    }
+
+    [Fact]
+    public void AMicroBatchWithoutTargetsAddsNothing()
+    {
+        // The first prompt is longer than a block: padding truncates its whole response away, so that block has no
+        // target. One block per micro-batch: its step must add a zero loss, not NaN weights.
+        var ml = new MLContext(seed: 1);
+        var records = ml.Data.LoadFromEnumerable(new[]
+        {
+            new Record { Instruction = string.Concat(Enumerable.Repeat("to be or not ", 12)), Response = "to be" },
+            new Record { Instruction = "that is the ", Response = "question" },
+        });
+        var packed = ml.Transforms.Text.TokenizeChat("Chat", "Instruction", "Response", tokenizer: Tokenizer)
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Chat", new TokenPackerOptions { ContextLength = 128, Mode = PackingMode.Padded }))
+            .Fit(records).Transform(records);
+        Assert.Equal([false, true], Read<bool>(packed, "LossMask").Select(m => m.Any(v => v)));
+        var options = Options(4, 1);
+        var model = ml.Llm().Trainers.CausalLm(options).Fit(packed);
+        Assert.All(model.History, h => Assert.True(double.IsFinite(h.Loss)));
+        Assert.Contains(model.History, h => h.Loss == 0);
+        Assert.True(double.IsFinite(ml.Llm().Evaluate(model, packed).Loss));
     }
 
     [Fact]
