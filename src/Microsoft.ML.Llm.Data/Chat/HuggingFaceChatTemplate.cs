@@ -18,7 +18,8 @@ namespace Microsoft.ML.Llm.Data;
 /// <c>message.content</c>), <c>bos_token</c> and <c>eos_token</c>; the body may instead be one
 /// <c>{% if message['role'] == 'user' %}…{% elif message['role'] == 'assistant' %}…{% endif %}</c> chain with one
 /// branch per role; after the loop, an optional <c>{% if add_generation_prompt %}…{% endif %}</c> that writes the
-/// opening of an assistant turn. For example ChatML:
+/// opening of an assistant turn (or, as Zephyr's, <c>{% if loop.last and add_generation_prompt %}…{% endif %}</c> at
+/// the end of the loop body). For example ChatML:
 /// <code>
 /// {% for message in messages %}{{'&lt;|im_start|&gt;' + message['role'] + '\n' + message['content'] + '&lt;|im_end|&gt;' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '&lt;|im_start|&gt;assistant\n' }}{% endif %}
 /// </code>
@@ -221,17 +222,18 @@ public static class HuggingFaceChatTemplate
                 foreach (var role in (string[])[ChatRoles.System, ChatRoles.User, ChatRoles.Assistant])
                     formats[role] = format;
             }
+            // Zephyr's form: the generation prompt inside the loop, after the last message.
+            string? generationPrompt = null;
+            if (Peek() is { Kind: Kind.Statement, Value: var inLoop }
+                && Regex.IsMatch(inLoop, @"^if\s+(loop\.last\s+and\s+add_generation_prompt|add_generation_prompt\s+and\s+loop\.last)$"))
+            {
+                generationPrompt = GenerationBlock();
+            }
             if (Take() is not { Kind: Kind.Statement, Value: "endfor" })
                 throw Unsupported("the message loop holds more than one output sequence or one chain of role branches");
 
-            string? generationPrompt = null;
-            if (Peek() is { Kind: Kind.Statement, Value: var s } && Regex.IsMatch(s, @"^if\s+add_generation_prompt$"))
-            {
-                _at++;
-                generationPrompt = Sequence(role: "", generation: true);
-                if (Take() is not { Kind: Kind.Statement, Value: "endif" })
-                    throw Unsupported("the add_generation_prompt block holds more than text");
-            }
+            if (generationPrompt is null && Peek() is { Kind: Kind.Statement, Value: var s } && Regex.IsMatch(s, @"^if\s+add_generation_prompt$"))
+                generationPrompt = GenerationBlock();
             if (_at < items.Count)
                 throw Unsupported($"'{items[_at].Value}' follows the message loop");
 
@@ -249,6 +251,16 @@ public static class HuggingFaceChatTemplate
                 throw Unsupported($"its generation prompt '{Escape(generationPrompt)}' is not the opening of its assistant turn '{Escape(template.GenerationPrompt)}'");
             }
             return template;
+        }
+
+        /// <summary>An <c>{% if … add_generation_prompt %}</c> block: its text, up to its <c>{% endif %}</c>.</summary>
+        private string GenerationBlock()
+        {
+            _at++;
+            string prompt = Sequence(role: "", generation: true);
+            if (Take() is not { Kind: Kind.Statement, Value: "endif" })
+                throw Unsupported("the add_generation_prompt block holds more than text");
+            return prompt;
         }
 
         private string RoleOf(string condition)

@@ -70,6 +70,30 @@ public class ChatTokenizerTests
         Assert.Equal(new VectorDataViewType(NumberDataViewType.Int32), tokens.Type);
     }
 
+    public sealed class Tokenized
+    {
+        [VectorType]
+        public int[] Tokens { get; set; } = [];
+
+        [VectorType]
+        public bool[] LossMask { get; set; } = [];
+    }
+
+    [Fact]
+    public void WorksInAPredictionEngine()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new Record { Instruction = "a", Response = "b" } });
+        var model = ml.Transforms.Text.TokenizeChat("Tokens", "Instruction", "Response", tokenizer: Bytes).Fit(data);
+        Assert.True(model.IsRowToRowMapper);
+        var engine = ml.Model.CreatePredictionEngine<Record, Tokenized>(model);
+        var first = engine.Predict(new Record { Instruction = "x", Response = "yz" });
+        Assert.Equal([.. Utf8("User: x\nAssistant: "), .. Utf8("yz\n"), 256], first.Tokens);
+        Assert.Equal(4, first.LossMask.Count(m => m));
+        var second = engine.Predict(new Record { Instruction = "x", Response = "y" });   // a new row, not the cached one
+        Assert.Equal([.. Utf8("User: x\nAssistant: "), .. Utf8("y\n"), 256], second.Tokens);
+    }
+
     [Fact]
     public void MessageVectorsAndJsonGiveTheSameConversation()
     {

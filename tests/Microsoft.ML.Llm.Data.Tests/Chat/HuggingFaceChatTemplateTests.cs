@@ -45,6 +45,18 @@ public class HuggingFaceChatTemplateTests
     }
 
     [Fact]
+    public void ZephyrsTemplateIsReadAsPublished()
+    {
+        // HuggingFaceH4/zephyr-7b-beta's chat_template, verbatim (the generation prompt inside the loop; the newlines
+        // after each expression are kept, those after block tags are trimmed).
+        const string zephyr = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n" +
+            "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n" +
+            "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+        var template = HuggingFaceChatTemplate.Parse(zephyr, eosToken: "</s>");
+        Assert.Equal("<|system|>\nBe terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello</s>\n<|assistant|>\n", template.Render(Conversation, addGenerationPrompt: true));
+    }
+
+    [Fact]
     public void TokenizerConfigIsReadWithItsSpecialTokens()
     {
         string dir = Path.Combine(Path.GetTempPath(), "hf-chat-" + Guid.NewGuid().ToString("N"));
