@@ -189,6 +189,21 @@ public class ChatTokenizerTests
     }
 
     [Fact]
+    public void TheTokenizerCanComeFromAnUpstreamTokenizeForLmColumn()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new Record { Instruction = "a", Response = "b" } });
+        var model = ml.Transforms.Text.TokenizeForLm("Ids", "Instruction", LmTokenizerKind.Bytes)
+            .Append(ml.Transforms.Text.TokenizeChat("Tokens", new ChatTokenizerOptions { InstructionColumnName = "Instruction", ResponseColumnName = "Response", TokenizerColumnName = "Ids" }))
+            .Fit(data);
+        Assert.Equal(256, model.LastTransformer.EndOfTextId);
+        Assert.Equal([.. Utf8("User: a\nAssistant: "), .. Utf8("b\n"), 256], ReadTokens(model.Transform(data), "Tokens")[0]);
+
+        Assert.Equal("Column 'Instruction' (ChatTokenizerOptions.TokenizerColumnName) carries no tokenizer annotation; name a TokenizeForLm output column, or set ChatTokenizerOptions.Tokenizer. (Parameter 'TokenizerColumnName')",
+            Assert.Throws<ArgumentException>(() => ml.Transforms.Text.TokenizeChat("Tokens", new ChatTokenizerOptions { InstructionColumnName = "Instruction", ResponseColumnName = "Response", TokenizerColumnName = "Instruction" }).Fit(data)).Message);
+    }
+
+    [Fact]
     public void BadOptionsAreReported()
     {
         var ml = new MLContext(seed: 1);

@@ -129,8 +129,11 @@ public class LossMaskTests
         var options = Options(1, Pairs.Length);
         options.InitialModel = model;
         options.Model = null;
+        options.ValidationSet = packed;   // validation picks up the same columns
         var step = ml.Llm().Trainers.CausalLm(options).Fit(packed);
         Assert.Equal(reference, step.History[0].Loss, 1e-5);
+        Assert.Equal(ml.Llm().Evaluate(step, packed).Loss, step.History[0].ValidationLoss!.Value, 1e-5);
+        options.ValidationSet = null;
 
         // The trainer opts out too: then it trains on prompts and padding, and its first loss is another number.
         options.UseAnnotatedColumns = false;
