@@ -44,7 +44,21 @@ while (words.Count < 2600)
 var wordList = words.ToArray();
 var trainRecords = wordList[..2400].SelectMany(Tasks).ToArray();
 var heldOut = wordList[2400..].SelectMany(Tasks).ToArray();
-var template = ChatTemplate.Default;   // "User: {content}\n" / "Assistant: {content}\n"
+// The chat template: a Hugging Face model's own (tokenizer_config.json) when it has one this library reads, else the
+// default "User: {content}\n" / "Assistant: {content}\n".
+var template = ChatTemplate.Default;
+if (modelPath is not null && File.Exists(Path.Combine(modelPath, "tokenizer_config.json")))
+{
+    try
+    {
+        template = HuggingFaceChatTemplate.Load(modelPath);
+        Console.WriteLine($"Chat template from {modelPath}/tokenizer_config.json: {template}");
+    }
+    catch (FormatException e)
+    {
+        Console.WriteLine($"Default chat template ({e.Message})");
+    }
+}
 
 double before = Accuracy(baseModel, heldOut, out _);
 Console.WriteLine($"Exact-match accuracy on {heldOut.Length} held-out instructions before fine-tuning: {before:P1}");
