@@ -194,6 +194,9 @@ public class LossMaskTests
         var prep = ml.Transforms.Text.TokenizeChat("Chat", "Instruction", "Response", tokenizer: Tokenizer)
             .Append(ml.Transforms.Text.PackTokens("Tokens", "Chat", new TokenPackerOptions { ContextLength = 128, Mode = PackingMode.BestFit }))
             .Fit(records);
+        // The tokenizer can come from the model to fine-tune itself (a loaded model here; a zip or an HF folder alike).
+        var fromModel = ml.Transforms.Text.TokenizeChat("Chat", new ChatTokenizerOptions { InstructionColumnName = "Instruction", ResponseColumnName = "Response" }, model).Fit(records);
+        Assert.Same(Tokenizer, fromModel.Tokenizer);
         var chain = prep.Append(model);
         double direct = ml.Llm().Evaluate(model, prep.Transform(records)).Loss;
         Assert.Equal(direct, ml.Llm().Evaluate(chain, records).Loss, 12);
