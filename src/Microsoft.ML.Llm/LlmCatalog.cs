@@ -65,7 +65,11 @@ public sealed class LlmCatalog
     /// and packed documents do not see each other (see <see cref="LanguageModelEvaluationOptions"/> to name or opt out).
     /// </summary>
     public LanguageModelMetrics Evaluate(ITransformer model, IDataView data, int batchSize = LanguageModelEvaluationOptions.Defaults.BatchSize)
-        => Evaluate(model, data, new LanguageModelEvaluationOptions { BatchSize = batchSize });
+    {
+        if (batchSize <= 0)
+            throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, $"Parameter 'batchSize' must be a positive integer; got {batchSize}.");
+        return Evaluate(model, data, new LanguageModelEvaluationOptions { BatchSize = batchSize });
+    }
 
     /// <summary>
     /// Loss, perplexity and bits per byte of <paramref name="model"/> on <paramref name="data"/>, with the columns and
@@ -76,7 +80,7 @@ public sealed class LlmCatalog
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
         if (options.BatchSize <= 0)
-            throw new ArgumentOutOfRangeException("batchSize", options.BatchSize, $"Parameter 'batchSize' must be a positive integer; got {options.BatchSize}.");
+            throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, $"LanguageModelEvaluationOptions.BatchSize must be a positive integer; got {options.BatchSize}.");
         var lm = FindLanguageModel(model, out var before);
         foreach (var t in before)
             data = t.Transform(data);
