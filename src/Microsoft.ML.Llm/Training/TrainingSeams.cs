@@ -205,11 +205,11 @@ internal sealed class SingleProcess : IGradientSynchronizer
 
 /// <summary>
 /// The training rows, as an endless seeded stream: the batch at a position depends only on (seed, position), so a
-/// checkpoint only has to store the position. Today: <see cref="InMemoryTokenBlocks"/>.
+/// checkpoint only has to store the position. Today: <see cref="InMemoryTokenBlocks"/>, over blocks held in memory or
+/// read on demand from memory-mapped token shards (<see cref="TokenBlocks.IsOnDisk"/>).
 /// </summary>
 /// <remarks>
-/// Next: memory-mapped token shards on disk (nanoGPT's <c>train.bin</c>, written by PackTokens), for corpora larger than
-/// memory; with data parallelism, each rank reads its own slice of the batch at a position.
+/// Next: with data parallelism, each rank reads its own slice of the batch at a position.
 /// </remarks>
 internal interface ITrainingDataSource
 {
@@ -224,7 +224,8 @@ internal interface ITrainingDataSource
     (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(long position, int rowCount, Device device);
 }
 
-/// <summary>Token blocks read into memory, visited in a seeded random order that changes every epoch.</summary>
+/// <summary>Token blocks (in memory or on disk), visited in a seeded random order that changes every epoch; the order costs
+/// 4 bytes per block (0.03 bytes per token at context 128), whatever the storage.</summary>
 internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool documentMasking) : ITrainingDataSource
 {
     private readonly EpochPermutations _order = new(seed, blocks.Count);
