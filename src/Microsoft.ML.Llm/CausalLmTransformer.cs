@@ -303,7 +303,8 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         ArgumentException.ThrowIfNullOrEmpty(adapterFolder);
         var (loaded, tokenizer, owned) = baseModel.Load();
         var model = loaded;
-        if (!owned || loaded.Lora is not null)
+        bool baseIsPlain = loaded.Lora is null;
+        if (!owned || !baseIsPlain)
         {
             // Never change the caller's model; a LoRA model passes on its merged weights as the base.
             model = new GptModel(loaded.Config) { Precision = loaded.Precision };
@@ -323,7 +324,7 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
         try
         {
             Interchange.PeftAdapter.Load(model, adapterFolder);
-            if (baseModel.Path is { } path && loaded.Lora is null)
+            if (baseModel.Path is { } path && baseIsPlain)
             {
                 model.LoraBase = new LoraBaseModel(Path.GetFullPath(path), model.BaseWeightsHash());
             }

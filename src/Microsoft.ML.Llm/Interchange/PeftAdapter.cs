@@ -211,7 +211,7 @@ internal static class PeftAdapter
             {
                 adapter.A.copy_(a);          // a fused adapter split on export: every part carries the same A
             }
-            else if (!adapter.A.equal(a.to(adapter.A.device)).item<bool>())
+            else if (!adapter.A.eq(a.to(adapter.A.device)).all().item<bool>())
             {
                 throw new InvalidDataException($"Tensor '{KeyPrefix + m.Path}.lora_A.weight' in '{path}' differs from its sibling's; adapters of a fused layer share one A.");
             }
