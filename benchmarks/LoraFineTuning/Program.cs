@@ -20,8 +20,8 @@ var results = new Dictionary<string, string[]>();
 foreach (var mode in new[] { "full", "lora" })
 {
     var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
-    foreach (var a in new[] { Environment.GetCommandLineArgs()[0] }.Where(p => p.EndsWith(".dll", StringComparison.Ordinal)))
-        start.ArgumentList.Add(a);
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+        start.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);          // run as: dotnet LoraFineTuning.dll
     start.ArgumentList.Add("--child");
     start.ArgumentList.Add(mode);
     start.ArgumentList.Add(steps.ToString(CultureInfo.InvariantCulture));
