@@ -125,6 +125,13 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
                     (o.InitialModel is null ? "null (a random start)" : "a loaded model") + "; set InitialModel to a model zip or Hugging Face folder path, or use SaveMode Merged.",
                     nameof(CausalLmTrainerOptions.Lora));
             }
+
+            if (lora.SaveMode == LoraSaveMode.Adapters && initial?.Lora is not null)
+            {
+                throw new ArgumentException(
+                    $"LoraOptions.SaveMode is Adapters, but InitialModel {o.InitialModel} has LoRA adapters itself, so new adapters would have no plain base file to name; save it merged first (LoraSaveMode.Merged) and start from that zip, or use SaveMode Merged.",
+                    nameof(CausalLmTrainerOptions.Lora));
+            }
         }
 
         return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking, o.InitialModel?.Path);

@@ -119,6 +119,33 @@ public sealed class LoraTests : IDisposable
         Assert.Equal(2 * 4 * ((c + c) + (c + kv) + (h + c)), expected);
     }
 
+    [Fact]
+    public void ALoraRunResumesFromItsCheckpointExactly()
+    {
+        using var baseModel = Transformer(NewModel(Gpt2Config));
+        var lora = new LoraOptions { Rank = 4, Dropout = 0.1, TargetModules = ["c_attn", "mlp.c_fc"] };
+        var data = Data();
+        var whole = Options(baseModel, lora, 4);
+        using var uninterrupted = _ml.Llm().Trainers.CausalLm(whole).Fit(data);
+
+        string dir = Path.Combine(_temp, "ckpt");
+        var first = Options(baseModel, lora, 2);
+        first.CheckpointDirectory = dir;
+        first.CheckpointInterval = 2;
+        first.DecaySteps = 4;                      // the same schedule as the 4-step run
+        using (_ml.Llm().Trainers.CausalLm(first).Fit(data))
+        {
+        }
+
+        var second = Options(baseModel, lora, 4);
+        second.ResumeFrom = dir;
+        using var resumed = _ml.Llm().Trainers.CausalLm(second).Fit(data);
+        Assert.Equal(uninterrupted.History.Select(h => h.Loss), resumed.History.Select(h => h.Loss));
+        var expected = uninterrupted.Model.AdapterStateDict();
+        foreach (var (name, value) in resumed.Model.AdapterStateDict())
+            Assert.True(Same(expected[name], value), $"adapter {name} after resuming");
+    }
+
     [Theory]
     [InlineData(false, false)]
     [InlineData(true, true)]
