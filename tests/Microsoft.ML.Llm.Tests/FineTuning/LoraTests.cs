@@ -120,6 +120,25 @@ public sealed class LoraTests : IDisposable
     }
 
     [Fact]
+    public void AStartsAsPeftInitialisesItAndBAtZero()
+    {
+        using var kaiming = NewModel(Gpt2Config with { EmbeddingSize = 128 });
+        kaiming.AddLora(new LoraOptions { Rank = 16, TargetModules = ["c_attn"] });
+        var a = kaiming.LoraLayers.First().Layer.Adapters[0];
+        // Kaiming-uniform with a = √5 (nn.Linear's init): U(−1/√in, 1/√in), in = 128.
+        double bound = 1 / Math.Sqrt(128);
+        Assert.True(a.A.abs().max().item<float>() <= bound);
+        Assert.True(a.A.abs().max().item<float>() > 0.95 * bound);
+        Assert.Equal(0f, a.B.abs().max().item<float>());
+
+        using var gaussian = NewModel(Gpt2Config with { EmbeddingSize = 128 });
+        gaussian.AddLora(new LoraOptions { Rank = 16, TargetModules = ["c_attn"], Initialization = LoraInitialization.Gaussian });
+        var g = gaussian.LoraLayers.First().Layer.Adapters[0];
+        Assert.InRange(g.A.std().item<float>(), 0.0575, 0.0675);       // N(0, 1/r = 0.0625): 2048 draws, std within 8% (5 σ)
+        Assert.Equal(0f, g.B.abs().max().item<float>());
+    }
+
+    [Fact]
     public void ALoraRunResumesFromItsCheckpointExactly()
     {
         using var baseModel = Transformer(NewModel(Gpt2Config));
