@@ -15,8 +15,11 @@ internal sealed record LoraBaseModel(string Path, ulong WeightsHash);
 
 public sealed partial class GptModel
 {
-    /// <summary>The LoRA configuration of this model's adapters (a copy of the options they were made with), or null when it has none.</summary>
-    public LoraOptions? Lora { get; private set; }
+    private LoraOptions? _lora;
+
+    /// <summary>The LoRA configuration of this model's adapters (a copy of the options they were made with; changing it
+    /// changes nothing), or null when it has none.</summary>
+    public LoraOptions? Lora => _lora?.Clone();
 
     /// <summary>Whether the adapters' updates are currently merged into the base weights (<see cref="MergeLora"/>).</summary>
     public bool IsLoraMerged => LoraLayers.Any() && LoraLayers.All(l => l.Layer.Merged);
@@ -61,7 +64,7 @@ public sealed partial class GptModel
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        if (Lora is not null)
+        if (_lora is not null)
             throw new InvalidOperationException("This model has LoRA adapters already; merge them into a new model (GptModel.MergeLora, then save Merged) before adding others.");
         var targets = LoraTargets.Resolve(Config, options.TargetModules);
         var lora = options.Clone();
@@ -91,7 +94,7 @@ public sealed partial class GptModel
                 Wrap(LoraSite.MlpOutput, block.Mlp.OutputProjection, "c_proj"));
         }
 
-        Lora = lora;
+        _lora = lora;
     }
 
     /// <summary>Adds every adapter's update into its base weight (PEFT's <c>merge_adapter</c>): forward passes then cost
@@ -115,7 +118,7 @@ public sealed partial class GptModel
 
     private void RequireLora(string method)
     {
-        if (Lora is null)
+        if (_lora is null)
             throw new InvalidOperationException($"GptModel.{method}: this model has no LoRA adapters (train with CausalLmTrainerOptions.Lora, or call AddLora).");
     }
 
@@ -154,7 +157,7 @@ public sealed partial class GptModel
     internal void SaveWeights(BinaryWriter writer, LoraSaveMode? mode)
     {
         using var scope = NewDisposeScope();
-        var entries = Lora is null || mode is null ? state_dict()
+        var entries = _lora is null || mode is null ? state_dict()
             : mode == LoraSaveMode.Merged ? BaseStateDict(merged: true) : AdapterStateDict();
         nn.Module.save_state_dict(writer, entries);
     }
