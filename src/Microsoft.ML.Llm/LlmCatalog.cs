@@ -49,6 +49,22 @@ public sealed class LlmCatalog
         return new CausalLmTransformer(_context, model, tokenizer, tokensColumnName, []);
     }
 
+    /// <summary>
+    /// Loads LoRA adapters saved in Hugging Face PEFT's layout (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>,
+    /// as <c>PeftModel.save_pretrained</c> or <see cref="CausalLmTransformer.SaveLoraAdapters"/> write them) onto a copy of
+    /// <paramref name="baseModel"/>: a loaded model, a model zip or a Hugging Face folder. The result carries the adapters
+    /// unmerged (<see cref="GptModel.MergeLora"/> merges them); saving it writes them merged, or, for a base given as a path,
+    /// alone (<see cref="CausalLmTransformer.LoraSaveMode"/>).
+    /// </summary>
+    /// <param name="baseModel">The model the adapters were trained on.</param>
+    /// <param name="adapterFolder">The PEFT adapter folder.</param>
+    /// <param name="tokensColumnName">The token-block column the transformer scores.</param>
+    public CausalLmTransformer LoadLoraAdapter(InitialModel baseModel, string adapterFolder, string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return CausalLmTransformer.LoadPeftAdapter(_context, baseModel, adapterFolder, tokensColumnName);
+    }
+
     /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {

@@ -83,6 +83,8 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     private readonly Linear c_attn;
     private readonly Linear c_proj;
     private readonly Dropout resid_dropout;
+    private LoraLinear? c_attn_lora;    // LoRA adapters, when added (GptModel.AddLora); registered then
+    private LoraLinear? c_proj_lora;
 
     public GptAttention(GptConfig config, int layerIndex) : base("attn")
     {
@@ -100,13 +102,36 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
     internal Linear OutputProjection => c_proj;
 
+    /// <summary>The fused query/key/value projection.</summary>
+    internal Linear QkvProjection => c_attn;
+
+    /// <summary>The LoRA wrappers of this layer's linear layers (null where none).</summary>
+    internal (LoraLinear? Qkv, LoraLinear? Output) Lora => (c_attn_lora, c_proj_lora);
+
+    /// <summary>Wraps the query/key/value projection and/or the output projection with adapters.</summary>
+    internal void AddLora(LoraLinear? qkv, LoraLinear? output)
+    {
+        if (qkv is not null)
+        {
+            c_attn_lora = qkv;
+            register_module("c_attn_lora", qkv);
+        }
+
+        if (output is not null)
+        {
+            c_proj_lora = output;
+            register_module("c_proj_lora", output);
+        }
+    }
+
     public override Tensor forward(Tensor x, AttentionContext context)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long hs = C / headCount;
         long kvSize = keyValueHeadCount * hs;
 
-        var qkv = Autocast.Linear(x, c_attn).split([C, kvSize, kvSize], dim: 2);  // (B, T, C), 2 × (B, T, nkv·hs)
+        var qkvOut = c_attn_lora is null ? Autocast.Linear(x, c_attn) : c_attn_lora.call(x);   // (B, T, C + 2·nkv·hs)
+        var qkv = qkvOut.split([C, kvSize, kvSize], dim: 2);                       // (B, T, C), 2 × (B, T, nkv·hs)
         var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);                 // (B, nh, T, hs)
         var k = qkv[1].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
         var v = qkv[2].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
@@ -139,7 +164,7 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         var y = Autocast.Attention(q, k, v, context.Mask, p, context.IsCausal);     // (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
-        return resid_dropout.call(Autocast.Linear(y, c_proj));
+        return resid_dropout.call(c_proj_lora is null ? Autocast.Linear(y, c_proj) : c_proj_lora.call(y));
     }
 
     /// <summary>
@@ -166,6 +191,8 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
     private readonly Linear c_fc;
     private readonly Linear c_proj;
     private readonly Dropout dropout;
+    private LoraLinear? c_fc_lora;      // LoRA adapters, when added (GptModel.AddLora); registered then
+    private LoraLinear? c_proj_lora;
 
     public GptMlp(GptConfig config) : base("mlp")
     {
@@ -180,21 +207,45 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
     /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
     internal Linear OutputProjection => c_proj;
 
+    /// <summary>The input projection (modern style: gate and up fused).</summary>
+    internal Linear InputProjection => c_fc;
+
+    /// <summary>The LoRA wrappers of this layer's linear layers (null where none).</summary>
+    internal (LoraLinear? Input, LoraLinear? Output) Lora => (c_fc_lora, c_proj_lora);
+
+    /// <summary>Wraps the input projection and/or the output projection with adapters.</summary>
+    internal void AddLora(LoraLinear? input, LoraLinear? output)
+    {
+        if (input is not null)
+        {
+            c_fc_lora = input;
+            register_module("c_fc_lora", input);
+        }
+
+        if (output is not null)
+        {
+            c_proj_lora = output;
+            register_module("c_proj_lora", output);
+        }
+    }
+
+    private Tensor Up(Tensor x) => c_fc_lora is null ? Autocast.Linear(x, c_fc) : c_fc_lora.call(x);
+
     public override Tensor forward(Tensor x)
     {
         Tensor hidden;
         if (swiGlu)
         {
-            var gateAndUp = Autocast.Linear(x, c_fc).chunk(2, dim: -1);          // 2 × (B, T, H)
+            var gateAndUp = Up(x).chunk(2, dim: -1);                    // 2 × (B, T, H)
             hidden = nn.functional.silu(gateAndUp[0]) * gateAndUp[1]; // (B, T, H): SwiGLU (Shazeer 2020)
         }
         else
         {
             // GPT-2 used the tanh approximation of GELU; keeping it makes GPT-2 checkpoints compute the same function.
-            hidden = nn.functional.gelu(Autocast.Linear(x, c_fc), GELU.Approximate.tanh); // (B, T, H)
+            hidden = nn.functional.gelu(Up(x), GELU.Approximate.tanh); // (B, T, H)
         }
 
-        return dropout.call(Autocast.Linear(hidden, c_proj));       // (B, T, C)
+        return dropout.call(c_proj_lora is null ? Autocast.Linear(hidden, c_proj) : c_proj_lora.call(hidden));   // (B, T, C)
     }
 }
 
@@ -244,7 +295,7 @@ internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
 /// Run forward passes inside <c>torch.NewDisposeScope()</c> so that intermediate tensors are released promptly.
 /// </para>
 /// </remarks>
-public sealed class GptModel : nn.Module<Tensor, Tensor>
+public sealed partial class GptModel : nn.Module<Tensor, Tensor>
 {
     // GPT-2's initialisation (nanoGPT _init_weights): N(0, 0.02) for every matmul weight and embedding.
     private const double InitStd = 0.02;

@@ -115,7 +115,26 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
 
         train.CheckVocabulary(config.ResolvedVocabularySize, "training data", o.TokensColumnName);
         val?.CheckVocabulary(config.ResolvedVocabularySize, "validation data", o.TokensColumnName);
-        return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking);
+        if (o.Lora is { } lora)
+        {
+            LoraTargets.Resolve(config, lora.TargetModules);     // a target that matches no layer fails before step 1
+            if (lora.SaveMode == LoraSaveMode.Adapters && o.InitialModel?.Path is null)
+            {
+                throw new ArgumentException(
+                    "LoraOptions.SaveMode is Adapters, which saves the adapters with the path of their base model, but InitialModel is " +
+                    (o.InitialModel is null ? "null (a random start)" : "a loaded model") + "; set InitialModel to a model zip or Hugging Face folder path, or use SaveMode Merged.",
+                    nameof(CausalLmTrainerOptions.Lora));
+            }
+
+            if (lora.SaveMode == LoraSaveMode.Adapters && initial?.Lora is not null)
+            {
+                throw new ArgumentException(
+                    $"LoraOptions.SaveMode is Adapters, but InitialModel {o.InitialModel} has LoRA adapters itself, so new adapters would have no plain base file to name; save it merged first (LoraSaveMode.Merged) and start from that zip, or use SaveMode Merged.",
+                    nameof(CausalLmTrainerOptions.Lora));
+            }
+        }
+
+        return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking, o.InitialModel?.Path);
     }
 
     /// <summary>The requested configuration (ShakespeareChar when none) with its vocabulary size resolved: the
@@ -220,5 +239,6 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             Positive(nameof(o.PeakFlops), pf);
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
+        o.Lora?.Validate();
     }
 }

@@ -83,6 +83,13 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public InitialModel? InitialModel { get; set; }
 
+    /// <summary>
+    /// LoRA fine-tuning (see <see cref="LoraOptions"/>): when set, the base weights are frozen and only low-rank adapters on
+    /// the targeted layers train, so the optimizer keeps moments for the adapters alone. Null (the default): every weight
+    /// trains. Usually combined with <see cref="InitialModel"/>.
+    /// </summary>
+    public LoraOptions? Lora { get; set; }
+
     // ---- optimization ----
 
     /// <summary>Blocks per micro-batch.</summary>

@@ -12,8 +12,9 @@ namespace Microsoft.ML.Llm;
 /// <param name="Config">The model configuration, its vocabulary size resolved.</param>
 /// <param name="InitialWeights">The model whose weights training starts from (fine-tuning), or null for a random start.</param>
 /// <param name="DocumentMasking">Whether attention and targets stay within documents (resolved by <see cref="TokenColumns"/>).</param>
+/// <param name="InitialModelPath">The file or folder <paramref name="InitialWeights"/> came from, when it came from one (LoRA adapters name it as their base).</param>
 internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null,
-    bool DocumentMasking = false);
+    bool DocumentMasking = false, string? InitialModelPath = null);
 
 /// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
 internal enum TrainingStopReason
@@ -103,16 +104,26 @@ internal sealed class TrainingRun : IDisposable
         {
             // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator
             // advances as in a fresh run and dropout masks do not depend on where the weights came from).
+            // A LoRA model passes on its base weights with its adapters merged in.
             using var noGrad = torch.no_grad();
-            var source = initial.state_dict();
+            using var copyScope = NewDisposeScope();
+            var source = initial.BaseStateDict(merged: true);
             foreach (var (name, parameter) in _model.named_parameters())
                 parameter.copy_(source[name]);
+        }
+
+        if (options.Lora is { } lora)
+        {
+            // LoRA: adapters on the targeted layers (A from the seeded generator, B = 0), every other weight frozen.
+            _model.AddLora(lora);
+            if (inputs.InitialWeights is { } baseModel && inputs.InitialModelPath is { } basePath)
+                _model.LoraBase = new LoraBaseModel(Path.GetFullPath(basePath), baseModel.BaseWeightsHash());
         }
 
         _model.to(device);
         _model.train();
         _model.ActivationCheckpointing = options.ActivationCheckpointing;
-        _trainable = AllParameters.Instance.Select(_model);
+        _trainable = options.Lora is null ? AllParameters.Instance.Select(_model) : LoraParameters.Instance.Select(_model);
 
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
@@ -151,8 +162,9 @@ internal sealed class TrainingRun : IDisposable
         if (_decaySteps is null && options.Schedule != LearningRateScheduleKind.Constant)
             HostAccess.Warning(ch, $"Schedule {options.Schedule} with only a time budget: the decay horizon is unknown, so the learning rate stays at its peak. Set DecaySteps.");
 
+        string trainable = options.Lora is null ? "" : string.Create(CultureInfo.InvariantCulture, $" (LoRA: {_trainable.All.Sum(p => p.numel()) / 1e6:F3}M trainable)");
         HostAccess.Info(ch, string.Create(CultureInfo.InvariantCulture,
-            $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
+            $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters{trainable}, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
             $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, precision {State.Precision}, seed {State.Seed}."));
 
         if (options.LogDirectory is { } logs)
@@ -400,7 +412,7 @@ internal sealed class TrainingRun : IDisposable
         _model.ActivationCheckpointing = false;
         _model.eval();
         _finished = true;
-        return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History);
+        return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History) { LoraSaveMode = _o.Lora?.SaveMode ?? LoraSaveMode.Merged };
     }
 
     /// <summary>Releases the optimizer and the best-weight copies, and the model unless <see cref="Finish"/> handed it on.</summary>

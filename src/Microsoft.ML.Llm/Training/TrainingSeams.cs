@@ -157,13 +157,9 @@ internal sealed class GradScaler
 internal sealed record TrainableParameters(IReadOnlyList<Parameter> All, IReadOnlyList<Parameter> Decay, IReadOnlyList<Parameter> NoDecay);
 
 /// <summary>
-/// Chooses what trains. Today: <see cref="AllParameters"/> (full training and full fine-tuning).
+/// Chooses what trains: <see cref="AllParameters"/> (full training and full fine-tuning) or <see cref="LoraParameters"/>
+/// (the adapters that <see cref="GptModel.AddLora"/> added; the frozen base gets no gradients and no optimizer moments).
 /// </summary>
-/// <remarks>
-/// Next: LoRA (PEFT defaults, docs/ARCHITECTURE.md §5): freeze the base weights (<c>requires_grad = false</c>), add low-rank
-/// adapters A·B to the targeted linear layers (GPT-2's <c>c_attn</c>, or all linear layers), and return only the
-/// adapters' parameters, so the optimizer holds moments for them alone.
-/// </remarks>
 internal interface ITrainableParameterSelector
 {
     /// <summary>The parameters of <paramref name="model"/> to train.</summary>
@@ -177,6 +173,24 @@ internal sealed class AllParameters : ITrainableParameterSelector
 
     public TrainableParameters Select(GptModel model) =>
         new(model.parameters().ToArray(), model.DecayParameters.ToArray(), model.NoDecayParameters.ToArray());
+}
+
+/// <summary>
+/// LoRA: only the adapters' A and B train (<c>requires_grad</c> is false on every base weight since
+/// <see cref="GptModel.AddLora"/>), so the optimizer's flat buffers and moments hold the adapters alone. A and B are
+/// matrices and take weight decay, as the Hugging Face Trainer decays every non-bias, non-norm parameter.
+/// </summary>
+internal sealed class LoraParameters : ITrainableParameterSelector
+{
+    public static readonly LoraParameters Instance = new();
+
+    public TrainableParameters Select(GptModel model)
+    {
+        var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
+        if (model.Lora is null || trainable.Length == 0)
+            throw new InvalidOperationException("LoRA training needs a model with adapters (GptModel.AddLora).");
+        return new(trainable, trainable.Where(p => p.dim() >= 2).ToArray(), trainable.Where(p => p.dim() < 2).ToArray());
+    }
 }
 
 /// <summary>
