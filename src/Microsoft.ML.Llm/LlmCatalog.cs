@@ -49,13 +49,49 @@ public sealed class LlmCatalog
         return new CausalLmTransformer(_context, model, tokenizer, tokensColumnName, []);
     }
 
-    /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
+    /// <summary>
+    /// A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the first one in a
+    /// chain). Given the whole pipeline, prompts pass through the text transforms that fed the tokenizer's input column
+    /// (<c>NormalizeForLm</c>) before they are tokenized, as the training text did.
+    /// </summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {
-        var lm = FindLanguageModel(model, out _);
+        var lm = FindLanguageModel(model, out var before);
         var tokenizer = lm.Tokenizer ?? throw new ArgumentException(
             "The model was trained without a tokenizer (bare token ids), so it cannot turn text into tokens. Train it after TokenizeForLm or set CausalLmTrainerOptions.Tokenizer.", nameof(model));
-        return new TextGenerator(lm.Model, tokenizer);
+        return new TextGenerator(lm.Model, tokenizer, PromptTransforms(before));
+    }
+
+    /// <summary>
+    /// The normalizers on the path of the text that the (last) tokenizer before the language model read, in pipeline
+    /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> that wrote the column, then its
+    /// own input column, and so on. Filters and language detection do not change the text and are skipped.
+    /// </summary>
+    internal static IReadOnlyList<Llm.Data.TextNormalizerTransformer> PromptTransforms(IReadOnlyList<ITransformer> before)
+    {
+        int at = before.Count - 1;
+        while (at >= 0 && before[at] is not Llm.Data.LmTokenizerTransformer)
+        {
+            at--;
+        }
+
+        if (at < 0)
+        {
+            return [];
+        }
+
+        string column = ((Llm.Data.LmTokenizerTransformer)before[at]).InputColumnName;
+        var found = new List<Llm.Data.TextNormalizerTransformer>();
+        for (int i = at - 1; i >= 0; i--)
+        {
+            if (before[i] is Llm.Data.TextNormalizerTransformer normalizer && normalizer.OutputColumnName == column)
+            {
+                found.Insert(0, normalizer);
+                column = normalizer.InputColumnName;
+            }
+        }
+
+        return found;
     }
 
     /// <summary>
