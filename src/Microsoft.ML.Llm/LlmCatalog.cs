@@ -63,6 +63,35 @@ public sealed class LlmCatalog
     }
 
     /// <summary>
+    /// Generates a completion column from a prompt column with the language model in <paramref name="model"/> (the
+    /// <see cref="CausalLmTransformer"/> itself, or the fitted pipeline that contains it, whose text transforms the prompts
+    /// then pass through before tokenization). The estimator needs no training; its transformer is row-to-row, generates
+    /// <paramref name="batchSize"/> rows per batch when a cursor reads it, and saves into the model zip with its options.
+    /// </summary>
+    /// <param name="outputColumnName">The completion column added (Text; a vector of Text when <see cref="GenerationOptions.NumReturnSequences"/> &gt; 1).</param>
+    /// <param name="inputColumnName">The prompt column (Text).</param>
+    /// <param name="model">The language model, or a fitted pipeline containing it.</param>
+    /// <param name="options">How to generate; null: <see cref="GenerationOptions"/>' defaults.</param>
+    /// <param name="batchSize">Rows generated together.</param>
+    public TextGenerationEstimator GenerateText(string outputColumnName, string inputColumnName, ITransformer model,
+        GenerationOptions? options = null, int batchSize = TextGenerationOptions.Defaults.BatchSize)
+        => GenerateText(model, new TextGenerationOptions
+        {
+            OutputColumnName = outputColumnName,
+            InputColumnName = inputColumnName,
+            Generation = options ?? new GenerationOptions(),
+            BatchSize = batchSize,
+        });
+
+    /// <summary>Generates a completion column from a prompt column, as chosen by <paramref name="options"/> (see the other overload).</summary>
+    public TextGenerationEstimator GenerateText(ITransformer model, TextGenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var lm = FindLanguageModel(model, out var before);
+        return new TextGenerationEstimator(lm, PromptTransforms(before), options);
+    }
+
+    /// <summary>
     /// The normalizers on the path of the text that the (last) tokenizer before the language model read, in pipeline
     /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> that wrote the column, then its
     /// own input column, and so on. Filters and language detection do not change the text and are skipped.
