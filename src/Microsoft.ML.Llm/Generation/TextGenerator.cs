@@ -148,6 +148,46 @@ public sealed class TextGenerator
         return sequence.Generated.ToArray();
     }
 
+    /// <summary>
+    /// Generates token ids after each of several token prompts in one batch (see <see cref="Generate(IReadOnlyList{string}, GenerationOptions?)"/>):
+    /// <see cref="GenerationOptions.NumReturnSequences"/> sequences per prompt, in prompt order, the prompts not included.
+    /// </summary>
+    public IReadOnlyList<int[]> GenerateTokens(IReadOnlyList<int[]> prompts, GenerationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        options ??= new GenerationOptions();
+        options.Validate();
+        var checkedPrompts = new int[prompts.Count][];
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            if (prompts[i] is not { Length: > 0 } prompt)
+            {
+                throw new ArgumentException($"prompts[{i}] has no tokens; give at least one token per prompt.", nameof(prompts));
+            }
+
+            checkedPrompts[i] = Decoding.PreparePrompt(_model, prompt, options, nameof(prompts));
+        }
+
+        if (checkedPrompts.Length == 0)
+        {
+            return [];
+        }
+
+        if (options.NumBeams > 1)
+        {
+            return Decoding.BeamSearch(_model, checkedPrompts, options, CancellationToken.None)
+                .SelectMany(h => h.Take(options.NumReturnSequences).Select(x => x.Tokens)).ToArray();
+        }
+
+        var sequences = checkedPrompts.SelectMany(p => Enumerable.Range(0, options.NumReturnSequences).Select(_ => new GeneratedSequence(p))).ToArray();
+        using var generator = NewGenerator(options);
+        foreach (var _ in Decoding.Sample(_model, sequences, options, generator, CancellationToken.None))
+        {
+        }
+
+        return sequences.Select(s => s.Generated.ToArray()).ToArray();
+    }
+
     private IEnumerable<string> Stream(string prompt, GenerationOptions? options, CancellationToken cancellation)
     {
         ArgumentNullException.ThrowIfNull(prompt);
