@@ -65,13 +65,78 @@ public sealed class LlmCatalog
         return CausalLmTransformer.LoadPeftAdapter(_context, baseModel, adapterFolder, tokensColumnName);
     }
 
-    /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
+    /// <summary>
+    /// A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the first one in a
+    /// chain). Given the whole pipeline, prompts pass through the text transforms that fed the tokenizer's input column
+    /// (<c>NormalizeForLm</c>) before they are tokenized, as the training text did.
+    /// </summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {
-        var lm = FindLanguageModel(model, out _);
+        var lm = FindLanguageModel(model, out var before);
         var tokenizer = lm.Tokenizer ?? throw new ArgumentException(
             "The model was trained without a tokenizer (bare token ids), so it cannot turn text into tokens. Train it after TokenizeForLm or set CausalLmTrainerOptions.Tokenizer.", nameof(model));
-        return new TextGenerator(lm.Model, tokenizer);
+        return new TextGenerator(lm.Model, tokenizer, PromptTransforms(before));
+    }
+
+    /// <summary>
+    /// Generates a completion column from a prompt column with the language model in <paramref name="model"/> (the
+    /// <see cref="CausalLmTransformer"/> itself, or the fitted pipeline that contains it, whose text transforms the prompts
+    /// then pass through before tokenization). The estimator needs no training; its transformer is row-to-row, generates
+    /// <paramref name="batchSize"/> rows per batch when a cursor reads it, and saves into the model zip with its options.
+    /// </summary>
+    /// <param name="outputColumnName">The completion column added (Text; a vector of Text when <see cref="GenerationOptions.NumReturnSequences"/> &gt; 1).</param>
+    /// <param name="inputColumnName">The prompt column (Text).</param>
+    /// <param name="model">The language model, or a fitted pipeline containing it.</param>
+    /// <param name="options">How to generate; null: <see cref="GenerationOptions"/>' defaults.</param>
+    /// <param name="batchSize">Rows generated together.</param>
+    public TextGenerationEstimator GenerateText(string outputColumnName, string inputColumnName, ITransformer model,
+        GenerationOptions? options = null, int batchSize = TextGenerationOptions.Defaults.BatchSize)
+        => GenerateText(model, new TextGenerationOptions
+        {
+            OutputColumnName = outputColumnName,
+            InputColumnName = inputColumnName,
+            Generation = options ?? new GenerationOptions(),
+            BatchSize = batchSize,
+        });
+
+    /// <summary>Generates a completion column from a prompt column, as chosen by <paramref name="options"/> (see the other overload).</summary>
+    public TextGenerationEstimator GenerateText(ITransformer model, TextGenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var lm = FindLanguageModel(model, out var before);
+        return new TextGenerationEstimator(lm, PromptTransforms(before), options);
+    }
+
+    /// <summary>
+    /// The normalizers on the path of the text that the (last) tokenizer before the language model read, in pipeline
+    /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> that wrote the column, then its
+    /// own input column, and so on. Filters and language detection do not change the text and are skipped.
+    /// </summary>
+    internal static IReadOnlyList<Llm.Data.TextNormalizerTransformer> PromptTransforms(IReadOnlyList<ITransformer> before)
+    {
+        int at = before.Count - 1;
+        while (at >= 0 && before[at] is not Llm.Data.LmTokenizerTransformer)
+        {
+            at--;
+        }
+
+        if (at < 0)
+        {
+            return [];
+        }
+
+        string column = ((Llm.Data.LmTokenizerTransformer)before[at]).InputColumnName;
+        var found = new List<Llm.Data.TextNormalizerTransformer>();
+        for (int i = at - 1; i >= 0; i--)
+        {
+            if (before[i] is Llm.Data.TextNormalizerTransformer normalizer && normalizer.OutputColumnName == column)
+            {
+                found.Insert(0, normalizer);
+                column = normalizer.InputColumnName;
+            }
+        }
+
+        return found;
     }
 
     /// <summary>

@@ -484,7 +484,19 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
     /// <param name="cache">A cache made for this model; extended by T positions.</param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits of the new positions.</returns>
     /// <exception cref="ArgumentException">The tokens do not fit, or the cache belongs to another configuration or batch size.</exception>
-    public Tensor forward(Tensor idx, KvCache cache)
+    public Tensor forward(Tensor idx, KvCache cache) => forward(idx, cache, keyMask: null, positions: null);
+
+    /// <summary>
+    /// Incremental decoding of a batch whose rows have different lengths (left padding): <paramref name="keyMask"/>
+    /// marks the real (non-padding) positions of each row, cached and new, and <paramref name="positions"/> gives each new
+    /// token's position within its own row, so a padded row computes what it would compute alone.
+    /// </summary>
+    /// <param name="idx">(B, T) int64 new token ids.</param>
+    /// <param name="cache">A cache made for this model; extended by T positions.</param>
+    /// <param name="keyMask">(B, cache length + T) bool, true at real tokens; null when every position is real.</param>
+    /// <param name="positions">(B, T) int64 positions of the new tokens; null for cache length + 0..T−1.</param>
+    /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits of the new positions.</returns>
+    internal Tensor forward(Tensor idx, KvCache cache, Tensor? keyMask, Tensor? positions)
     {
         ArgumentNullException.ThrowIfNull(cache);
         CheckInput(idx, null);
@@ -492,23 +504,30 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         long T = idx.shape[1], past = cache.Length;
         var device = idx.device;
-        var positions = arange(past, past + T, dtype: ScalarType.Int64, device: device);       // (T): continue after the cache
+        var absolute = arange(past, past + T, dtype: ScalarType.Int64, device: device);         // (T): slots after the cache
+        positions ??= absolute;                                                                 // (T) or (B, T)
 
-        // A new token at absolute position past + i sees keys 0..past + i. One token sees every key, so no mask;
-        // several need the causal triangle shifted right by past (SDPA's is_causal aligns it top-left instead).
-        Tensor? mask = T == 1
-            ? null
-            : arange(past + T, device: device).unsqueeze(0).le(positions.unsqueeze(1));        // (T, past + T)
+        // A new token at slot past + i sees keys 0..past + i. One token sees every key, so no mask; several need the
+        // causal triangle shifted right by past (SDPA's is_causal aligns it top-left instead). Padding keys are hidden,
+        // except from a padding query itself: a query that sees no key at all would make the softmax NaN.
+        var keys = arange(past + T, device: device).unsqueeze(0);                               // (1, past + T)
+        Tensor? mask = T == 1 ? null : keys.le(absolute.unsqueeze(1));                          // (T, past + T)
+        if (keyMask is not null)
+        {
+            var self = keys.eq(absolute.unsqueeze(1));                                          // (T, past + T)
+            var visible = keyMask.unsqueeze(1).logical_or(self);                                // (B, T, past + T)
+            mask = (mask is null ? visible : visible.logical_and(mask)).unsqueeze(1);           // (B, 1, T, past + T)
+        }
 
         var x = wte.call(idx);                                      // (B, T, C)
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
-            x = x + wpe.call(positions);                            // + (T, C)
+            x = x + wpe.call(positions);                            // + (T, C) or (B, T, C)
         }
         else
         {
-            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs)
+            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs) or (B, 1, T, hs)
         }
 
         var logits = RunTransformer(x, new AttentionContext(mask, IsCausal: false, cos, sin, cache));
