@@ -8,7 +8,7 @@ namespace Microsoft.ML.Llm;
 /// Create one with <c>mlContext.Llm().CreateGenerator(model)</c>. Each call runs in its own dispose scope, so native
 /// memory does not grow across calls. Not thread-safe: use one generator per thread.
 /// </summary>
-public sealed class TextGenerator
+public sealed partial class TextGenerator
 {
     private readonly GptModel _model;
     private readonly LmTokenizer _tokenizer;
