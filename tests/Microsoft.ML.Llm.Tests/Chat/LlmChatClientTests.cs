@@ -14,9 +14,13 @@ public sealed class ChatModelFixture
     {
         Ml = new MLContext(seed: 1);
         Tokenizer = LmTokenizer.Character([Conversations + TestData.Corpus + "System:"], endOfTextToken: "<|endoftext|>");
-        var options = TestData.TinyOptions(32, maxSteps: 250);
+        // Context 64 holds a prompt and its reply; overlapping blocks (stride 5, coprime with the 96-character period)
+        // show every alignment, so the model continues a conversation from any starting point.
+        var ids = Tokenizer.Encode(Conversations);
+        var blocks = Enumerable.Range(0, (ids.Length - 65) / 5).Select(i => ids[(5 * i)..(5 * i + 65)]).ToArray();
+        var options = TestData.TinyOptions(64, maxSteps: 300);
         options.Tokenizer = Tokenizer;
-        Model = Ml.Llm().Trainers.CausalLm(options).Fit(TestData.BlocksOf(Ml, Tokenizer, Conversations + Conversations, 33));
+        Model = Ml.Llm().Trainers.CausalLm(options).Fit(TestData.FromTokens(Ml, blocks));
     }
 
     public MLContext Ml { get; }
