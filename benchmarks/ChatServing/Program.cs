@@ -54,8 +54,13 @@ string completionBody = JsonSerializer.Serialize(new { model = "bench", prompt =
 string chatBody = JsonSerializer.Serialize(new { model = "bench", messages = new[] { new { role = "user", content = Prompt } }, max_tokens = newTokens, temperature = 0, stop = Array.Empty<string>() });
 string streamBody = JsonSerializer.Serialize(new { model = "bench", messages = new[] { new { role = "user", content = Prompt } }, max_tokens = newTokens, temperature = 0, stream = true });
 
+var oneToken = new GenerationOptions { DoSample = false, MaxNewTokens = 1 };
+string oneTokenBody = JsonSerializer.Serialize(new { model = "bench", prompt = Prompt, max_tokens = 1, temperature = 0 });
 var pairs = new (string Name, Func<Task<string>> Direct, Func<Task<string>> Server)[]
 {
+    ("fixed cost, 1 new token: TextGenerator.Generate vs POST /v1/completions",
+        () => Task.FromResult(generator.Generate(Prompt, oneToken)),
+        async () => (await PostJson("/v1/completions", oneTokenBody)).GetProperty("choices")[0].GetProperty("text").GetString()!),
     ("completion: TextGenerator.Generate vs POST /v1/completions",
         () => Task.FromResult(generator.Generate(Prompt, greedy)),
         async () => (await PostJson("/v1/completions", completionBody)).GetProperty("choices")[0].GetProperty("text").GetString()!),
@@ -73,10 +78,10 @@ var pairs = new (string Name, Func<Task<string>> Direct, Func<Task<string>> Serv
         () => PostStream("/v1/chat/completions", streamBody)),
 };
 
-Console.WriteLine($"Prompt {Prompt.Length} bytes, {newTokens} new tokens per request (greedy), {requests} timed requests per row after 3 warm-up pairs.");
+Console.WriteLine($"Prompt {Prompt.Length} bytes, {newTokens} new tokens per request (greedy) unless the row says otherwise, {requests} timed requests per row after 3 warm-up pairs.");
 Console.WriteLine();
-Console.WriteLine("| path | direct mean ms | server mean ms | direct median ms | server median ms | overhead (mean) | overhead (median) |");
-Console.WriteLine("|---|---|---|---|---|---|---|");
+Console.WriteLine("| path | direct mean ms | server mean ms | direct median ms | server median ms | overhead (mean) | overhead (median) | median difference ms |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|");
 foreach (var (name, direct, server) in pairs)
 {
     for (int i = 0; i < 3; i++)
@@ -98,7 +103,7 @@ foreach (var (name, direct, server) in pairs)
         serverMs.Add(clock.Elapsed.TotalMilliseconds);
     }
     double dMean = directMs.Average(), sMean = serverMs.Average(), dMed = Median(directMs), sMed = Median(serverMs);
-    Console.WriteLine($"| {name} | {dMean:F1} | {sMean:F1} | {dMed:F1} | {sMed:F1} | {(sMean / dMean - 1) * 100:+0.0;-0.0}% | {(sMed / dMed - 1) * 100:+0.0;-0.0}% |");
+    Console.WriteLine($"| {name} | {dMean:F1} | {sMean:F1} | {dMed:F1} | {sMed:F1} | {(sMean / dMean - 1) * 100:+0.0;-0.0}% | {(sMed / dMed - 1) * 100:+0.0;-0.0}% | {sMed - dMed:+0.00;-0.00} |");
 }
 Console.WriteLine();
 Console.WriteLine($"Load average at end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");

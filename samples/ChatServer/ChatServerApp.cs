@@ -18,14 +18,16 @@ public static class ChatServerApp
     public static WebApplication Build(string[] args)
     {
         var configuration = new ConfigurationBuilder().AddCommandLine(args).AddEnvironmentVariables("CHATSERVER_").Build();
+        int maxTokens = Number(configuration, "max-tokens", ChatServerOptions.Defaults.MaxTokens);
         var options = new ChatServerOptions
         {
             ModelPath = configuration["model"],
             ModelId = configuration["model-id"],
             Template = configuration["template"] ?? ChatServerOptions.Defaults.Template,
             Urls = configuration["urls"] ?? ChatServerOptions.Defaults.Urls,
-            MaxTokens = Number(configuration, "max-tokens", ChatServerOptions.Defaults.MaxTokens),
-            DefaultChatMaxTokens = Number(configuration, "default-max-tokens", ChatServerOptions.Defaults.DefaultChatMaxTokens),
+            MaxTokens = maxTokens,
+            DefaultChatMaxTokens = Number(configuration, "default-max-tokens", Math.Min(ChatServerOptions.Defaults.DefaultChatMaxTokens, maxTokens)),
+            DefaultCompletionMaxTokens = Math.Min(ChatServerOptions.Defaults.DefaultCompletionMaxTokens, maxTokens),
             MaxPromptTokens = Number(configuration, "max-prompt-tokens", ChatServerOptions.Defaults.MaxPromptTokens),
             MaxRequestBodyBytes = Number(configuration, "max-body-bytes", ChatServerOptions.Defaults.MaxRequestBodyBytes),
             TimeoutSeconds = Number(configuration, "timeout-seconds", ChatServerOptions.Defaults.TimeoutSeconds),
@@ -39,11 +41,12 @@ public static class ChatServerApp
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        var template = LoadTemplate(options.Template);
         var ml = new MLContext(options.Seed);
         var model = options.Model ?? ml.Model.Load(options.ModelPath!, out _);
         string modelId = options.ModelId ?? (options.ModelPath is null ? LlmChatClientOptions.Defaults.ModelId : Path.GetFileNameWithoutExtension(options.ModelPath));
         var generator = ml.Llm().CreateGenerator(model);
-        var server = new ChatServer(generator, modelId, LoadTemplate(options.Template), options);
+        var server = new ChatServer(generator, modelId, template, options);
 
         var builder = WebApplication.CreateSlimBuilder(args ?? []);
         builder.WebHost.UseUrls(options.Urls);

@@ -24,6 +24,8 @@ public sealed class ChatServerFixture : IAsyncLifetime
     private readonly string _zip = Path.Combine(Path.GetTempPath(), $"chat-server-{Guid.NewGuid():N}.zip");
     private WebApplication? _app;
 
+    public string ZipPath => _zip;
+
     public Uri BaseAddress { get; private set; } = null!;
 
     public TextGenerator Reference { get; private set; } = null!;
@@ -215,6 +217,28 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         var results = await Task.WhenAll(tasks);
         Assert.Equal(16, results.Length);
         Assert.All(results, r => Assert.Equal(expected[r.question], r.Text));
+    }
+
+    [Fact]
+    public async Task CommandLineOptionsConfigureTheServer()
+    {
+        await using (var app = ChatServerApp.Build(["--model", server.ZipPath, "--model-id", "from-args", "--urls", "http://127.0.0.1:0", "--max-tokens", "8", "--template", "chatml"]))
+        {
+            await app.StartAsync();
+            using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+            using (var models = JsonDocument.Parse(await http.GetStringAsync("/v1/models")))
+                Assert.Equal("from-args", models.RootElement.GetProperty("data")[0].GetProperty("id").GetString());
+            using var content = new StringContent("""{"model":"from-args","prompt":"x","max_tokens":9}""", Encoding.UTF8, "application/json");
+            using var response = await http.PostAsync("/v1/completions", content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains("max_tokens is 9; this server generates 1 to 8 tokens per request.", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            await app.StopAsync();
+        }
+        Assert.Equal("--max-tokens is 'many'; expected a number.",
+            Assert.Throws<ArgumentException>(() => ChatServerApp.Build(["--model", server.ZipPath, "--max-tokens", "many"])).Message);
+        Assert.Equal("--template is 'llama'; expected default, chatml, or the path of a tokenizer_config.json (or its folder).",
+            Assert.Throws<ArgumentException>(() => ChatServerApp.Build(["--model", server.ZipPath, "--template", "llama"])).Message);
+        Assert.Equal("No model: give --model path/to/model.zip.", Assert.Throws<ArgumentException>(() => ChatServerApp.Build([])).Message);
     }
 
     private async Task<JsonDocument> PostAsync(string path, string body, HttpStatusCode status)
