@@ -23,7 +23,7 @@ namespace Microsoft.ML.Llm;
 /// use one generator per thread (they can share the model).
 /// </para>
 /// </remarks>
-public sealed class TextGenerator
+public sealed partial class TextGenerator
 {
     private readonly GptModel _model;
     private readonly LmTokenizer _tokenizer;
