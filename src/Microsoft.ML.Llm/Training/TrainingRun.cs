@@ -515,9 +515,9 @@ internal sealed class TrainingRun : IDisposable
 
     private void Report(TrainingProgress report)
     {
-        if (!_replicas.IsMain)
-            return;
-        HostAccess.Info(_ch, Describe(report));
+        // Every rank's Progress sees the same report (the global loss); only rank 0 logs (and has the TensorBoard writer).
+        if (_replicas.IsMain)
+            HostAccess.Info(_ch, Describe(report));
         _o.Progress?.Report(report);
         if (_tensorBoard is not { } tb)
             return;

@@ -17,8 +17,10 @@ namespace Microsoft.ML.Llm;
 /// Every rank starts from the same weights (same seed; rank 0's weights are then broadcast), checks at start that all
 /// ranks were given the same options and data (a fingerprint of the options, the model, the row count, block length,
 /// vocabulary and first and last blocks), and fails with an exception naming what differs. Rank 0 alone writes
-/// checkpoints and logs (metrics.csv, TensorBoard, loss.png) and reports progress; every rank can resume from its
-/// checkpoints. Validation is split across ranks and reduced; the reported training loss is the mean over all ranks.
+/// checkpoints and logs (metrics.csv, TensorBoard, loss.png, the channel's messages); <see cref="CausalLmTrainerOptions.Progress"/>
+/// is called on every rank with the same report, and every rank's Fit returns the same model (let rank 0 save it:
+/// <see cref="DistributedEnvironment.IsMainProcess"/>). Every rank can resume from rank 0's checkpoints. Cancellation
+/// must be requested on every rank (a rank that stops alone leaves the others to the collective timeout). Validation is split across ranks and reduced; the reported training loss is the mean over all ranks.
 /// The engine is MPI: MPI.NET over MPICH's <c>libmpich.so.12</c> on Linux (<c>apt-get install mpich</c>), MS-MPI on Windows.
 /// </para>
 /// </remarks>
