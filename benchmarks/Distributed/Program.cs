@@ -102,7 +102,7 @@ internal static class Worker
             var h = model.History;
             var first = h[Math.Min(5, h.Count - 2)];
             var last = h[^1];
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT tokens/s {(last.TokensSeen - first.TokensSeen) / (last.ElapsedSeconds - first.ElapsedSeconds):F1}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT tokens/s {(last.Tokens - first.Tokens) / (last.ElapsedSeconds - first.ElapsedSeconds):F1}"));
         }
 
         return 0;
