@@ -38,12 +38,19 @@ double busBandwidth = 2.0 * (2 - 1) / 2 * bytes / seconds;
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
     $"GPT-2 124M gradients: {bytes / 1e6:F1} MB in {buckets} buckets of 25 MiB; all-reduce over 2 ranks (shared memory) {seconds * 1e3:F0} ms per step " +
     $"= {busBandwidth / 1e9:F2} GB/s bus bandwidth; 8-byte all-reduce latency {latency * 1e6:F1} µs"));
-Console.WriteLine("| ranks | bandwidth | communication per step (ring model) |\n|---|---|---|");
-foreach (var (name, bandwidth) in new[] { ("measured loopback", busBandwidth), ("100 Gb/s network (assumed 10 GB/s effective)", 10e9), ("25 Gb/s network (assumed 2.5 GB/s effective)", 2.5e9) })
+// t(N) = 2(N−1)/N · S / B + 2(N−1) · buckets · α: the bandwidth term barely grows with N, the latency term does.
+Console.WriteLine("| ranks | links (bus bandwidth B, per-hop latency α) | communication per step (ring model) |\n|---|---|---|");
+var links = new[]
+{
+    (string.Create(CultureInfo.InvariantCulture, $"measured here: {busBandwidth / 1e9:F2} GB/s, {latency * 1e6:F0} µs"), busBandwidth, latency),
+    ("100 Gb/s InfiniBand (assumed 10 GB/s, 5 µs)", 10e9, 5e-6),
+    ("25 Gb/s Ethernet, TCP (assumed 2.5 GB/s, 30 µs)", 2.5e9, 30e-6),
+};
+foreach (var (name, bandwidth, alpha) in links)
 {
     foreach (int n in new[] { 2, 8, 64 })
     {
-        double t = 2.0 * (n - 1) / n * bytes / bandwidth + 2.0 * (n - 1) * buckets * latency;
+        double t = 2.0 * (n - 1) / n * bytes / bandwidth + 2.0 * (n - 1) * buckets * alpha;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} | {name} | {t * 1e3:F0} ms |"));
     }
 }
