@@ -12,7 +12,8 @@
 // --chars K (characters of tinyshakespeare.txt used, 40000), --checkpoints DIR, --checkpoint-interval K (5),
 // --resume DIR, --logs DIR, --save model.zip, --timeout SECONDS (collective timeout, 300), --bucket-mb MB (25).
 // Test hooks (the data-parallel tests use them): --die-rank R --die-at-step S (that rank kills itself, SIGKILL, after
-// step S), --hang-rank R --hang-at-step S (that rank stops responding after step S), --mismatch-rank R (that rank uses another learning rate), --validation (hold out the last 10% of blocks).
+// step S), --hang-rank R --hang-at-step S (that rank stops responding after step S), --mismatch-rank R (that rank uses
+// another learning rate), --mismatch-data-rank R (that rank's text starts one character later), --validation (hold out the last 10% of blocks).
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -27,6 +28,8 @@ Console.WriteLine($"rank {rank} of {world}, pid {Environment.ProcessId}");
 
 // Data: character blocks of tinyshakespeare (context + 1 tokens each), the same on every rank.
 string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"))[..a.Int("chars", 40000)];
+if (rank == a.Int("mismatch-data-rank", -1))
+    text = text[1..];   // test hook: this rank's blocks start one character later
 var tokenizer = LmTokenizer.Character([text]);
 int context = a.Int("context", 32);
 var ids = tokenizer.Encode(text);

@@ -107,6 +107,10 @@ public sealed class DistributedTrainingTests
             "Data-parallel training: the ranks were not started with the same options and data: rank 0's option 'LearningRate' is 0.003 but rank 1's is 0.001.",
             job.Output);
         Assert.DoesNotContain("trained", job.Output);
+
+        var data = MpiJob.Run(2, "--steps 5 --mismatch-data-rank 1");
+        Assert.NotEqual(0, data.ExitCode);
+        Assert.Matches(@"the ranks were not started with the same options and data: rank 1's training data first block differs from rank 0's \(digest [0-9a-f]{16} against [0-9a-f]{16}\)\.", data.Output);
     }
 
     [Fact]

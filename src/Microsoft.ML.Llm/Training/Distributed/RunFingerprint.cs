@@ -55,6 +55,7 @@ internal sealed class RunFingerprint
         f.Integer("option 'EarlyStoppingPatience'", o.EarlyStoppingPatience ?? -1);
         f.Integer("option 'CheckpointInterval'", o.CheckpointInterval);
         f.Digest("option 'ResumeFrom'", o.ResumeFrom ?? "");
+        f.Integer("vocabulary size", inputs.Config.ResolvedVocabularySize);   // the data's ids were checked against it
         f.Digest("model configuration", inputs.Config.ToString());
         f.Digest("initial weights (InitialModel)", inputs.InitialWeights is null ? "" : o.InitialModel?.ToString() ?? "");
         Data(f, "training data", inputs.Train);
@@ -67,7 +68,6 @@ internal sealed class RunFingerprint
     {
         f.Integer($"{name} row count", blocks.Count);
         f.Integer($"{name} block length", blocks.BlockLength);
-        f.Integer($"{name} largest token id (vocabulary)", blocks.MaxTokenId);
         f.Integer($"{name} loss mask", blocks.HasLossMask ? 1 : 0);
         f.Integer($"{name} document ids", blocks.HasDocumentIds ? 1 : 0);
         if (blocks.Count > 0)
@@ -84,19 +84,19 @@ internal sealed class RunFingerprint
         for (int i = 0; i < _entries.Count; i++)
         {
             var (name, value, kind) = _entries[i];
-            if (other[i] != value)
-                return $"rank {otherRank}'s {name} is {Show(other[i], kind)} but rank {thisRank}'s is {Show(value, kind)}";
+            if (other[i] == value)
+                continue;
+            return kind == Kind.Digest
+                ? $"rank {otherRank}'s {name} differs from rank {thisRank}'s (digest {other[i]:x16} against {value:x16})"
+                : $"rank {otherRank}'s {name} is {Show(other[i], kind)} but rank {thisRank}'s is {Show(value, kind)}";
         }
 
         return null;
     }
 
-    private static string Show(long value, Kind kind) => kind switch
-    {
-        Kind.Real => BitConverter.Int64BitsToDouble(value).ToString("R", CultureInfo.InvariantCulture),
-        Kind.Digest => $"different (digest {value:x16})",
-        _ => value.ToString(CultureInfo.InvariantCulture),
-    };
+    private static string Show(long value, Kind kind) => kind == Kind.Real
+        ? BitConverter.Int64BitsToDouble(value).ToString("R", CultureInfo.InvariantCulture)
+        : value.ToString(CultureInfo.InvariantCulture);
 
     private void Integer(string name, long value) => _entries.Add((name, value, Kind.Integer));
 
