@@ -237,6 +237,16 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             PositiveInt(nameof(o.NumberOfThreads), n);
         if (o.PeakFlops is { } pf)
             Positive(nameof(o.PeakFlops), pf);
+        if (o.Distributed is { } d)
+        {
+            if (!Enum.IsDefined(d.Mode))
+                throw new ArgumentOutOfRangeException(nameof(o.Distributed), d.Mode, $"Option 'Distributed.Mode' is {(int)d.Mode}; expected Auto, None or Mpi.");
+            if (d.GlobalBatchSize is { } gb)
+                PositiveInt("Distributed.GlobalBatchSize", gb);
+            Positive("Distributed.BucketSizeMegabytes", d.BucketSizeMegabytes);
+            if (d.CollectiveTimeout <= TimeSpan.Zero)
+                throw new ArgumentOutOfRangeException(nameof(o.Distributed), d.CollectiveTimeout, $"Option 'Distributed.CollectiveTimeout' must be positive; got {d.CollectiveTimeout}.");
+        }
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
         o.Lora?.Validate();

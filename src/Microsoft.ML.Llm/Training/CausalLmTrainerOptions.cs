@@ -172,6 +172,13 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public double? PeakFlops { get; set; }
 
+    /// <summary>
+    /// Data-parallel training over MPI: launched as <c>mpirun -np N dotnet app.dll</c>, N processes each train a replica
+    /// on their own rows of every batch and average gradients (see <see cref="DistributedOptions"/>). Null (the default):
+    /// <see cref="DistributedMode.Auto"/> with default settings (data-parallel exactly when launched with more than one rank).
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
     // ---- stopping: whichever limit comes first; with none set, one epoch ----
 
     /// <summary>Optimizer steps.</summary>

@@ -235,7 +235,7 @@ internal sealed class TokenBlocks
     }
 
     /// <summary>The tokens of block <paramref name="row"/> (valid until the next read).</summary>
-    private ReadOnlySpan<int> Tokens(int row)
+    public ReadOnlySpan<int> Tokens(int row)
     {
         Load(row);
         return _tokens;

@@ -194,17 +194,15 @@ internal sealed class LoraParameters : ITrainableParameterSelector
 }
 
 /// <summary>
-/// Makes the gradients of data-parallel replicas equal before clipping and the optimizer step. Today:
-/// <see cref="SingleProcess"/> (nothing to do).
+/// Makes the gradients of data-parallel replicas equal before clipping and the optimizer step:
+/// <see cref="SingleProcess"/> (nothing to do) or <see cref="AllReduceGradients"/> (MPI, Training/Distributed).
 /// </summary>
-/// <remarks>
-/// Next: data parallelism over MPI (MPI.NET over MPICH, docs/ARCHITECTURE.md §5): each rank reads its own share of every batch,
-/// and this seam all-reduces (averages) the gradients, as PyTorch's DDP does, so every rank takes the same step.
-/// </remarks>
 internal interface IGradientSynchronizer
 {
-    /// <summary>Averages the gradients of <paramref name="parameters"/> across replicas, in place.</summary>
-    void Synchronize(IReadOnlyList<Parameter> parameters);
+    /// <summary>Averages <paramref name="gradients"/> (the flat buffer every parameter's <c>.grad</c> is a view of,
+    /// <see cref="FusedAdamW.Gradients"/>) and the step's mean <paramref name="loss"/> (a one-element tensor) across
+    /// replicas, in place, after the backward passes of step <paramref name="step"/> + 1.</summary>
+    void Synchronize(Tensor gradients, Tensor loss, long step);
 }
 
 /// <summary>One process: its gradients are already the whole batch's.</summary>
@@ -212,7 +210,7 @@ internal sealed class SingleProcess : IGradientSynchronizer
 {
     public static readonly SingleProcess Instance = new();
 
-    public void Synchronize(IReadOnlyList<Parameter> parameters)
+    public void Synchronize(Tensor gradients, Tensor loss, long step)
     {
     }
 }
@@ -223,7 +221,7 @@ internal sealed class SingleProcess : IGradientSynchronizer
 /// read on demand from memory-mapped token shards (<see cref="TokenBlocks.IsOnDisk"/>).
 /// </summary>
 /// <remarks>
-/// Next: with data parallelism, each rank reads its own slice of the batch at a position.
+/// With data parallelism each rank reads its own rows of the global batch at a position (rank-strided, disjoint).
 /// </remarks>
 internal interface ITrainingDataSource
 {
@@ -233,16 +231,20 @@ internal interface ITrainingDataSource
     /// <summary>Input tokens per row (the block length − 1).</summary>
     int ContextLength { get; }
 
-    /// <summary>The (B, T) inputs, targets and optional document ids of rows [<paramref name="position"/>,
-    /// <paramref name="position"/> + <paramref name="rowCount"/>) of the stream, on <paramref name="device"/>.</summary>
+    /// <summary>The (B, T) inputs, targets and optional document ids of this replica's <paramref name="rowCount"/> rows of
+    /// the global batch at <paramref name="position"/> (one replica: rows [position, position + rowCount) of the stream),
+    /// on <paramref name="device"/>.</summary>
     (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(long position, int rowCount, Device device);
 }
 
 /// <summary>Token blocks (in memory or on disk), visited in a seeded random order that changes every epoch; the order costs
-/// 4 bytes per block (0.03 bytes per token at context 128), whatever the storage.</summary>
-internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool documentMasking) : ITrainingDataSource
+/// 4 bytes per block (0.03 bytes per token at context 128), whatever the storage. Replica <paramref name="rank"/> of
+/// <paramref name="worldSize"/> reads rows rank, rank + worldSize, … of the global batch of rowCount × worldSize rows at a
+/// position, so the replicas together read exactly the rows one process with their summed batch would.</summary>
+internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool documentMasking, int rank = 0, int worldSize = 1) : ITrainingDataSource
 {
     private readonly EpochPermutations _order = new(seed, blocks.Count);
+    private int[] _global = [];
     private int[] _rows = [];
 
     public int Count => blocks.Count;
@@ -252,8 +254,14 @@ internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool doc
     public (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(long position, int rowCount, Device device)
     {
         if (_rows.Length != rowCount)
+        {
             _rows = new int[rowCount];
-        _order.Fill(position, _rows);
+            _global = new int[rowCount * worldSize];
+        }
+
+        _order.Fill(position, _global);
+        for (int i = 0; i < rowCount; i++)
+            _rows[i] = _global[i * worldSize + rank];
         return blocks.Batch(_rows, device, documentMasking);
     }
 
