@@ -40,6 +40,9 @@ public sealed class AshaTuner : IEarlyStoppingTuner
         _sampler = sampler ?? new RandomSearchTuner(searchSpace, seed);
     }
 
+    /// <summary>The tuner that proposes the configurations.</summary>
+    public ITuner Sampler => _sampler;
+
     /// <summary>The first rung's budget in tokens.</summary>
     public long MinTokens { get; }
 

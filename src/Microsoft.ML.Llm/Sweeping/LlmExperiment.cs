@@ -189,7 +189,8 @@ public sealed class LlmExperiment
             throw new InvalidOperationException("The experiment has no pipeline: call SetPipeline(mlContext.Llm().CreateSweepableEstimator(factory, searchSpace)) before RunAsync.");
         if (_objective.ReadValidation is not null && _validation is null)
             throw new InvalidOperationException($"The objective '{_objective.Name}' is measured on validation data, but SetDataset was given none; pass the validation data or use SweepObjective.FromModel.");
-        bool finiteTuner = _tuner is GridSearchTuner || (_tuner is null && _tunerFactory is not null && _tunerFactory(_pipeline.SearchSpace, 0) is GridSearchTuner);
+        static bool Finite(ITuner? t) => t is GridSearchTuner or AshaTuner { Sampler: GridSearchTuner };
+        bool finiteTuner = Finite(_tuner) || (_tuner is null && _tunerFactory is not null && Finite(_tunerFactory(_pipeline.SearchSpace, 0)));
         if (_maxTrials is null && _timeBudget is null && !finiteTuner)
             throw new InvalidOperationException("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).");
     }
