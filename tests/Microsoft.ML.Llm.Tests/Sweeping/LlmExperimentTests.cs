@@ -236,6 +236,43 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task TheTimeBudgetCutsTheRunningTrialWhoseModelComesBackFromItsCheckpoint()
+    {
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(1e-3, 1e-2, logBase: true) };
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(space, (ctx, p) =>
+                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
+                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
+                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+                    {
+                        Model = GptConfig.Tiny(contextLength: Context),
+                        BatchSize = BatchSize,
+                        LearningRate = p["LearningRate"].AsType<double>(),
+                        MaxSteps = 1_000_000,                // far more than the budget allows
+                        EvaluationInterval = 2,
+                        NumberOfThreads = 1,
+                    })))
+            .SetTrainingTimeInSeconds(4)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        var trial = Assert.Single(experiment.Result.Trials);
+        Assert.Equal(TrialStatus.Stopped, trial.Status);
+        Assert.Equal("sweep time budget", trial.StopReason);
+        Assert.NotEmpty(trial.Curve);
+        Assert.Same(trial, best);
+
+        // The stopped trial's pipeline: refitted with its trainer resumed from the checkpoint written on cancellation
+        // (no step left to take, the best weights restored), so it scores the validation text at the trial's metric.
+        Assert.NotNull(best.Model);
+        Assert.Equal(best.Metric, ml.Llm().Evaluate(best.Model!, validation).Loss, 4);
+        Assert.True(File.Exists(Path.Combine(trial.TrialSettings.Directory, "model.zip")));
+    }
+
+    [Fact]
     public async Task BadSettingsAreRejectedWithClearMessages()
     {
         var ml = new MLContext(seed: 1);
