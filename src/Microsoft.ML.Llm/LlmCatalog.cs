@@ -172,6 +172,20 @@ public sealed class LlmCatalog
         return LanguageModelEvaluator.Evaluate(lm.Model, blocks, options.BatchSize, rows: null, lm.Tokenizer, columns.DocumentMasking);
     }
 
+    /// <summary>
+    /// A hyperparameter sweep over a whole pipeline, shaped like AutoML's <c>mlContext.Auto().CreateExperiment()</c>:
+    /// set the data, the pipeline (<see cref="CreateSweepableEstimator"/>), a tuner and a budget, then
+    /// <see cref="LlmExperiment.RunAsync"/>.
+    /// </summary>
+    public LlmExperiment CreateExperiment() => new(_context);
+
+    /// <summary>
+    /// A pipeline to sweep: <paramref name="factory"/> builds the whole pipeline (tokenizer, packing, trainer) from
+    /// one parameter of <paramref name="searchSpace"/> (AutoML's <c>CreateSweepableEstimator</c>).
+    /// </summary>
+    public SweepableEstimator CreateSweepableEstimator(Func<MLContext, Llm.Sweeping.Parameter, IEstimator<ITransformer>> factory, Llm.Sweeping.SearchSpace searchSpace) =>
+        new(factory, searchSpace);
+
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)
     {
         ArgumentNullException.ThrowIfNull(model);

@@ -37,6 +37,12 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         ValidateOptions(options);
     }
 
+    /// <summary>The options this trainer was created with (read by the sweep, which fits a copy per trial).</summary>
+    internal CausalLmTrainerOptions Options => _options;
+
+    /// <summary>A trainer in the same environment with other options (a sweep trial's copy).</summary>
+    internal CausalLmTrainer WithOptions(CausalLmTrainerOptions options) => new(_env, options);
+
     /// <summary>Checks the column and adds <c>LogLikelihood</c> and <c>Perplexity</c>.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {

@@ -239,4 +239,7 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Ends training at the next step boundary (after writing a checkpoint) with <see cref="OperationCanceledException"/>.
     /// <c>mlContext.Llm().CancelExecution()</c> does the same.</summary>
     public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>A shallow copy (the sweep gives each trial its own budget, seed, directories and progress sink).</summary>
+    internal CausalLmTrainerOptions Clone() => (CausalLmTrainerOptions)MemberwiseClone();
 }

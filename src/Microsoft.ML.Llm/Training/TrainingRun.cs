@@ -365,6 +365,7 @@ internal sealed class TrainingRun : IDisposable
             {
                 Mfu = throughput.Mfu,
                 PeakMemoryBytes = throughput.PeakMemoryBytes,
+                Tokens = s.TokensSeen,
             });
             _lastReportSeconds = now;
             _lastReportTokens = s.TokensSeen;
