@@ -64,7 +64,14 @@ public static class OnnxExporter
             throw new IOException($"The ONNX export folder '{target}' exists and is not empty; choose a new folder (nothing was written).");
         if (!options.IncludeTokenizer)
             tokenizer = null;
-        tokenizer?.CheckHuggingFaceExportable();
+        try
+        {
+            tokenizer?.CheckHuggingFaceExportable();
+        }
+        catch (NotSupportedException e)
+        {
+            throw new NotSupportedException($"The model's tokenizer cannot be written beside the ONNX model: {e.Message} Set OnnxExportOptions.IncludeTokenizer = false to export the model alone (nothing was written).", e);
+        }
 
         string parent = Path.GetDirectoryName(target)!;
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
