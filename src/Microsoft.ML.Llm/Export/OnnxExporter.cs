@@ -177,11 +177,13 @@ public static class OnnxExporter
 
     /// <summary>
     /// genai_config.json as ONNX Runtime GenAI reads it (model.decoder: file, sizes, input and output names; search:
-    /// greedy defaults). GPT-2-style models declare type "gpt2", modern ones "llama".
+    /// greedy defaults). Both styles declare type "llama" (see below).
     /// </summary>
     internal static JsonObject GenAIConfig(GptConfig config, LmTokenizer? tokenizer)
     {
-        int eos = tokenizer?.EndOfTextId ?? 0;
+        // GenAI requires an end-of-sequence id inside the vocabulary; without a tokenizer's end-of-text token the last
+        // id stands in (generation through GenAI then stops when the model emits it).
+        int eos = tokenizer?.EndOfTextId ?? config.ResolvedVocabularySize - 1;
         return new JsonObject
         {
             ["model"] = new JsonObject
@@ -214,12 +216,15 @@ public static class OnnxExporter
                 },
                 ["eos_token_id"] = eos,
                 ["pad_token_id"] = eos,
-                ["type"] = config.Style == GptStyle.Gpt2 ? "gpt2" : "llama",
+                // GenAI's "type" picks its input/output convention, not the architecture: "llama" is its plain
+                // decoder-only loop with separate past key/value tensors, which both styles export; its "gpt2" type
+                // expects the legacy combined past_N tensors (2, B, nh, S, hs) instead.
+                ["type"] = "llama",
                 ["vocab_size"] = config.ResolvedVocabularySize,
             },
             ["search"] = new JsonObject
             {
-                ["diverse_penalty"] = 0.0,
+                ["diversity_penalty"] = 0.0,
                 ["do_sample"] = false,
                 ["early_stopping"] = true,
                 ["length_penalty"] = 1.0,

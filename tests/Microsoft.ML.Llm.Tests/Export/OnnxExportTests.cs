@@ -182,6 +182,35 @@ public sealed class OnnxExportTests : IDisposable
         Assert.True(generated.Distinct().Count() > 1, "a random model that repeats one token proves little");
     }
 
+    [Theory]
+    [InlineData(GptStyle.Gpt2)]
+    [InlineData(GptStyle.Modern)]
+    public void OnnxRuntimeGenAIGeneratesTheTextGeneratorsGreedyTokens(GptStyle style)
+    {
+        using var model = RandomModel(style, seed: 9);
+        var lm = Transformer(model, LmTokenizer.Character(["abcdefghijklmnopqrstuvwxyz ."]));
+        string folder = NewFolder("genai");
+        lm.ExportToOnnx(folder, new OnnxExportOptions { IncludeTokenizer = false });
+        int[] prompt = [3, 1, 4, 1, 5];
+        const int NewTokens = 15;
+        int eos = model.Config.ResolvedVocabularySize - 1;   // the character tokenizer has no end-of-text token: the last id stands in
+        var expected = new MLContext(0).Llm().CreateGenerator(lm).GenerateTokens(prompt, new GenerationOptions { DoSample = false, MaxNewTokens = NewTokens, EosTokenIds = [eos] });
+
+        using var genaiModel = new OnnxRuntimeGenAI.Model(folder);
+        using var parameters = new OnnxRuntimeGenAI.GeneratorParams(genaiModel);
+        parameters.SetSearchOption("max_length", prompt.Length + NewTokens);
+        parameters.SetSearchOption("do_sample", false);
+        using var generator = new OnnxRuntimeGenAI.Generator(genaiModel, parameters);
+        generator.AppendTokens(prompt);
+        while (!generator.IsDone())
+            generator.GenerateNextToken();
+        var sequence = generator.GetSequence(0).ToArray();
+        if (sequence[^1] == eos)
+            sequence = sequence[..^1];   // GenAI keeps the end-of-sequence token; TextGenerator stops before it
+        Assert.Equal([.. prompt, .. expected], sequence);
+        Assert.True(expected.Length >= 5, $"only {expected.Length} tokens were generated");
+    }
+
     private sealed class OnnxRow
     {
         [ColumnName("input_ids"), VectorType(8)]
