@@ -15,6 +15,14 @@ public enum OnnxWeightQuantization
     /// writes (and fuses into its int8 kernels on CPU). About 4× smaller weights; norms, biases and learned positions stay fp32.
     /// </summary>
     Int8,
+
+    /// <summary>
+    /// Blockwise symmetric 8-bit weights (one fp32 scale per <see cref="OnnxExportOptions.BlockSize"/> input weights of
+    /// each output channel) in ONNX Runtime's contrib operator <c>com.microsoft.MatMulNBits</c> (bits 8, accuracy level 4:
+    /// int8 activations, int32 accumulation on CPU). ONNX Runtime only: other runtimes lack the operator. Every linear
+    /// layer's input size must be a multiple of the block size.
+    /// </summary>
+    Int8MatMulNBits,
 }
 
 /// <summary>Options of <see cref="CausalLmTransformer.ExportToOnnx(string, OnnxExportOptions?)"/>.</summary>
@@ -28,6 +36,7 @@ public sealed class OnnxExportOptions
         public const OnnxWeightQuantization Quantization = OnnxWeightQuantization.None;
         public const bool IncludeTokenizer = true;
         public const bool WriteGenAIConfig = true;
+        public const int BlockSize = 32;
 
         /// <summary>Protobuf messages are limited to 2 GiB; above this many bytes of weights they go to an external data file.</summary>
         public const long ExternalDataThreshold = 2L * 1024 * 1024 * 1024 - 64L * 1024 * 1024;
@@ -54,6 +63,12 @@ public sealed class OnnxExportOptions
     /// <summary>How the linear layers' weights are stored; <see cref="OnnxWeightQuantization.None"/> (fp32) by default.</summary>
     public OnnxWeightQuantization Quantization { get; set; } = Defaults.Quantization;
 
+    /// <summary>
+    /// The block size of <see cref="OnnxWeightQuantization.Int8MatMulNBits"/>: a power of two from 16 (MatMulNBits' rule)
+    /// that divides every linear layer's input size; 32 by default. Smaller blocks are more accurate and a little larger.
+    /// </summary>
+    public int BlockSize { get; set; } = Defaults.BlockSize;
+
     /// <summary>Whether the tokenizer's Hugging Face files (tokenizer.json, tokenizer_config.json, ...) are written beside the model (when it has one).</summary>
     public bool IncludeTokenizer { get; set; } = Defaults.IncludeTokenizer;
 
@@ -78,7 +93,13 @@ public sealed class OnnxExportOptions
         if (!Enum.IsDefined(Quantization))
         {
             throw new ArgumentOutOfRangeException(nameof(Quantization), Quantization,
-                Invariant($"OnnxExportOptions.Quantization is {(int)Quantization}; expected {nameof(OnnxWeightQuantization.None)} or {nameof(OnnxWeightQuantization.Int8)}."));
+                Invariant($"OnnxExportOptions.Quantization is {(int)Quantization}; expected {nameof(OnnxWeightQuantization.None)}, {nameof(OnnxWeightQuantization.Int8)} or {nameof(OnnxWeightQuantization.Int8MatMulNBits)}."));
+        }
+
+        if (BlockSize < 16 || (BlockSize & (BlockSize - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BlockSize), BlockSize,
+                Invariant($"OnnxExportOptions.BlockSize is {BlockSize}; MatMulNBits takes a power of two from 16 (16, 32, 64, 128, ...)."));
         }
 
         if (ExternalDataThreshold < 0)

@@ -11,6 +11,7 @@ using System.Text.Json.Nodes;
 using Google.Protobuf;
 using Onnx;
 using static Microsoft.ML.Llm.OnnxGraphBuilder;
+using static System.FormattableString;
 using static TorchSharp.torch;
 using DataType = Onnx.TensorProto.Types.DataType;
 
@@ -110,6 +111,9 @@ public static class OnnxExporter
         }
     }
 
+    /// <summary>ONNX Runtime's contrib operator domain (MatMulNBits).</summary>
+    private const string MicrosoftDomain = "com.microsoft";
+
     /// <summary>The IR version that goes with an opset (onnx/helper.py's VERSION_TABLE).</summary>
     private static long IrVersion(int opset) => opset switch
     {
@@ -130,6 +134,8 @@ public static class OnnxExporter
             Graph = graph,
         };
         proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = options.Opset });
+        if (options.Quantization == OnnxWeightQuantization.Int8MatMulNBits)
+            proto.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
         var config = model.Config;
         foreach (var (key, value) in new (string, string)[]
         {
@@ -256,6 +262,22 @@ public static class OnnxExporter
         return (q.t().contiguous().data<sbyte>().ToArray(), scale.contiguous().data<float>().ToArray());
     }
 
+    /// <summary>
+    /// Blockwise symmetric 8-bit quantization for MatMulNBits: each run of <paramref name="block"/> input weights of an
+    /// output row gets scale max |w| / 127 (1 when all zero); codes are round(w / scale) + 128 (the kernel's default zero
+    /// point) in [1, 255], laid out (out, in / block, block).
+    /// </summary>
+    internal static (byte[] Codes, float[] Scales) QuantizeBlocks(Tensor weight, int block)
+    {
+        using var scope = NewDisposeScope();
+        var w = weight.detach().to(ScalarType.Float32, CPU);
+        var blocks = w.reshape(w.shape[0], w.shape[1] / block, block);                       // (out, in/b, b)
+        var scale = blocks.abs().amax([2]) / 127f;                                            // (out, in/b)
+        scale = where(scale.gt(0), scale, ones_like(scale));
+        var codes = ((blocks / scale.unsqueeze(2)).round().clamp(-127, 127) + 128).to(ScalarType.Byte);
+        return (codes.contiguous().data<byte>().ToArray(), scale.contiguous().data<float>().ToArray());
+    }
+
     private static float[] Floats(Tensor t) => t.detach().to(ScalarType.Float32, CPU).contiguous().data<float>().ToArray();
 
     /// <summary>Writes the graph of one model; one instance per export.</summary>
@@ -280,6 +302,8 @@ public static class OnnxExporter
         }
 
         private bool Int8 => _options.Quantization == OnnxWeightQuantization.Int8;
+
+        private bool NBits => _options.Quantization == OnnxWeightQuantization.Int8MatMulNBits;
 
         private Tensor? Weight(string name) => _state.TryGetValue(name, out var t) ? t : null;
 
@@ -343,25 +367,50 @@ public static class OnnxExporter
             return _g.Graph;
         }
 
-        /// <summary>A linear layer's weight as stored: fp32 (in, out), or int8 (in, out) with per-output-channel scales.</summary>
-        private sealed record LinearWeight(string Values, string? Scales);
+        /// <summary>
+        /// A linear layer's weight as stored: fp32 (in, out); int8 (in, out) with per-output-channel scales; or
+        /// MatMulNBits' uint8 codes (out, in / block, block) with per-block scales (out · in / block).
+        /// </summary>
+        private sealed record LinearWeight(string Values, string? Scales, long In, long Out, bool Blockwise = false);
 
         private LinearWeight HeadWeight(Tensor weight) => StoreLinear("lm_head", weight);
 
         private LinearWeight StoreLinear(string name, Tensor weight)
         {
             long outSize = weight.shape[0], inSize = weight.shape[1];
+            if (NBits)
+            {
+                int block = _options.BlockSize;
+                if (inSize % block != 0)
+                {
+                    throw new ArgumentException(
+                        Invariant($"OnnxExportOptions.BlockSize is {block}, but '{name}' has {inSize} input features, not a multiple of it; MatMulNBits quantizes whole blocks of the input axis. Choose a power of two from 16 that divides every layer's input size (EmbeddingSize {_c}, MLP hidden size {_config.IntermediateSize}), or Quantization = Int8."),
+                        nameof(OnnxExportOptions.BlockSize));
+                }
+
+                var (codes, blockScales) = QuantizeBlocks(weight, block);
+                return new(_g.Initializer(name + ".weight_quantized", codes, outSize, inSize / block, block),
+                    _g.Initializer(name + ".weight_scale", blockScales, outSize * (inSize / block)), inSize, outSize, Blockwise: true);
+            }
+
             if (!Int8)
-                return new(_g.Initializer(name + ".weight", Floats(weight.t()), inSize, outSize), null);
+                return new(_g.Initializer(name + ".weight", Floats(weight.t()), inSize, outSize), null, inSize, outSize);
             var (values, scales) = QuantizeRows(weight);
-            return new(_g.Initializer(name + ".weight_quantized", values, inSize, outSize), _g.Initializer(name + ".weight_scale", scales, outSize));
+            return new(_g.Initializer(name + ".weight_quantized", values, inSize, outSize), _g.Initializer(name + ".weight_scale", scales, outSize), inSize, outSize);
         }
 
         /// <summary>y = x·W (+ b): MatMul in fp32, or DynamicQuantizeLinear → MatMulInteger → ·(x scale · W scales) in int8.</summary>
         private string MatMul(string x, LinearWeight w, Tensor? bias, string? biasName = null)
         {
             string y;
-            if (w.Scales is null)
+            if (w.Blockwise)
+            {
+                // ONNX Runtime's contrib MatMulNBits: 8-bit codes with the default zero point 128 (symmetric);
+                // accuracy_level 4 lets the CPU kernel quantize the activations to int8 and accumulate in int32.
+                y = _g.Ops("MatMulNBits", [x, w.Values, w.Scales!], 1, MicrosoftDomain, Attr("K", w.In), Attr("N", w.Out), Attr("bits", 8L),
+                    Attr("block_size", (long)_options.BlockSize), Attr("accuracy_level", 4L))[0];
+            }
+            else if (w.Scales is null)
             {
                 y = _g.Op("MatMul", [x, w.Values]);
             }
@@ -385,6 +434,17 @@ public static class OnnxExporter
         /// <summary>Token embeddings from the (C, V) output weight (tied): Gather along axis 1, then (B, T, C).</summary>
         private string EmbedFromHead(LinearWeight head, string ids)
         {
+            if (head.Blockwise)
+            {
+                // Rows of the (V, C / block, block) codes, minus the zero point 128, times their blocks' scales.
+                long blocks = _c / _options.BlockSize;
+                string codes = _g.Op("Cast", [_g.Op("Gather", [head.Values, ids])], Attr("to", (long)DataType.Float));      // (B, T, C/b, b)
+                string scales = _g.Op("Reshape", [head.Scales!, _g.Int64s(head.Out, blocks)]);                          // (V, C/b)
+                string rowScales = _g.Op("Unsqueeze", [_g.Op("Gather", [scales, ids]), _g.Int64s(-1)]);                  // (B, T, C/b, 1)
+                string values = _g.Op("Mul", [_g.Op("Sub", [codes, _g.FloatScalar(128f)]), rowScales]);
+                return _g.Op("Reshape", [values, _g.Int64s(0, 0, _c)]);                                                  // (B, T, C)
+            }
+
             string e = _g.Op("Transpose", [_g.Op("Gather", [head.Values, ids], Attr("axis", 1L))], Attr("perm", new long[] { 1, 2, 0 }));
             return Dequantize(e, head.Scales, ids);
         }
@@ -392,11 +452,13 @@ public static class OnnxExporter
         /// <summary>Token embeddings from an untied (V, C) table.</summary>
         private string Embed(Tensor wte, string ids)
         {
+            if (NBits)
+                return EmbedFromHead(StoreLinear("transformer.wte", wte), ids);
             if (!Int8)
                 return _g.Op("Gather", [_g.Initializer("transformer.wte.weight", Floats(wte), _v, _c), ids]);
             var (transposed, scales) = QuantizeRows(wte);                                     // (C, V) values, (V) scales
             var values = _g.Initializer("transformer.wte.weight_quantized", transposed, _c, _v);
-            return EmbedFromHead(new LinearWeight(values, _g.Initializer("transformer.wte.weight_scale", scales, _v)), ids);
+            return EmbedFromHead(new LinearWeight(values, _g.Initializer("transformer.wte.weight_scale", scales, _v), _c, _v), ids);
         }
 
         private string Dequantize(string embedded, string? scales, string ids)

@@ -39,14 +39,18 @@ internal sealed class OnnxGraphBuilder
         Ops(opType, inputs, 1, attributes)[0];
 
     /// <summary>Adds a node with <paramref name="outputCount"/> outputs and returns their (fresh) names.</summary>
-    public string[] Ops(string opType, IEnumerable<string> inputs, int outputCount, params AttributeProto[] attributes)
+    public string[] Ops(string opType, IEnumerable<string> inputs, int outputCount, params AttributeProto[] attributes) =>
+        Ops(opType, inputs, outputCount, "", attributes);
+
+    /// <summary>Adds a node of <paramref name="domain"/> with <paramref name="outputCount"/> outputs and returns their (fresh) names.</summary>
+    public string[] Ops(string opType, IEnumerable<string> inputs, int outputCount, string domain, params AttributeProto[] attributes)
     {
         string baseName = $"/{opType}";
         int n = _counters.TryGetValue(baseName, out int c) ? c : 0;
         _counters[baseName] = n + 1;
         string prefix = n == 0 ? baseName : $"{baseName}_{n}";
         var outputs = Enumerable.Range(0, outputCount).Select(i => $"{prefix}_output_{i}").ToArray();
-        Node(opType, inputs, outputs, attributes, prefix);
+        Node(opType, inputs, outputs, attributes, prefix, domain);
         return outputs;
     }
 
@@ -68,6 +72,10 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Adds an int8 initializer of the given shape.</summary>
     public string Initializer(string name, ReadOnlySpan<sbyte> values, params long[] shape) =>
         Initializer(name, TensorProto.Types.DataType.Int8, MemoryMarshal.AsBytes(values), shape);
+
+    /// <summary>Adds a uint8 initializer of the given shape.</summary>
+    public string Initializer(string name, ReadOnlySpan<byte> values, params long[] shape) =>
+        Initializer(name, TensorProto.Types.DataType.Uint8, values, shape);
 
     /// <summary>Adds an int64 initializer of the given shape.</summary>
     public string Initializer(string name, ReadOnlySpan<long> values, params long[] shape) =>

@@ -253,18 +253,21 @@ public sealed class OnnxExportTests : IDisposable
     }
 
     [Theory]
-    [InlineData(GptStyle.Gpt2)]
-    [InlineData(GptStyle.Modern)]
-    public void Int8WeightsAreAbout4xSmallerAndKeepTheLogitsClose(GptStyle style)
+    [InlineData(GptStyle.Gpt2, OnnxWeightQuantization.Int8)]
+    [InlineData(GptStyle.Modern, OnnxWeightQuantization.Int8)]
+    [InlineData(GptStyle.Gpt2, OnnxWeightQuantization.Int8MatMulNBits)]
+    [InlineData(GptStyle.Modern, OnnxWeightQuantization.Int8MatMulNBits)]
+    public void Int8WeightsAreAbout4xSmallerAndKeepTheLogitsClose(GptStyle style, OnnxWeightQuantization quantization)
     {
         torch.manual_seed(11);
         using var model = new GptModel(Config(style) with { EmbeddingSize = 64 });   // trained-scale weights (std 0.02)
         model.eval();
         string fp32 = NewFolder("fp32"), int8 = NewFolder("int8");
         Transformer(model).ExportToOnnx(fp32, new OnnxExportOptions { WithPastKeyValues = false });
-        Transformer(model).ExportToOnnx(int8, new OnnxExportOptions { WithPastKeyValues = false, Quantization = OnnxWeightQuantization.Int8 });
+        Transformer(model).ExportToOnnx(int8, new OnnxExportOptions { WithPastKeyValues = false, Quantization = quantization, BlockSize = 32 });
         double ratio = (double)new FileInfo(Path.Combine(fp32, OnnxExporter.ModelFileName)).Length / new FileInfo(Path.Combine(int8, OnnxExporter.ModelFileName)).Length;
-        Assert.True(ratio > 3.0, $"fp32 / int8 file size = {ratio:F2}");
+        // Per channel: 1 byte per weight; blocks of 32: 1 + 4/32 bytes. Norms, biases and positions stay fp32 in both.
+        Assert.True(ratio > (quantization == OnnxWeightQuantization.Int8 ? 3.0 : 2.8), $"fp32 / int8 file size = {ratio:F2}");
 
         using var session = new InferenceSession(Path.Combine(int8, OnnxExporter.ModelFileName));
         long[] ids = [1, 5, 9, 13, 17, 21, 25, 29];
@@ -285,6 +288,19 @@ public sealed class OnnxExportTests : IDisposable
         Assert.Equal([2f / 127, 1f, 0.02f / 127], scales, (a, b) => Math.Abs(a - b) < 1e-9);
         // Transposed (in, out): column o holds row o of the weight.
         Assert.Equal(new sbyte[] { 64, 0, 32, -127, 0, 127, 32, 0, -81 }, values);
+    }
+
+    [Fact]
+    public void QuantizeBlocksScalesEachBlockAndOffsetsBy128()
+    {
+        using var scope = NewDisposeScope();
+        var weight = tensor(Enumerable.Range(0, 32).Select(i => i < 16 ? (i - 8) / 8f : (i - 16) / 100f).ToArray(), [1, 32]);   // (out 1, in 32)
+        var (codes, scales) = OnnxExporter.QuantizeBlocks(weight, 16);
+        Assert.Equal([1f / 127, 0.15f / 127], scales, (a, b) => Math.Abs(a - b) < 1e-9);
+        Assert.Equal(128 - 127, codes[0]);        // −1 → −127
+        Assert.Equal(128, codes[8]);              //  0 → 0
+        Assert.Equal(128 + 111, codes[15]);       // 7/8 · 127 = 111.125
+        Assert.Equal(128 + 127, codes[31]);       // 0.15 → 127
     }
 
     [Fact]
@@ -336,9 +352,16 @@ public sealed class OnnxExportTests : IDisposable
         var unwritable = Assert.Throws<IOException>(() => OnnxExporter.Export(model, null, Path.Combine(file, "model")));
         Assert.StartsWith($"Cannot write the ONNX export '{Path.Combine(file, "model")}'", unwritable.Message);
 
+        var blockSize = Assert.Throws<ArgumentOutOfRangeException>(() => OnnxExporter.Export(model, null, NewFolder("block"),
+            new OnnxExportOptions { Quantization = OnnxWeightQuantization.Int8MatMulNBits, BlockSize = 24 }));
+        Assert.Equal("OnnxExportOptions.BlockSize is 24; MatMulNBits takes a power of two from 16 (16, 32, 64, 128, ...). (Parameter 'BlockSize')\nActual value was 24.", blockSize.Message);
+        var dims = Assert.Throws<ArgumentException>(() => OnnxExporter.Export(model, null, NewFolder("dims"),
+            new OnnxExportOptions { Quantization = OnnxWeightQuantization.Int8MatMulNBits, BlockSize = 64 }));
+        Assert.StartsWith("OnnxExportOptions.BlockSize is 64, but 'lm_head' has 32 input features, not a multiple of it", dims.Message);
+
         var character = LmTokenizer.Character(["abc"]);
         var tokenizer = Assert.Throws<NotSupportedException>(() => OnnxExporter.Export(model, character, NewFolder("tok")));
         Assert.Contains("Set OnnxExportOptions.IncludeTokenizer = false", tokenizer.Message, StringComparison.Ordinal);
-        Assert.Equal(2, Directory.GetFileSystemEntries(_temp).Length);   // "full" and "a-file": nothing else was written
+        Assert.Equal(2, Directory.GetFileSystemEntries(_temp).Length);   // "full" and "a-file": nothing else was written (no temporary folders)
     }
 }
