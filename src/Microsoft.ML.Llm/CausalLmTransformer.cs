@@ -358,6 +358,16 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
     public void SaveHuggingFace(string folder, bool includeTokenizer = true) =>
         HuggingFaceCheckpoint.Save(Model, includeTokenizer ? Tokenizer : null, folder);
 
+    /// <summary>
+    /// Exports the model as an ONNX model that ONNX Runtime, ONNX Runtime GenAI and ML.NET's <c>ApplyOnnxModel</c> run
+    /// (see <see cref="OnnxExporter"/>): <c>model.onnx</c>, the tokenizer's Hugging Face files and <c>genai_config.json</c>,
+    /// written under a temporary name, then renamed.
+    /// </summary>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="options">Opset, past key/value inputs, int8 weights; null for the defaults.</param>
+    public void ExportToOnnx(string folder, OnnxExportOptions? options = null) =>
+        OnnxExporter.Export(Model, Tokenizer, folder, options);
+
     /// <summary>Releases the model's native tensors.</summary>
     public void Dispose() => Model.Dispose();
 }
