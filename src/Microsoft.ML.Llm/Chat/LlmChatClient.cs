@@ -282,7 +282,7 @@ public sealed class LlmChatClient : IChatClient
     {
         string prompt = RenderPrompt(messages, options);
         var generation = ToGenerationOptions(options);
-        return new Request(_generator.EncodePrompt(prompt), generation);
+        return new Request(_generator.EncodePrompt(prompt, generation), generation);
     }
 
     // Generates token by token; yields text that can no longer become part of a stop string, cut at the first stop.

@@ -4,11 +4,13 @@ namespace Microsoft.ML.Llm;
 
 public sealed partial class TextGenerator
 {
-    /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate"/> encodes it).</summary>
-    internal int[] EncodePrompt(string prompt)
+    /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate(string, GenerationOptions?)"/>
+    /// prepares and encodes it, long prompts handled by <see cref="GenerationOptions"/>' overflow option).</summary>
+    internal int[] EncodePrompt(string prompt, GenerationOptions options)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        return PromptTokens(prompt);
+        ArgumentNullException.ThrowIfNull(options);
+        return PromptTokens(prompt, options);
     }
 
     /// <summary>
@@ -22,6 +24,18 @@ public sealed partial class TextGenerator
         options.Validate();
         if (prompt.Length == 0)
             throw new ArgumentException("The prompt has no tokens; give at least one token.", nameof(prompt));
-        return GenerateTokensCore(prompt, options);
+        return StreamTokensCore(Decoding.PreparePrompt(_model, prompt, options, nameof(prompt)), options);
+    }
+
+    private IEnumerable<int> StreamTokensCore(int[] prompt, GenerationOptions options)
+    {
+        var sequence = new GeneratedSequence(prompt);
+        using var generator = NewGenerator(options);
+        foreach (var step in Decoding.Sample(_model, [sequence], options, generator, CancellationToken.None))
+        {
+            if (step[0] < 0)
+                yield break;   // end of sequence
+            yield return step[0];
+        }
     }
 }
