@@ -131,7 +131,7 @@ internal sealed class DecodingBatch : IDisposable
     {
         using (Autocast.Enable(_model.Precision))   // the model's precision; logits come back in fp32
         {
-            var logits = _model.forward(idx, _cache!, mask, positions)[.., -1, .._vocabulary];   // (B, V)
+            var logits = _model.forward(idx, _cache!, mask, positions, lastPositionOnly: true)[.., -1, .._vocabulary];   // (B, V)
             var host = logits.to(ScalarType.Float32).cpu().contiguous();
             var result = new float[Rows * _vocabulary];
             MemoryMarshal.Cast<byte, float>(host.bytes).CopyTo(result);
