@@ -30,6 +30,14 @@ if (args.Contains("--batch-steps"))
     torch.manual_seed(1);
     using var gpt2 = new GptModel(GptConfig.Gpt2Small());
     gpt2.eval();
+    torch.manual_seed(1);
+    using var small = new GptModel(GptConfig.ShakespeareChar(65) with { ContextLength = 1024 });
+    small.eval();
+    foreach (int rows in new[] { 1, 8, 1, 8 })
+    {
+        Console.WriteLine($"Shakespeare cached step, {rows} row(s) at position 40: {BatchStepCost(small, rows, 40) * 1000:F2} ms; load {LoadAverage()}");
+    }
+
     foreach (int rows in new[] { 1, 8, 1, 8 })
     {
         Console.WriteLine($"GPT-2 124M cached step, {rows} row(s) at position 40: {BatchStepCost(gpt2, rows, 40) * 1000:F1} ms; load {LoadAverage()}");
@@ -164,17 +172,17 @@ static void Anatomy()
         batch.Prefill([prompt]);
         double step = Median(9, () => Time(() => batch.Step([1])));
         double whole = Time(() => generator.GenerateTokens(prompt, new GenerationOptions { DoSample = false, MaxNewTokens = 100 })) / 100;
-        var sequence = new GeneratedSequence(prompt);
+        var sequences = Enumerable.Range(0, run == 0 ? 1 : 8).Select(_ => new GeneratedSequence(prompt)).ToArray();
         using var rng = new torch.Generator(1);
         var times = new List<double>();
         var watch = Stopwatch.StartNew();
-        foreach (var _ in Decoding.Sample(model, [sequence], new GenerationOptions { DoSample = false, MaxNewTokens = 100 }, rng, CancellationToken.None))
+        foreach (var _ in Decoding.Sample(model, sequences, new GenerationOptions { DoSample = false, MaxNewTokens = 100 }, rng, CancellationToken.None))
         {
             times.Add(watch.Elapsed.TotalMilliseconds);
             watch.Restart();
         }
 
-        Console.WriteLine($"Sample per step: first {times[0]:F2} ms, median {times.Order().ElementAt(times.Count / 2):F3} ms, max {times.Max():F2}, total {times.Sum():F1}");
+        Console.WriteLine($"Sample ({sequences.Length} rows) per step: first {times[0]:F2} ms, median {times.Order().ElementAt(times.Count / 2):F3} ms, max {times.Max():F2}, total {times.Sum():F1}");
         Console.WriteLine($"forward {forward * 1000:F3} ms, DecodingBatch.Step {step * 1000:F3} ms, GenerateTokens per token {whole * 1000:F3} ms; load {LoadAverage()}");
     }
 }
