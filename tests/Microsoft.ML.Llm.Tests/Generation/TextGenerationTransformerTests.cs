@@ -117,6 +117,13 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             Assert.Equal(4, loadedGeneration.BatchSize);
             Assert.Equal("to be", loadedGeneration.Generator.PreparePrompt("TO BE"));   // the normalizer was saved with it
 
+            // Appended after the fitted language model, in one zip with the whole pipeline.
+            ml.Model.Save(_trained.Pipeline.Append(transformer), new MLContext().Data.LoadFromEnumerable(new[] { new TestData.TextRow() }).Schema, path);
+            var whole = (IEnumerable<ITransformer>)fresh.Model.Load(path, out _);
+            var appended = whole.OfType<TextGenerationTransformer>().Single();
+            Assert.Equal(before, Completions(fresh, appended.Transform(PromptData(fresh))));
+            Assert.Equal(5, whole.Count());
+
             // A PredictionEngine generates one row at a time: greedy gives the batched result.
             var greedy = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, new GenerationOptions { DoSample = false, MaxNewTokens = 12 }).Fit(PromptData(ml));
             ml.Model.Save(greedy, PromptData(ml).Schema, path);
