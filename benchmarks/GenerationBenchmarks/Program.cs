@@ -5,7 +5,8 @@
 //   dotnet run -c Release --project benchmarks/GenerationBenchmarks [-- --only shakespeare|gpt2] [--threads N]
 // Printed per model:
 //   - time to first token: Generate with MaxNewTokens = 1 after a 256-token prompt (prefill + one step);
-//   - tokens/s for 1 prompt and for 8 prompts in one batch (32-token prompts);
+//   - tokens/s for 1 prompt and for 8 prompts in one batch (32-token prompts; 128 new tokens, GPT-2 48), end to end and
+//     decode only (without the prefill, timed on its own);
 //   - 256 new tokens after a 256-token prompt with the KV cache (TextGenerator) vs without (a full forward pass of
 //     the whole sequence per token, as generation without a cache does). For GPT-2 the uncached run is estimated from
 //     8 timed full passes at evenly spaced lengths (trapezoid sum over the 256 lengths): all 256 would take minutes;
@@ -23,6 +24,28 @@ int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToStri
 torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
 Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");
+if (args.Contains("--batch-steps"))
+{
+    // The cached step of GPT-2 124M for 1 and for 8 rows: what batching can gain once the prompts are in the cache.
+    torch.manual_seed(1);
+    using var gpt2 = new GptModel(GptConfig.Gpt2Small());
+    gpt2.eval();
+    torch.manual_seed(1);
+    using var small = new GptModel(GptConfig.ShakespeareChar(65) with { ContextLength = 1024 });
+    small.eval();
+    foreach (int rows in new[] { 1, 8, 1, 8 })
+    {
+        Console.WriteLine($"Shakespeare cached step, {rows} row(s) at position 40: {BatchStepCost(small, rows, 40) * 1000:F2} ms; load {LoadAverage()}");
+    }
+
+    foreach (int rows in new[] { 1, 8, 1, 8 })
+    {
+        Console.WriteLine($"GPT-2 124M cached step, {rows} row(s) at position 40: {BatchStepCost(gpt2, rows, 40) * 1000:F1} ms; load {LoadAverage()}");
+    }
+
+    return 0;
+}
+
 if (args.Contains("--anatomy"))
 {
     Anatomy();
@@ -30,8 +53,8 @@ if (args.Contains("--anatomy"))
 }
 
 Console.WriteLine();
-Console.WriteLine("| model | TTFT (256-token prompt) | tokens/s, 1 prompt | tokens/s, 8 prompts | × | 256 new after 256: cached | uncached | × | ms/token at 10 | at 500 | ratio |");
-Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
+Console.WriteLine("| model | TTFT (256-token prompt) | tokens/s, 1 prompt | tokens/s, 8 prompts | × | × decode only | 256 new after 256: cached | uncached | × | ms/token at 10 | at 500 | ratio |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
 if (only is null or "shakespeare")
 {
     Run("Shakespeare char (4L, 4H, 128)", GptConfig.ShakespeareChar(65) with { ContextLength = 1024 }, exactUncached: true);
@@ -61,17 +84,22 @@ static void Run(string name, GptConfig config, bool exactUncached)
     generator.GenerateTokens(Prompt(16), Greedy(4));                                     // warm-up
     double ttft = Median(3, () => Time(() => generator.GenerateTokens(prompt256, Greedy(1))));
 
-    int newTokens = exactUncached ? 128 : 32;
+    int newTokens = exactUncached ? 128 : 48;
     var prompts = Enumerable.Range(0, 8).Select(_ => Prompt(32)).ToArray();
     double single = Time(() => generator.GenerateTokens(prompts[0], Greedy(newTokens)));
     double batched = Time(() => generator.GenerateTokens(prompts, Greedy(newTokens)));
     double singleRate = newTokens / single, batchedRate = 8 * newTokens / batched;
 
+    // Decode only: without the prompts' prefill (and first token), timed on its own.
+    double singlePrefill = Median(3, () => Time(() => generator.GenerateTokens(prompts[0], Greedy(1))));
+    double batchedPrefill = Median(3, () => Time(() => generator.GenerateTokens(prompts, Greedy(1))));
+    double decodeRatio = (8 * (newTokens - 1) / (batched - batchedPrefill)) / ((newTokens - 1) / (single - singlePrefill));
+
     double cached = Time(() => generator.GenerateTokens(prompt256, Greedy(256)));
     double uncached = exactUncached ? Time(() => Uncached(model, prompt256, 256)) : UncachedEstimate(model, prompt256, 256);
 
     double at10 = StepCost(model, Prompt(10)), at500 = StepCost(model, Prompt(500));
-    Console.WriteLine($"| {name} | {ttft * 1000:F0} ms | {singleRate:F1} | {batchedRate:F1} | {batchedRate / singleRate:F2} | {cached:F2} s | {uncached:F2} s{(exactUncached ? "" : " (est.)")} | {uncached / cached:F1} | {at10 * 1000:F2} | {at500 * 1000:F2} | {at500 / at10:F2} |");
+    Console.WriteLine($"| {name} | {ttft * 1000:F0} ms | {singleRate:F1} | {batchedRate:F1} | {batchedRate / singleRate:F2} | {decodeRatio:F2} | {cached:F2} s | {uncached:F2} s{(exactUncached ? "" : " (est.)")} | {uncached / cached:F1} | {at10 * 1000:F2} | {at500 * 1000:F2} | {at500 / at10:F2} |");
 }
 
 // Greedy decoding with a full forward pass of the whole sequence per token: what generation costs without a cache.
@@ -83,7 +111,7 @@ static void Uncached(GptModel model, int[] prompt, int count)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var logits = model.forward(tensor(sequence.ToArray(), new long[] { 1, sequence.Count }))[0, -1, ..vocabulary];
+        var logits = model.ForwardLastPosition(tensor(sequence.ToArray(), new long[] { 1, sequence.Count }))[0, -1, ..vocabulary];
         sequence.Add(logits.argmax().item<long>());
     }
 }
@@ -99,7 +127,7 @@ static double UncachedEstimate(GptModel model, int[] prompt, int count)
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            model.forward(tensor(ids, new long[] { 1, length }))[0, -1].argmax().item<long>();
+            model.ForwardLastPosition(tensor(ids, new long[] { 1, length }))[0, -1].argmax().item<long>();
         });
     }).ToArray();
     double total = 0;
@@ -144,19 +172,35 @@ static void Anatomy()
         batch.Prefill([prompt]);
         double step = Median(9, () => Time(() => batch.Step([1])));
         double whole = Time(() => generator.GenerateTokens(prompt, new GenerationOptions { DoSample = false, MaxNewTokens = 100 })) / 100;
-        var sequence = new GeneratedSequence(prompt);
+        var sequences = Enumerable.Range(0, run == 0 ? 1 : 8).Select(_ => new GeneratedSequence(prompt)).ToArray();
         using var rng = new torch.Generator(1);
         var times = new List<double>();
         var watch = Stopwatch.StartNew();
-        foreach (var _ in Decoding.Sample(model, [sequence], new GenerationOptions { DoSample = false, MaxNewTokens = 100 }, rng, CancellationToken.None))
+        foreach (var _ in Decoding.Sample(model, sequences, new GenerationOptions { DoSample = false, MaxNewTokens = 100 }, rng, CancellationToken.None))
         {
             times.Add(watch.Elapsed.TotalMilliseconds);
             watch.Restart();
         }
 
-        Console.WriteLine($"Sample per step: first {times[0]:F2} ms, median {times.Order().ElementAt(times.Count / 2):F3} ms, max {times.Max():F2}, total {times.Sum():F1}");
+        Console.WriteLine($"Sample ({sequences.Length} rows) per step: first {times[0]:F2} ms, median {times.Order().ElementAt(times.Count / 2):F3} ms, max {times.Max():F2}, total {times.Sum():F1}");
         Console.WriteLine($"forward {forward * 1000:F3} ms, DecodingBatch.Step {step * 1000:F3} ms, GenerateTokens per token {whole * 1000:F3} ms; load {LoadAverage()}");
     }
+}
+
+// The median time of one cached single-token step of a batch of rows after a cache of length positions.
+static double BatchStepCost(GptModel model, int rows, int length)
+{
+    using var cache = new KvCache(model);
+    using (var scope = NewDisposeScope())
+    {
+        model.forward(torch.zeros(rows, length, dtype: ScalarType.Int64), cache);
+    }
+
+    return Median(5, () => Time(() =>
+    {
+        using var scope = NewDisposeScope();
+        model.forward(torch.ones(rows, 1, dtype: ScalarType.Int64), cache)[.., -1].argmax(-1).data<long>().ToArray();
+    }));
 }
 
 static double Time(Action action)

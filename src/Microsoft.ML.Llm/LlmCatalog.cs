@@ -68,7 +68,7 @@ public sealed class LlmCatalog
     /// <summary>
     /// A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the first one in a
     /// chain). Given the whole pipeline, prompts pass through the text transforms that fed the tokenizer's input column
-    /// (<c>NormalizeForLm</c>) before they are tokenized, as the training text did.
+    /// (<c>NormalizeForLm</c>, <c>RedactPii</c>) before they are tokenized, as the training text did.
     /// </summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {
@@ -108,11 +108,11 @@ public sealed class LlmCatalog
     }
 
     /// <summary>
-    /// The normalizers on the path of the text that the (last) tokenizer before the language model read, in pipeline
-    /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> that wrote the column, then its
-    /// own input column, and so on. Filters and language detection do not change the text and are skipped.
+    /// The text transforms on the path of the text that the (last) tokenizer before the language model read, in pipeline
+    /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> or <c>RedactPii</c> that wrote the
+    /// column, then its own input column, and so on. Filters and language detection do not change the text and are skipped.
     /// </summary>
-    internal static IReadOnlyList<Llm.Data.TextNormalizerTransformer> PromptTransforms(IReadOnlyList<ITransformer> before)
+    internal static IReadOnlyList<Llm.Data.Internal.AppendColumnsTransformerBase> PromptTransforms(IReadOnlyList<ITransformer> before)
     {
         int at = before.Count - 1;
         while (at >= 0 && before[at] is not Llm.Data.LmTokenizerTransformer)
@@ -126,13 +126,19 @@ public sealed class LlmCatalog
         }
 
         string column = ((Llm.Data.LmTokenizerTransformer)before[at]).InputColumnName;
-        var found = new List<Llm.Data.TextNormalizerTransformer>();
+        var found = new List<Llm.Data.Internal.AppendColumnsTransformerBase>();
         for (int i = at - 1; i >= 0; i--)
         {
-            if (before[i] is Llm.Data.TextNormalizerTransformer normalizer && normalizer.OutputColumnName == column)
+            (string Output, string Input)? columns = before[i] switch
             {
-                found.Insert(0, normalizer);
-                column = normalizer.InputColumnName;
+                Llm.Data.TextNormalizerTransformer n => (n.OutputColumnName, n.InputColumnName),
+                Llm.Data.PiiRedactorTransformer r => (r.OutputColumnName, r.InputColumnName),
+                _ => null,
+            };
+            if (columns is { } c && c.Output == column)
+            {
+                found.Insert(0, (Llm.Data.Internal.AppendColumnsTransformerBase)before[i]);
+                column = c.Input;
             }
         }
 

@@ -39,7 +39,7 @@ internal sealed class DecodingBatch : IDisposable
     {
         int rows = windows.Count;
         int longest = windows.Max(w => w.Length);
-        _padding = new long[rows];
+        var padding = new long[rows];
         var ids = new long[rows * longest];
         var positions = new long[rows * longest];
         var valid = new bool[rows * longest];
@@ -47,7 +47,7 @@ internal sealed class DecodingBatch : IDisposable
         {
             var window = windows[r].Span;
             int pad = longest - window.Length;
-            _padding[r] = pad;
+            padding[r] = pad;
             for (int j = 0; j < longest; j++)
             {
                 int at = r * longest + j;
@@ -57,8 +57,18 @@ internal sealed class DecodingBatch : IDisposable
             }
         }
 
-        _cache?.Dispose();
-        _cache = new KvCache(_model);
+        // Same batch size (the window slides past the context): reuse the buffers rather than allocate new ones per token.
+        if (_cache is not null && rows == Rows)
+        {
+            _cache.Reset();
+        }
+        else
+        {
+            _cache?.Dispose();
+            _cache = new KvCache(_model);
+        }
+
+        _padding = padding;
         bool padded = _padding.Any(p => p > 0);
         using var scope = NewDisposeScope();
         var device = _model.Device;
@@ -131,7 +141,7 @@ internal sealed class DecodingBatch : IDisposable
     {
         using (Autocast.Enable(_model.Precision))   // the model's precision; logits come back in fp32
         {
-            var logits = _model.forward(idx, _cache!, mask, positions)[.., -1, .._vocabulary];   // (B, V)
+            var logits = _model.forward(idx, _cache!, mask, positions, lastPositionOnly: true)[.., -1, .._vocabulary];   // (B, V)
             var host = logits.to(ScalarType.Float32).cpu().contiguous();
             var result = new float[Rows * _vocabulary];
             MemoryMarshal.Cast<byte, float>(host.bytes).CopyTo(result);

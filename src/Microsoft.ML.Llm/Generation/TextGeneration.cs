@@ -72,10 +72,10 @@ public sealed class TextGenerationOptions
 public sealed class TextGenerationEstimator : IEstimator<TextGenerationTransformer>
 {
     private readonly CausalLmTransformer _languageModel;
-    private readonly IReadOnlyList<TextNormalizerTransformer> _promptTransforms;
+    private readonly IReadOnlyList<AppendColumnsTransformerBase> _promptTransforms;
     private readonly TextGenerationOptions _options;
 
-    internal TextGenerationEstimator(CausalLmTransformer languageModel, IReadOnlyList<TextNormalizerTransformer> promptTransforms, TextGenerationOptions options)
+    internal TextGenerationEstimator(CausalLmTransformer languageModel, IReadOnlyList<AppendColumnsTransformerBase> promptTransforms, TextGenerationOptions options)
     {
         _languageModel = languageModel;
         _promptTransforms = promptTransforms;
@@ -115,7 +115,7 @@ public sealed class TextGenerationEstimator : IEstimator<TextGenerationTransform
 /// </summary>
 /// <remarks>
 /// Prompts pass through the text transforms that the model's pipeline applied to its training text before the
-/// tokenizer (<c>NormalizeForLm</c>), when the estimator was given the whole pipeline. The transformer holds one model:
+/// tokenizer (<c>NormalizeForLm</c>, <c>RedactPii</c>), when the estimator was given the whole pipeline. The transformer holds one model:
 /// do not read two cursors of its output from different threads at the same time.
 /// </remarks>
 public sealed class TextGenerationTransformer : PersistentTransformerBase, ITransformer, IPersistentComponent<TextGenerationTransformer>
@@ -131,7 +131,7 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
     private readonly TextGenerator _generator;
     private readonly object _lock = new();
 
-    internal TextGenerationTransformer(CausalLmTransformer languageModel, IReadOnlyList<TextNormalizerTransformer> promptTransforms, TextGenerationOptions options)
+    internal TextGenerationTransformer(CausalLmTransformer languageModel, IReadOnlyList<AppendColumnsTransformerBase> promptTransforms, TextGenerationOptions options)
         : base(Version)
     {
         LanguageModel = languageModel;
@@ -303,7 +303,7 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
 
     // Binary format (version 0x00010002, the first): OutputColumnName, InputColumnName (string), BatchSize (int32), the
     // GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32). Nested components: "LanguageModel"
-    // (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer) for each prompt transform, in order.
+    // (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or PiiRedactorTransformer) for each prompt transform, in order.
     private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
@@ -338,7 +338,18 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
 
         options.Validate();
         var languageModel = reader.ReadComponent<CausalLmTransformer>("LanguageModel");
-        var transforms = Enumerable.Range(0, count).Select(i => reader.ReadComponent<TextNormalizerTransformer>(Invariant($"PromptTransform{i}"))).ToList();
+        var transforms = new List<AppendColumnsTransformerBase>();
+        for (int i = 0; i < count; i++)
+        {
+            var transform = reader.ReadComponent<AppendColumnsTransformerBase>(Invariant($"PromptTransform{i}"));
+            if (transform is not (TextNormalizerTransformer or PiiRedactorTransformer))
+            {
+                throw new FormatException(Invariant($"The model zip entry 'PromptTransform{i}' holds a {transform.GetType().Name}; expected a TextNormalizerTransformer or PiiRedactorTransformer."));
+            }
+
+            transforms.Add(transform);
+        }
+
         return new TextGenerationTransformer(languageModel, transforms, options);
     }
 }

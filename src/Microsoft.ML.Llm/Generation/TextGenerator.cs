@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.ML.Llm.Data;
+using Microsoft.ML.Llm.Data.Internal;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
@@ -18,7 +19,7 @@ namespace Microsoft.ML.Llm;
 /// </para>
 /// <para>
 /// Prompts first pass through the text transforms the model's pipeline applied to its training text before
-/// tokenization (<c>NormalizeForLm</c>), when the generator was created from the whole pipeline.
+/// tokenization (<c>NormalizeForLm</c>, <c>RedactPii</c>), when the generator was created from the whole pipeline.
 /// Each forward pass runs in its own dispose scope, so native memory does not grow across calls. Not thread-safe:
 /// use one generator per thread (they can share the model).
 /// </para>
@@ -27,9 +28,9 @@ public sealed partial class TextGenerator
 {
     private readonly GptModel _model;
     private readonly LmTokenizer _tokenizer;
-    private readonly IReadOnlyList<TextNormalizerTransformer> _promptTransforms;
+    private readonly IReadOnlyList<AppendColumnsTransformerBase> _promptTransforms;
 
-    internal TextGenerator(GptModel model, LmTokenizer tokenizer, IReadOnlyList<TextNormalizerTransformer>? promptTransforms = null)
+    internal TextGenerator(GptModel model, LmTokenizer tokenizer, IReadOnlyList<AppendColumnsTransformerBase>? promptTransforms = null)
     {
         _model = model;
         _tokenizer = tokenizer;
@@ -41,18 +42,23 @@ public sealed partial class TextGenerator
 
     internal GptModel Model => _model;
 
-    internal IReadOnlyList<TextNormalizerTransformer> PromptTransforms => _promptTransforms;
+    internal IReadOnlyList<AppendColumnsTransformerBase> PromptTransforms => _promptTransforms;
 
     /// <summary>
     /// The prompt as the model sees it: after the text transforms its pipeline applied to the training text before the
-    /// tokenizer (for example <c>NormalizeForLm</c>); unchanged when there are none.
+    /// tokenizer (<c>NormalizeForLm</c>, <c>RedactPii</c>); unchanged when there are none.
     /// </summary>
     public string PreparePrompt(string prompt)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         foreach (var transform in _promptTransforms)
         {
-            prompt = LmTextNormalizer.Normalize(prompt, transform.Options);
+            prompt = transform switch
+            {
+                TextNormalizerTransformer normalizer => LmTextNormalizer.Normalize(prompt, normalizer.Options),
+                PiiRedactorTransformer redactor => PiiRedactor.Redact(prompt, redactor.Options),
+                _ => throw new InvalidOperationException($"{transform.GetType().Name} is not a prompt transform."),
+            };
         }
 
         return prompt;

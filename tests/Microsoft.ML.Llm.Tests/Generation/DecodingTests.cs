@@ -62,6 +62,20 @@ public class DecodingTests
         }
     }
 
+    [Theory]
+    [InlineData(GptStyle.Gpt2)]
+    [InlineData(GptStyle.Modern)]
+    public void TheLastPositionsLogitsAloneEqualTheFullForwardPass(GptStyle style)
+    {
+        using var scope = NewDisposeScope();
+        using var model = GenerationTestModel.Create(style);
+        var idx = tensor(Encode("whether tis nobler").Select(t => (long)t).ToArray(), new long[] { 1, 18 });
+        var full = model.forward(idx).narrow(1, 17, 1);
+        Assert.True(model.ForwardLastPosition(idx).allclose(full, rtol: 0, atol: 1e-5));
+        using var cache = new KvCache(model);
+        Assert.True(model.forward(idx, cache, null, null, lastPositionOnly: true).allclose(full, rtol: 0, atol: 1e-5));
+    }
+
     [Fact]
     public void TopKOfOneEqualsGreedy()
     {

@@ -77,6 +77,28 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
     }
 
     [Fact]
+    public void PromptTransformsFollowTheTokenizersInputColumnBackThroughTheChain()
+    {
+        // Raw → (redact) Clean → (normalize) Text → tokenizer; a normalizer of another column is not on the path.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new { Raw = "Mail ME at someone@example.com", Other = "x" } });
+        var chain = ml.Transforms.Text.RedactPii("Clean", "Raw")
+            .Append(ml.Transforms.Text.NormalizeForLm("Elsewhere", "Other", lowercase: true))
+            .Append(ml.Transforms.Text.NormalizeForLm("Text", "Clean", lowercase: true))
+            .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }))
+            .Fit(data);
+        var transforms = LlmCatalog.PromptTransforms(chain.ToList());
+        Assert.Equal([typeof(PiiRedactorTransformer), typeof(TextNormalizerTransformer)], transforms.Select(t => t.GetType()));
+        Assert.Equal("Text", ((TextNormalizerTransformer)transforms[1]).OutputColumnName);
+
+        using var model = GenerationTestModel.Create();
+        var generator = new TextGenerator(model, GenerationTestModel.Tokenizer, transforms);
+        string prompt = "Mail ME at someone@example.com";
+        Assert.Equal(LmTextNormalizer.Normalize(PiiRedactor.Redact(prompt), new TextNormalizerOptions { Lowercase = true }), generator.PreparePrompt(prompt));
+        Assert.DoesNotContain("someone", generator.PreparePrompt(prompt), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void CompletionsAreBatchedAcrossRowsAndEqualDirectGeneration()
     {
         var ml = new MLContext(seed: 1);
@@ -116,6 +138,13 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             Assert.Equal(["q"], loadedGeneration.GenerationOptions.StopStrings);
             Assert.Equal(4, loadedGeneration.BatchSize);
             Assert.Equal("to be", loadedGeneration.Generator.PreparePrompt("TO BE"));   // the normalizer was saved with it
+
+            // Appended after the fitted language model, in one zip with the whole pipeline.
+            ml.Model.Save(_trained.Pipeline.Append(transformer), new MLContext().Data.LoadFromEnumerable(new[] { new TestData.TextRow() }).Schema, path);
+            var whole = (IEnumerable<ITransformer>)fresh.Model.Load(path, out _);
+            var appended = whole.OfType<TextGenerationTransformer>().Single();
+            Assert.Equal(before, Completions(fresh, appended.Transform(PromptData(fresh))));
+            Assert.Equal(5, whole.Count());
 
             // A PredictionEngine generates one row at a time: greedy gives the batched result.
             var greedy = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, new GenerationOptions { DoSample = false, MaxNewTokens = 12 }).Fit(PromptData(ml));
