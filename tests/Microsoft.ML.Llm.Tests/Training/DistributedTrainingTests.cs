@@ -66,8 +66,14 @@ public sealed class DistributedTrainingTests
             Assert.Equal(["checkpoint-000000005.ckpt"], Directory.GetFiles(dir).Select(Path.GetFileName));
 
             // Both ranks resume from rank 0's checkpoint and continue exactly as the uninterrupted run.
-            var resumed = MpiJob.Run(2, $"--steps 12 --checkpoints {dir} --checkpoint-interval 5 --resume {dir}");
+            string logs = Path.Combine(dir, "logs");
+            var resumed = MpiJob.Run(2, $"--steps 12 --checkpoints {dir} --checkpoint-interval 5 --resume {dir} --logs {logs}");
             Assert.True(resumed.ExitCode == 0, resumed.Output);
+
+            // Rank 0 wrote the logs (one metrics.csv row per step, loss.png) and the checkpoints (the last two kept).
+            Assert.Equal(13, File.ReadAllLines(Path.Combine(logs, "metrics.csv")).Length);
+            Assert.True(File.Exists(Path.Combine(logs, "loss.png")));
+            Assert.Equal(["checkpoint-000000010.ckpt", "checkpoint-000000012.ckpt"], Directory.GetFiles(dir).Select(Path.GetFileName).Order());
             var expected = MpiJob.Losses(reference.Output);
             var actual = MpiJob.Losses(resumed.Output);
             Assert.Equal(12, actual.Count);
