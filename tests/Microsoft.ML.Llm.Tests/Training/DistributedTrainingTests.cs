@@ -119,6 +119,18 @@ public sealed class DistributedTrainingTests
         Assert.Matches(@"the ranks were not started with the same options and data: rank 1's training data first block differs from rank 0's \(digest [0-9a-f]{16} against [0-9a-f]{16}\)\.", data.Output);
     }
 
+    [MpiFact]
+    public void ALauncherThatIsNotMpichsIsRejectedInsteadOfTrainingAlone()
+    {
+        // What a foreign launcher (Open MPI's mpirun starting MPICH processes) amounts to: the environment says 2 ranks,
+        // MPI initialises a world of 1. Without the check each process would silently train alone.
+        var job = MpiJob.Run(0, "--steps 3", environment: new() { ["PMI_SIZE"] = "2", ["PMI_RANK"] = "0" });
+        Assert.NotEqual(0, job.ExitCode);
+        Assert.Contains(
+            "The launcher started 2 processes but MPI (libmpich.so.12) sees a world of 1: the launcher does not belong to the MPI library loaded " +
+            "(Open MPI's mpirun with MPICH?). Launch with MPICH's mpirun.mpich (or mpiexec.hydra).", job.Output);
+    }
+
     [Fact]
     public void AWorldSizeThatDoesNotDivideTheGlobalBatchIsRejected()
     {
@@ -169,9 +181,9 @@ internal static class MpiJob
 {
     public static string? Launcher { get; } = FindOnPath("mpirun.mpich");
 
-    /// <summary>Runs the sample with <paramref name="ranks"/> processes (0: plain <c>dotnet</c>, no launcher); kills it
-    /// after <paramref name="limitSeconds"/>.</summary>
-    public static (int ExitCode, string Output, TimeSpan Elapsed) Run(int ranks, string arguments, int limitSeconds = 120)
+    /// <summary>Runs the sample with <paramref name="ranks"/> processes (0: plain <c>dotnet</c>, no launcher), with
+    /// <paramref name="environment"/> added; kills it after <paramref name="limitSeconds"/>.</summary>
+    public static (int ExitCode, string Output, TimeSpan Elapsed) Run(int ranks, string arguments, int limitSeconds = 120, Dictionary<string, string>? environment = null)
     {
         string dll = SampleDll();
         var start = ranks == 0
@@ -182,6 +194,8 @@ internal static class MpiJob
         start.WorkingDirectory = Path.GetDirectoryName(dll)!;
         foreach (var v in new[] { "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE" })
             start.Environment.Remove(v);
+        foreach (var (name, value) in environment ?? [])
+            start.Environment[name] = value;
         var output = new StringBuilder();
         var clock = Stopwatch.StartNew();
         using var p = new Process { StartInfo = start };
