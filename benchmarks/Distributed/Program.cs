@@ -25,10 +25,11 @@ string self = typeof(Worker).Assembly.Location;
 Console.WriteLine($"Machine: {Environment.OSVersion}, {Environment.ProcessorCount} logical cores, .NET {Environment.Version}; load average {Load()} at start");
 Console.WriteLine($"Model: GPT-2 style, 4 layers, 128 wide, 4 heads, context 64, global batch 12 blocks (nanoGPT's Shakespeare CPU shape), {steps} steps, tokens/s after step 5");
 
+var single = Launch("dotnet", $"{self} --worker {steps} 12 1");
 var one = Launch("dotnet", $"{self} --worker {steps} 12 2");
 var two = Launch("mpirun.mpich", $"-np 2 dotnet {self} --worker {steps} 6 1");
-double t1 = Result(one, "tokens/s"), t2 = Result(two, "tokens/s");
-Console.WriteLine($"| run | tokens/s |\n|---|---|\n| 1 process × 2 threads | {t1:F0} |\n| 2 processes × 1 thread (MPI) | {t2:F0} ({t2 / t1:F2}×) |");
+double t0 = Result(single, "tokens/s"), t1 = Result(one, "tokens/s"), t2 = Result(two, "tokens/s");
+Console.WriteLine($"| run | tokens/s |\n|---|---|\n| 1 process × 1 thread (baseline) | {t0:F0} |\n| 1 process × 2 threads | {t1:F0} ({t1 / t0:F2}×) |\n| 2 processes × 1 thread (MPI) | {t2:F0} ({t2 / t0:F2}×) |");
 
 var probe = Launch("mpirun.mpich", "-np 2 dotnet " + self + " --allreduce");
 double bytes = Result(probe, "bytes"), seconds = Result(probe, "seconds"), latency = Result(probe, "latency");

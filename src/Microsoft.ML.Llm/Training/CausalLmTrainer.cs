@@ -21,6 +21,8 @@ namespace Microsoft.ML.Llm;
 /// gradient accumulation, clipping by global norm. It adds what nanoGPT leaves to the user: validation with early stopping
 /// and best-weight restore, atomic checkpoints with exact resume (same loss curve as an uninterrupted run on CPU),
 /// progress reports, cancellation at step boundaries, a metrics history, CSV and TensorBoard logs.
+/// Under <c>mpirun -np N</c> it trains data-parallel over MPI: N replicas, rank-strided data, gradients averaged
+/// (<see cref="CausalLmTrainerOptions.Distributed"/>, <see cref="DistributedOptions"/>).
 /// The device follows ML.NET's rule: <see cref="MLContext.GpuDeviceId"/> selects a CUDA device; when CUDA is not
 /// available training falls back to the CPU if <see cref="MLContext.FallbackToCpu"/> is true, else it fails.
 /// ]]></format>

@@ -66,8 +66,14 @@ public sealed class DistributedTrainingTests
             Assert.Equal(["checkpoint-000000005.ckpt"], Directory.GetFiles(dir).Select(Path.GetFileName));
 
             // Both ranks resume from rank 0's checkpoint and continue exactly as the uninterrupted run.
-            var resumed = MpiJob.Run(2, $"--steps 12 --checkpoints {dir} --checkpoint-interval 5 --resume {dir}");
+            string logs = Path.Combine(dir, "logs");
+            var resumed = MpiJob.Run(2, $"--steps 12 --checkpoints {dir} --checkpoint-interval 5 --resume {dir} --logs {logs}");
             Assert.True(resumed.ExitCode == 0, resumed.Output);
+
+            // Rank 0 wrote the logs (one metrics.csv row per step, loss.png) and the checkpoints (the last two kept).
+            Assert.Equal(13, File.ReadAllLines(Path.Combine(logs, "metrics.csv")).Length);
+            Assert.True(File.Exists(Path.Combine(logs, "loss.png")));
+            Assert.Equal(["checkpoint-000000010.ckpt", "checkpoint-000000012.ckpt"], Directory.GetFiles(dir).Select(Path.GetFileName).Order());
             var expected = MpiJob.Losses(reference.Output);
             var actual = MpiJob.Losses(resumed.Output);
             Assert.Equal(12, actual.Count);
@@ -111,6 +117,18 @@ public sealed class DistributedTrainingTests
         var data = MpiJob.Run(2, "--steps 5 --mismatch-data-rank 1");
         Assert.NotEqual(0, data.ExitCode);
         Assert.Matches(@"the ranks were not started with the same options and data: rank 1's training data first block differs from rank 0's \(digest [0-9a-f]{16} against [0-9a-f]{16}\)\.", data.Output);
+    }
+
+    [MpiFact]
+    public void ALauncherThatIsNotMpichsIsRejectedInsteadOfTrainingAlone()
+    {
+        // What a foreign launcher (Open MPI's mpirun starting MPICH processes) amounts to: the environment says 2 ranks,
+        // MPI initialises a world of 1. Without the check each process would silently train alone.
+        var job = MpiJob.Run(0, "--steps 3", environment: new() { ["PMI_SIZE"] = "2", ["PMI_RANK"] = "0" });
+        Assert.NotEqual(0, job.ExitCode);
+        Assert.Contains(
+            "The launcher started 2 processes but MPI (libmpich.so.12) sees a world of 1: the launcher does not belong to the MPI library loaded " +
+            "(Open MPI's mpirun with MPICH?). Launch with MPICH's mpirun.mpich (or mpiexec.hydra).", job.Output);
     }
 
     [Fact]
@@ -163,9 +181,9 @@ internal static class MpiJob
 {
     public static string? Launcher { get; } = FindOnPath("mpirun.mpich");
 
-    /// <summary>Runs the sample with <paramref name="ranks"/> processes (0: plain <c>dotnet</c>, no launcher); kills it
-    /// after <paramref name="limitSeconds"/>.</summary>
-    public static (int ExitCode, string Output, TimeSpan Elapsed) Run(int ranks, string arguments, int limitSeconds = 120)
+    /// <summary>Runs the sample with <paramref name="ranks"/> processes (0: plain <c>dotnet</c>, no launcher), with
+    /// <paramref name="environment"/> added; kills it after <paramref name="limitSeconds"/>.</summary>
+    public static (int ExitCode, string Output, TimeSpan Elapsed) Run(int ranks, string arguments, int limitSeconds = 120, Dictionary<string, string>? environment = null)
     {
         string dll = SampleDll();
         var start = ranks == 0
@@ -176,6 +194,8 @@ internal static class MpiJob
         start.WorkingDirectory = Path.GetDirectoryName(dll)!;
         foreach (var v in new[] { "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE" })
             start.Environment.Remove(v);
+        foreach (var (name, value) in environment ?? [])
+            start.Environment[name] = value;
         var output = new StringBuilder();
         var clock = Stopwatch.StartNew();
         using var p = new Process { StartInfo = start };

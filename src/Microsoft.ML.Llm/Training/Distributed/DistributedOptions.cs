@@ -21,6 +21,11 @@ namespace Microsoft.ML.Llm;
 /// is called on every rank with the same report, and every rank's Fit returns the same model (let rank 0 save it:
 /// <see cref="DistributedEnvironment.IsMainProcess"/>). Every rank can resume from rank 0's checkpoints. Cancellation
 /// must be requested on every rank (a rank that stops alone leaves the others to the collective timeout). Validation is split across ranks and reduced; the reported training loss is the mean over all ranks.
+/// With a loss mask or document masking, each rank's loss is the mean over its own targets and the ranks' gradients and
+/// losses are averaged with equal weights (as DDP does), which equals one process's token-weighted mean only when every
+/// rank's rows hold as many targets; without masks (pretraining) they are the same.
+/// </para>
+/// <para>
 /// The engine is MPI: MPI.NET over MPICH's <c>libmpich.so.12</c> on Linux (<c>apt-get install mpich</c>), MS-MPI on Windows.
 /// </para>
 /// </remarks>

@@ -45,6 +45,9 @@ internal static class MpiLibrary
     public static IReadOnlyList<string> Candidates() =>
         Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } path ? [path, .. UnixCandidates] : UnixCandidates;
 
+    /// <summary>The name the MPI library was loaded under, once loaded.</summary>
+    public static string? LoadedLibrary { get; private set; }
+
     /// <summary>Loads the first of <paramref name="candidates"/> that loads, or throws naming every one tried and how
     /// to install MPICH.</summary>
     public static IntPtr Load(IReadOnlyList<string> candidates)
@@ -52,7 +55,10 @@ internal static class MpiLibrary
         foreach (var name in candidates)
         {
             if (NativeLibrary.TryLoad(name, out var handle))
+            {
+                LoadedLibrary = name;
                 return handle;
+            }
         }
 
         throw new DllNotFoundException(

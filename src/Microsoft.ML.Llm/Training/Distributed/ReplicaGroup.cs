@@ -51,6 +51,16 @@ internal static class ReplicaGroups
             return SingleReplica.Instance;
         var world = MpiWorld.Instance;
         world.Timeout = options.CollectiveTimeout;
+        int launched = DistributedEnvironment.WorldSize;
+        if (launched > 1 && world.Size != launched)
+        {
+            // E.g. Open MPI's mpirun starting processes that load MPICH: each would initialise a world of its own and
+            // train alone, silently.
+            throw new InvalidOperationException(
+                $"The launcher started {launched} processes but MPI ({MpiLibrary.LoadedLibrary ?? "msmpi.dll"}) sees a world of {world.Size}: " +
+                "the launcher does not belong to the MPI library loaded (Open MPI's mpirun with MPICH?). Launch with MPICH's mpirun.mpich (or mpiexec.hydra).");
+        }
+
         return new MpiReplicas(world, options);
     }
 
