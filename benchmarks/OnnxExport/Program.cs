@@ -1,4 +1,5 @@
-// ONNX export benchmark, fp32 vs int8 (per-channel symmetric weights, dynamic int8 activations): file size, CPU tokens/s
+// ONNX export benchmark, fp32 vs int8 (per-channel symmetric weights with dynamic int8 activations through
+// DynamicQuantizeLinear + MatMulInteger, and blockwise 8-bit weights through ORT's MatMulNBits): file size, CPU tokens/s
 // of greedy generation through ONNX Runtime with the past/present variant (TorchSharp's TextGenerator beside it), and
 // validation perplexity of the Shakespeare character model after a short training run. The GPT-2 124M shape is random-
 // initialised: size and speed only. The machine is shared: the load average is printed; compare ratios within a run.
@@ -76,7 +77,7 @@ finally
 void Report(string name, GptModel lm, int[][]? validation, int[] prompt, int count, bool tokenizer)
 {
     long fp32Size = 0;
-    foreach (var quantization in new[] { OnnxWeightQuantization.None, OnnxWeightQuantization.Int8 })
+    foreach (var quantization in new[] { OnnxWeightQuantization.None, OnnxWeightQuantization.Int8, OnnxWeightQuantization.Int8MatMulNBits })
     {
         string folder = Path.Combine(root, $"{name.Split(' ')[0]}-{quantization}");
         var clock = Stopwatch.StartNew();
@@ -102,9 +103,16 @@ void Report(string name, GptModel lm, int[][]? validation, int[] prompt, int cou
         }
 
         string ratio = quantization == OnnxWeightQuantization.None ? "" : $"{(double)fp32Size / size:F2}×";
-        Console.WriteLine($"| {name} | ONNX {(quantization == OnnxWeightQuantization.None ? "fp32" : "int8")} (export {exportSeconds:F1} s) | {size / 1e6:F2} | {ratio} | {perplexity} | {best:F1} | | {Load()} |");
+        Console.WriteLine($"| {name} | ONNX {Label(quantization)} (export {exportSeconds:F1} s) | {size / 1e6:F2} | {ratio} | {perplexity} | {best:F1} | | {Load()} |");
     }
 }
+
+static string Label(OnnxWeightQuantization q) => q switch
+{
+    OnnxWeightQuantization.None => "fp32",
+    OnnxWeightQuantization.Int8 => "int8 per-channel, MatMulInteger",
+    _ => "int8 blocks of 32, MatMulNBits",
+};
 
 static double TorchTokensPerSecond(MLContext ml, CausalLmTransformer lm, int[] prompt, int count)
 {

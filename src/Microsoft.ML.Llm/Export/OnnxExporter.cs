@@ -10,8 +10,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
 using Onnx;
-using static Microsoft.ML.Llm.OnnxGraphBuilder;
 using static System.FormattableString;
+using static Microsoft.ML.Llm.OnnxGraphBuilder;
 using static TorchSharp.torch;
 using DataType = Onnx.TensorProto.Types.DataType;
 
