@@ -234,8 +234,8 @@ public sealed class OnnxExportTests : IDisposable
     {
         using var model = RandomModel(GptStyle.Modern, seed: 7);
         string folder = NewFolder("mlnet");
-        Transformer(model).ExportToOnnx(folder, new OnnxExportOptions { WithPastKeyValues = false });
         var ml = new MLContext(0);
+        ml.Llm().ExportToOnnx(Transformer(model), folder, withPastKeyValues: false);   // the catalog's flat overload
         long[][] rows = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 8, 7, 6, 5, 4, 3, 2]];
         long[] positions = [0, 1, 2, 3, 4, 5, 6, 7];
         var data = ml.Data.LoadFromEnumerable(rows.Select(r => new OnnxRow { InputIds = r, AttentionMask = [1, 1, 1, 1, 1, 1, 1, 1], PositionIds = positions }));
