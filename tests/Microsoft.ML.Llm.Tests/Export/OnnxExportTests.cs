@@ -359,6 +359,13 @@ public sealed class OnnxExportTests : IDisposable
             new OnnxExportOptions { Quantization = OnnxWeightQuantization.Int8MatMulNBits, BlockSize = 64 }));
         Assert.StartsWith("OnnxExportOptions.BlockSize is 64, but 'lm_head' has 32 input features, not a multiple of it", dims.Message);
 
+        using (var adapted = RandomModel(GptStyle.Gpt2))
+        {
+            adapted.register_parameter("lora_A", nn.Parameter(zeros(2, 2)));
+            var unknown = Assert.Throws<NotSupportedException>(() => OnnxExporter.Export(adapted, null, NewFolder("lora")));
+            Assert.Equal("The model has weights the ONNX exporter does not know: lora_A; merge adapters into the base weights before exporting.", unknown.Message);
+        }
+
         var character = LmTokenizer.Character(["abc"]);
         var tokenizer = Assert.Throws<NotSupportedException>(() => OnnxExporter.Export(model, character, NewFolder("tok")));
         Assert.Contains("Set OnnxExportOptions.IncludeTokenizer = false", tokenizer.Message, StringComparison.Ordinal);
