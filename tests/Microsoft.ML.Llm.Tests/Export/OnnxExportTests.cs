@@ -332,6 +332,23 @@ public sealed class OnnxExportTests : IDisposable
     }
 
     [Fact]
+    public void TheTokenizersHuggingFaceFilesAreWrittenBesideTheModelAndGenAIReadsThem()
+    {
+        torch.manual_seed(2);
+        using var model = new GptModel(GptConfig.Tiny(vocabularySize: 257, contextLength: 8));
+        var tokenizer = LmTokenizer.Bytes();   // the 256 bytes, then <|endoftext|> = id 256
+        string folder = NewFolder("tokenizer");
+        Transformer(model, tokenizer).ExportToOnnx(folder);
+        Assert.Equal(["genai_config.json", "merges.txt", "model.onnx", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"],
+            Directory.GetFiles(folder).Select(f => Path.GetFileName(f)!).Order().ToArray());
+        var reloaded = LmTokenizer.FromHuggingFace(folder);
+        Assert.Equal(tokenizer.Encode("to be, or not"), reloaded.Encode("to be, or not"));
+        var genai = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, OnnxExporter.GenAIConfigFileName)))!["model"]!;
+        Assert.Equal(256, genai["eos_token_id"]!.GetValue<int>());
+        Assert.Equal(257, genai["vocab_size"]!.GetValue<int>());
+    }
+
+    [Fact]
     public void BadInputThrowsNamingTheOptionOrPath()
     {
         using var model = RandomModel(GptStyle.Gpt2);
