@@ -279,6 +279,20 @@ public sealed class OnnxExportTests : IDisposable
         Assert.True(error > 0, "int8 logits equal fp32 exactly: the weights were not quantized");
     }
 
+    [Theory]
+    [InlineData(18)]
+    [InlineData(21)]
+    public void LaterOpsetsGiveTheSameLogits(int opset)
+    {
+        using var model = RandomModel(GptStyle.Modern);   // RMSNorm: ReduceMean takes its axes as an input from opset 18
+        string folder = NewFolder("opset");
+        OnnxExporter.Export(model, null, folder, new OnnxExportOptions { Opset = opset, WithPastKeyValues = false });
+        using var session = new InferenceSession(Path.Combine(folder, OnnxExporter.ModelFileName));
+        long[] ids = [3, 1, 4, 1, 5, 9];
+        var logits = Run(session, model.Config, ids, [1, 1, 1, 1, 1, 1], [0, 1, 2, 3, 4, 5], 1)["logits"].Values;
+        Assert.True(MaxDifference(logits, TorchLogits(model, ids)) < 1e-4);
+    }
+
     [Fact]
     public void QuantizeRowsIsPerChannelSymmetric()
     {
