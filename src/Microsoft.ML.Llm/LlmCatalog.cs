@@ -192,6 +192,28 @@ public sealed class LlmCatalog
     public SweepableEstimator CreateSweepableEstimator(Func<MLContext, Llm.Sweeping.Parameter, IEstimator<ITransformer>> factory, Llm.Sweeping.SearchSpace searchSpace) =>
         new(factory, searchSpace);
 
+    /// <summary>
+    /// Exports the language model of <paramref name="model"/> (a <see cref="CausalLmTransformer"/> or a chain ending in
+    /// one) to an ONNX folder that ONNX Runtime, ONNX Runtime GenAI and <c>ApplyOnnxModel</c> run; see <see cref="OnnxExporter"/>.
+    /// </summary>
+    /// <param name="model">The trained model or the pipeline holding it.</param>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="withPastKeyValues">Whether to add past/present key-value inputs and outputs for incremental decoding.</param>
+    /// <param name="quantization">How the linear layers' weights are stored (fp32 or int8).</param>
+    public void ExportToOnnx(ITransformer model, string folder, bool withPastKeyValues = OnnxExportOptions.Defaults.WithPastKeyValues,
+        OnnxWeightQuantization quantization = OnnxExportOptions.Defaults.Quantization) =>
+        ExportToOnnx(model, folder, new OnnxExportOptions { WithPastKeyValues = withPastKeyValues, Quantization = quantization });
+
+    /// <summary>Exports the language model of <paramref name="model"/> to an ONNX folder with the given options; see <see cref="OnnxExporter"/>.</summary>
+    /// <param name="model">The trained model or the pipeline holding it.</param>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="options">Opset, past key/value inputs, int8 weights, tokenizer files.</param>
+    public void ExportToOnnx(ITransformer model, string folder, OnnxExportOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        FindLanguageModel(model, out _).ExportToOnnx(folder, options);
+    }
+
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)
     {
         ArgumentNullException.ThrowIfNull(model);

@@ -10,8 +10,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
 using Onnx;
-using static Microsoft.ML.Llm.OnnxGraphBuilder;
 using static System.FormattableString;
+using static Microsoft.ML.Llm.OnnxGraphBuilder;
 using static TorchSharp.torch;
 using DataType = Onnx.TensorProto.Types.DataType;
 
@@ -305,7 +305,17 @@ public static class OnnxExporter
 
         private bool NBits => _options.Quantization == OnnxWeightQuantization.Int8MatMulNBits;
 
-        private Tensor? Weight(string name) => _state.TryGetValue(name, out var t) ? t : null;
+        private readonly HashSet<string> _used = new(StringComparer.Ordinal);
+
+        /// <summary>The state-dict entry <paramref name="name"/>, or null when the model has none (no bias, tied head).</summary>
+        private Tensor? Weight(string name)
+        {
+            _used.Add(name);
+            return _state.TryGetValue(name, out var t) ? t : null;
+        }
+
+        private Tensor Required(string name) => Weight(name)
+            ?? throw new InvalidOperationException($"The model has no weight '{name}', which its configuration implies; the ONNX exporter reads GptModel's own layout.");
 
         public GraphProto Build()
         {
@@ -325,7 +335,7 @@ public static class OnnxExporter
             }
 
             // The output layer's weight, (C, V) for MatMul; tied to the token embedding unless the model has lm_head.
-            var wte = _state["wte.weight"].narrow(0, 0, _v);                                // (V, C)
+            var wte = Required("wte.weight").narrow(0, 0, _v);                                // (V, C)
             var head = HeadWeight(Weight("lm_head.weight")?.narrow(0, 0, _v) ?? wte);
 
             // Token embeddings (B, T, C), + learned positions (GPT-2 style) or rotary angles (modern style).
@@ -333,7 +343,7 @@ public static class OnnxExporter
             string? cos = null, sin = null;
             if (_config.Style == GptStyle.Gpt2)
             {
-                string wpe = _g.Initializer("transformer.wpe.weight", Floats(_state["wpe.weight"]), _config.ContextLength, _c);
+                string wpe = _g.Initializer("transformer.wpe.weight", Floats(Required("wpe.weight")), _config.ContextLength, _c);
                 x = _g.Op("Add", [x, _g.Op("Gather", [wpe, positions])]);
             }
             else
@@ -359,6 +369,15 @@ public static class OnnxExporter
             x = Norm("ln_f", x);
             string logits = MatMul(x, head, bias: null);
             _g.Output(logits, "logits", DataType.Float, "batch_size", "sequence_length", _v);
+
+            // A weight the graph did not read (a LoRA adapter, a layer this exporter does not know) would silently be
+            // missing from the export: refuse instead.
+            var unknown = _state.Keys.Where(k => !_used.Contains(k)).ToList();
+            if (unknown.Count > 0)
+            {
+                throw new NotSupportedException(
+                    $"The model has weights the ONNX exporter does not know: {string.Join(", ", unknown.Take(5))}{(unknown.Count > 5 ? ", ..." : "")}; merge adapters into the base weights before exporting.");
+            }
 
             // Present outputs were declared layer by layer; ONNX Runtime GenAI and Optimum list logits first.
             var outputs = _g.Graph.Output.ToList();
@@ -427,7 +446,7 @@ public static class OnnxExporter
 
         private string Linear(string name, string x)
         {
-            var w = StoreLinear(name, _state[name + ".weight"]);
+            var w = StoreLinear(name, Required(name + ".weight"));
             return MatMul(x, w, Weight(name + ".bias"), name + ".bias");
         }
 
@@ -512,7 +531,7 @@ public static class OnnxExporter
         /// <summary>LayerNorm (GPT-2 style) or RMSNorm (modern style) over the last axis.</summary>
         private string Norm(string name, string x)
         {
-            string weight = _g.Initializer(name + ".weight", Floats(_state[name + ".weight"]), _c);
+            string weight = _g.Initializer(name + ".weight", Floats(Required(name + ".weight")), _c);
             float epsilon = (float)_config.NormEpsilon;
             if (_config.Style == GptStyle.Gpt2)
             {

@@ -234,8 +234,8 @@ public sealed class OnnxExportTests : IDisposable
     {
         using var model = RandomModel(GptStyle.Modern, seed: 7);
         string folder = NewFolder("mlnet");
-        Transformer(model).ExportToOnnx(folder, new OnnxExportOptions { WithPastKeyValues = false });
         var ml = new MLContext(0);
+        ml.Llm().ExportToOnnx(Transformer(model), folder, withPastKeyValues: false);   // the catalog's flat overload
         long[][] rows = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 8, 7, 6, 5, 4, 3, 2]];
         long[] positions = [0, 1, 2, 3, 4, 5, 6, 7];
         var data = ml.Data.LoadFromEnumerable(rows.Select(r => new OnnxRow { InputIds = r, AttentionMask = [1, 1, 1, 1, 1, 1, 1, 1], PositionIds = positions }));
@@ -277,6 +277,20 @@ public sealed class OnnxExportTests : IDisposable
         float error = MaxDifference(logits, want);
         Assert.True(error < 0.05f * spread, $"max |int8 − fp32| = {error}, logit spread {spread}");
         Assert.True(error > 0, "int8 logits equal fp32 exactly: the weights were not quantized");
+    }
+
+    [Theory]
+    [InlineData(18)]
+    [InlineData(21)]
+    public void LaterOpsetsGiveTheSameLogits(int opset)
+    {
+        using var model = RandomModel(GptStyle.Modern);   // RMSNorm: ReduceMean takes its axes as an input from opset 18
+        string folder = NewFolder("opset");
+        OnnxExporter.Export(model, null, folder, new OnnxExportOptions { Opset = opset, WithPastKeyValues = false });
+        using var session = new InferenceSession(Path.Combine(folder, OnnxExporter.ModelFileName));
+        long[] ids = [3, 1, 4, 1, 5, 9];
+        var logits = Run(session, model.Config, ids, [1, 1, 1, 1, 1, 1], [0, 1, 2, 3, 4, 5], 1)["logits"].Values;
+        Assert.True(MaxDifference(logits, TorchLogits(model, ids)) < 1e-4);
     }
 
     [Fact]
@@ -332,6 +346,23 @@ public sealed class OnnxExportTests : IDisposable
     }
 
     [Fact]
+    public void TheTokenizersHuggingFaceFilesAreWrittenBesideTheModelAndGenAIReadsThem()
+    {
+        torch.manual_seed(2);
+        using var model = new GptModel(GptConfig.Tiny(vocabularySize: 257, contextLength: 8));
+        var tokenizer = LmTokenizer.Bytes();   // the 256 bytes, then <|endoftext|> = id 256
+        string folder = NewFolder("tokenizer");
+        Transformer(model, tokenizer).ExportToOnnx(folder);
+        Assert.Equal(["genai_config.json", "merges.txt", "model.onnx", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"],
+            Directory.GetFiles(folder).Select(f => Path.GetFileName(f)!).Order().ToArray());
+        var reloaded = LmTokenizer.FromHuggingFace(folder);
+        Assert.Equal(tokenizer.Encode("to be, or not"), reloaded.Encode("to be, or not"));
+        var genai = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, OnnxExporter.GenAIConfigFileName)))!["model"]!;
+        Assert.Equal(256, genai["eos_token_id"]!.GetValue<int>());
+        Assert.Equal(257, genai["vocab_size"]!.GetValue<int>());
+    }
+
+    [Fact]
     public void BadInputThrowsNamingTheOptionOrPath()
     {
         using var model = RandomModel(GptStyle.Gpt2);
@@ -358,6 +389,13 @@ public sealed class OnnxExportTests : IDisposable
         var dims = Assert.Throws<ArgumentException>(() => OnnxExporter.Export(model, null, NewFolder("dims"),
             new OnnxExportOptions { Quantization = OnnxWeightQuantization.Int8MatMulNBits, BlockSize = 64 }));
         Assert.StartsWith("OnnxExportOptions.BlockSize is 64, but 'lm_head' has 32 input features, not a multiple of it", dims.Message);
+
+        using (var adapted = RandomModel(GptStyle.Gpt2))
+        {
+            adapted.register_parameter("lora_A", nn.Parameter(zeros(2, 2)));
+            var unknown = Assert.Throws<NotSupportedException>(() => OnnxExporter.Export(adapted, null, NewFolder("lora")));
+            Assert.Equal("The model has weights the ONNX exporter does not know: lora_A; merge adapters into the base weights before exporting.", unknown.Message);
+        }
 
         var character = LmTokenizer.Character(["abc"]);
         var tokenizer = Assert.Throws<NotSupportedException>(() => OnnxExporter.Export(model, character, NewFolder("tok")));
