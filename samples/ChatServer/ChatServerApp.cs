@@ -251,17 +251,18 @@ internal sealed class ChatServer
                 }
             }
         }
-        catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return;   // the client went away: generation stopped at the next token, the model is free again
+        }
+        catch (Exception e)
         {
             // The status line is sent: report the error as an event, as OpenAI does mid-stream.
             var error = ChatServerApp.Classify(e);
             await SendAsync(context, error.Body, CancellationToken.None);
         }
-        if (!context.RequestAborted.IsCancellationRequested)
-        {
-            await context.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
-            await context.Response.Body.FlushAsync(CancellationToken.None);
-        }
+        await context.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
+        await context.Response.Body.FlushAsync(CancellationToken.None);
     }
 
     private static async Task SendAsync(HttpContext context, object chunk, CancellationToken cancellationToken)

@@ -125,7 +125,7 @@ public sealed class LlmChatClient : IChatClient
     /// overridden by <paramref name="options"/>, plus the stop strings and end-of-text id the client adds.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A chat option is outside the range a model accepts (names the option and value).</exception>
-    /// <exception cref="NotSupportedException">The options ask for tools or a frequency or presence penalty.</exception>
+    /// <exception cref="NotSupportedException">The options ask for tools, JSON output, or a frequency or presence penalty.</exception>
     public GenerationOptions ToGenerationOptions(ChatOptions? options)
     {
         var generation = Copy(_baseOptions);
@@ -133,6 +133,8 @@ public sealed class LlmChatClient : IChatClient
         {
             if (options.Tools is { Count: > 0 })
                 throw new NotSupportedException(Invariant($"ChatOptions.Tools holds {options.Tools.Count} tools; LlmChatClient does not call tools."));
+            if (options.ResponseFormat is ChatResponseFormatJson)
+                throw new NotSupportedException("ChatOptions.ResponseFormat asks for JSON; LlmChatClient generates free text only (ChatResponseFormat.Text).");
             if (options.FrequencyPenalty is { } frequency && frequency != 0)
                 throw new NotSupportedException(Invariant($"ChatOptions.FrequencyPenalty is {frequency}; LlmChatClient supports 0 only (use GenerationOptions.RepetitionPenalty)."));
             if (options.PresencePenalty is { } presence && presence != 0)

@@ -171,6 +171,8 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
             Assert.Throws<ArgumentOutOfRangeException>(() => client.ToGenerationOptions(new ChatOptions { Seed = 1L << 40 })).Message);
         Assert.Equal("ChatOptions.FrequencyPenalty is 0.5; LlmChatClient supports 0 only (use GenerationOptions.RepetitionPenalty).",
             Assert.Throws<NotSupportedException>(() => client.ToGenerationOptions(new ChatOptions { FrequencyPenalty = 0.5f })).Message);
+        Assert.Equal("ChatOptions.ResponseFormat asks for JSON; LlmChatClient generates free text only (ChatResponseFormat.Text).",
+            Assert.Throws<NotSupportedException>(() => client.ToGenerationOptions(new ChatOptions { ResponseFormat = ChatResponseFormat.Json })).Message);
         Assert.Equal("ChatOptions.StopSequences[0] is empty; expected a non-empty string. (Parameter 'options')",
             Assert.Throws<ArgumentException>(() => client.ToGenerationOptions(new ChatOptions { StopSequences = [""] })).Message);
         Assert.Equal(0, client.ToGenerationOptions(new ChatOptions { PresencePenalty = 0 }).TopK);

@@ -181,6 +181,8 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
             "messages[0].content[0]", null, "messages[0].content[0] has type 'image_url'; this server accepts text parts only.");
         await ExpectError("/v1/chat/completions", """{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}""", 404, "model", "model_not_found",
             "The model 'gpt-4o' does not exist; this server serves 'tiny-chat'.");
+        await ExpectError("/v1/chat/completions", """{"model":"tiny-chat","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}""", 400,
+            "response_format", null, "response_format type 'json_object' is not supported by this server; it generates free text.");
         await ExpectError("/v1/completions", """{"model":"tiny-chat","prompt":["a","b"]}""", 400, "prompt", null, "prompt is a JSON array of 2 items; this server accepts one prompt string per request.");
         await ExpectError("/v1/completions", """{"model":"tiny-chat","prompt":"x","temperature":"hot"}""", 400, "temperature", null, "temperature is the string \"hot\"; expected a number from 0 to 2.");
         string longPrompt = new('a', ChatServerFixture.MaxPromptTokens + 1);
@@ -217,6 +219,23 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         var results = await Task.WhenAll(tasks);
         Assert.Equal(16, results.Length);
         Assert.All(results, r => Assert.Equal(expected[r.question], r.Text));
+    }
+
+    [Fact]
+    public async Task AClientThatLeavesMidStreamFreesTheModelForTheNext()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StringContent("""{"model":"tiny-chat","messages":[{"role":"user","content":"the mind"}],"max_tokens":64,"stream":true}""", Encoding.UTF8, "application/json"),
+            };
+            using var response = await server.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: {", await reader.ReadLineAsync(), StringComparison.Ordinal);
+        }   // disposed after the first event: the connection is dropped
+        using var ok = await PostAsync("/v1/completions", """{"model":"tiny-chat","prompt":"to be","max_tokens":5,"temperature":0}""", HttpStatusCode.OK);
+        Assert.Equal(server.Reference.Generate("to be", server.Greedy(5)), ok.RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
     }
 
     [Fact]
