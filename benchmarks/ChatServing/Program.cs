@@ -41,7 +41,7 @@ await using var app = ChatServerApp.Build(new ChatServerOptions
     MaxTokens = newTokens,
     DefaultChatMaxTokens = Math.Min(newTokens, ChatServerOptions.Defaults.DefaultChatMaxTokens),
     DefaultCompletionMaxTokens = Math.Min(newTokens, ChatServerOptions.Defaults.DefaultCompletionMaxTokens),
-});
+}, ["--Logging:LogLevel:Default=Warning"]);
 await app.StartAsync();
 using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
 

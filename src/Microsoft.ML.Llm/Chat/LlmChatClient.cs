@@ -36,15 +36,16 @@ namespace Microsoft.ML.Llm;
 /// </para>
 /// <para>
 /// Thread safety: a TorchSharp model must not run two forward passes at once, so requests to every
-/// <see cref="LlmChatClient"/> over the same <see cref="TextGenerator"/> are served one at a time, in order of arrival;
-/// concurrent callers wait (asynchronously). Don't call the generator itself while a client over it is busy.
+/// <see cref="LlmChatClient"/> over the same trained model (whatever generator they were made with) are served one at a
+/// time, in order of arrival; concurrent callers wait (asynchronously). Don't call a generator of that model directly
+/// while a client over it is busy.
 /// </para>
 /// </remarks>
 public sealed class LlmChatClient : IChatClient
 {
-    // One gate per generator: clients over the same generator (a chat client and a raw-completion client in a server)
-    // share it.
-    private static readonly ConditionalWeakTable<TextGenerator, SemaphoreSlim> Gates = new();
+    // One gate per model: clients over the same model (a chat client and a raw-completion client in a server, or two
+    // generators made from one trained model) share it.
+    private static readonly ConditionalWeakTable<GptModel, SemaphoreSlim> Gates = new();
 
     private readonly TextGenerator _generator;
     private readonly GenerationOptions _baseOptions;
@@ -68,7 +69,7 @@ public sealed class LlmChatClient : IChatClient
         UseTemplateStopStrings = options.UseTemplateStopStrings;
         StopAtEndOfText = options.StopAtEndOfText;
         Metadata = new ChatClientMetadata(nameof(LlmChatClient), providerUri: null, defaultModelId: ModelId);
-        _gate = Gates.GetValue(generator, _ => new SemaphoreSlim(1, 1));
+        _gate = Gates.GetValue(generator.Model, _ => new SemaphoreSlim(1, 1));
     }
 
     /// <summary>The generator that writes the replies.</summary>

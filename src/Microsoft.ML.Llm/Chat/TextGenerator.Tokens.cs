@@ -4,6 +4,9 @@ namespace Microsoft.ML.Llm;
 
 public sealed partial class TextGenerator
 {
+    /// <summary>The model this generator runs: generators made from the same trained model share it.</summary>
+    internal GptModel Model => _model;
+
     /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate"/> encodes it).</summary>
     internal int[] EncodePrompt(string prompt)
     {

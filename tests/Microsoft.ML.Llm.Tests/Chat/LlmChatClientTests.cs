@@ -229,7 +229,9 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     public async Task ConcurrentRequestsAreServedOneAtATimeWithTheSameResults()
     {
         using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
-        using var other = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });   // another client, another generator
+        // Another client with another generator over the same model: both wait for the same gate.
+        using var other = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
+        Assert.NotSame(client.Generator, other.Generator);
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 20 };
         string alone = (await client.GetResponseAsync(Question, options)).Text;
         var tasks = Enumerable.Range(0, 6).Select(i => (i % 2 == 0 ? client : other).GetResponseAsync(Question, options)).ToArray();

@@ -48,7 +48,7 @@ public sealed class ChatServerFixture : IAsyncLifetime
             MaxPromptTokens = MaxPromptTokens,
             MaxRequestBodyBytes = MaxRequestBodyBytes,
             TimeoutSeconds = 120,
-        });
+        }, ["--Logging:LogLevel:Default=Warning"]);
         await _app.StartAsync();
         BaseAddress = new Uri(_app.Urls.Single());
         Http.BaseAddress = BaseAddress;
@@ -241,7 +241,7 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
     [Fact]
     public async Task CommandLineOptionsConfigureTheServer()
     {
-        await using (var app = ChatServerApp.Build(["--model", server.ZipPath, "--model-id", "from-args", "--urls", "http://127.0.0.1:0", "--max-tokens", "8", "--template", "chatml"]))
+        await using (var app = ChatServerApp.Build(["--model", server.ZipPath, "--model-id", "from-args", "--urls", "http://127.0.0.1:0", "--max-tokens", "8", "--template", "chatml", "--Logging:LogLevel:Default=Warning"]))
         {
             await app.StartAsync();
             using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
