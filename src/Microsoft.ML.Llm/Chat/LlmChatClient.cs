@@ -285,7 +285,7 @@ public sealed class LlmChatClient : IChatClient
     {
         string prompt = RenderPrompt(messages, options);
         var generation = ToGenerationOptions(options);
-        return new Request(_generator.EncodePrompt(prompt), generation);
+        return new Request(_generator.EncodePrompt(prompt, generation), generation);
     }
 
     // Generates token by token; yields text that can no longer become part of a stop string, cut at the first stop.
@@ -296,7 +296,7 @@ public sealed class LlmChatClient : IChatClient
         string text = "";
         int emitted = 0;
         request.FinishReason = ChatFinishReason.Length;
-        using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options).GetEnumerator())
+        using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options, cancellationToken).GetEnumerator())
         {
             while (true)
             {

@@ -8,9 +8,12 @@ public sealed partial class TextGenerator
     internal GptModel Model => _model;
 
     /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate"/> encodes it).</summary>
-    internal int[] EncodePrompt(string prompt)
+    /// <param name="prompt">The prompt text.</param>
+    /// <param name="options">The settings it will be generated with (kept for prompt preparation that depends on them).</param>
+    internal int[] EncodePrompt(string prompt, GenerationOptions options)
     {
         ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(options);
         return PromptTokens(prompt);
     }
 
@@ -18,8 +21,10 @@ public sealed partial class TextGenerator
     /// The ids generated after <paramref name="prompt"/>, one at a time, lazily: an end-of-sequence id ends the stream and
     /// is not yielded. Disposing the enumerator stops generation and frees its cache.
     /// </summary>
-    internal IEnumerable<int> StreamTokens(int[] prompt, GenerationOptions options)
+    internal IEnumerable<int> StreamTokens(int[] prompt, GenerationOptions options, CancellationToken cancellation = default)
     {
+        // The caller checks the token between tokens; the core loop of this version takes none.
+        _ = cancellation;
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
