@@ -222,14 +222,19 @@ internal sealed class ChatServer
     // then "data: [DONE]".
     private async Task StreamAsync(HttpContext context, LlmChatClient client, IList<ChatMessage> messages, GenerationRequest request, bool chat, CancellationToken cancellationToken)
     {
+        // The first update (after the wait for the model and the first token) comes before the status line: a failure
+        // up to there still gets its 4xx status and JSON body.
+        await using var updates = client.GetStreamingResponseAsync(messages, request.Options, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        bool more = await updates.MoveNextAsync();
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
         bool first = true;
         try
         {
-            await foreach (var update in client.GetStreamingResponseAsync(messages, request.Options, cancellationToken))
+            for (; more; more = await updates.MoveNextAsync())
             {
+                var update = updates.Current;
                 string id = chat ? update.ResponseId! : CompletionId(update.ResponseId);
                 long created = update.CreatedAt?.ToUnixTimeSeconds() ?? 0;
                 string? finish = update.FinishReason is null ? null : Finish(update.FinishReason);

@@ -30,6 +30,9 @@ public sealed class ChatServerFixture : IAsyncLifetime
 
     public TextGenerator Reference { get; private set; } = null!;
 
+    /// <summary>The zip loaded separately from the server's copy.</summary>
+    public ITransformer ReferenceModel { get; private set; } = null!;
+
     public HttpClient Http { get; } = new();
 
     public async Task InitializeAsync()
@@ -37,7 +40,8 @@ public sealed class ChatServerFixture : IAsyncLifetime
         var trained = new ChatModelFixture();
         trained.Ml.Model.Save(trained.Model, null, _zip);
         var ml = new MLContext(seed: 3);
-        Reference = ml.Llm().CreateGenerator(ml.Model.Load(_zip, out _));
+        ReferenceModel = ml.Model.Load(_zip, out _);
+        Reference = ml.Llm().CreateGenerator(ReferenceModel);
         _app = ChatServerApp.Build(new ChatServerOptions
         {
             ModelPath = _zip,
@@ -236,6 +240,43 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         }   // disposed after the first event: the connection is dropped
         using var ok = await PostAsync("/v1/completions", """{"model":"tiny-chat","prompt":"to be","max_tokens":5,"temperature":0}""", HttpStatusCode.OK);
         Assert.Equal(server.Reference.Generate("to be", server.Greedy(5)), ok.RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
+    }
+
+    [Fact]
+    public async Task ARequestThatWaitsPastTheTimeLimitGets408()
+    {
+        // A second server over the reference model itself, with a 1 s limit. A chat client over the same model holds it
+        // (a stream suspended after its first piece keeps its turn), so the server's request waits in the queue.
+        await using var app = ChatServerApp.Build(new ChatServerOptions
+        {
+            Model = server.ReferenceModel,
+            ModelId = "held",
+            Urls = "http://127.0.0.1:0",
+            TimeoutSeconds = 1,
+        }, ["--Logging:LogLevel:Default=Warning"]);
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        using var holder = new MLContext().Llm().CreateChatClient(server.ReferenceModel);
+        await using (var held = holder.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "to be")], new ChatOptions { MaxOutputTokens = 10 }).GetAsyncEnumerator())
+        {
+            Assert.True(await held.MoveNextAsync());
+            foreach (bool stream in (bool[])[false, true])
+            {
+                using var content = new StringContent($$"""{"model":"held","prompt":"to be","max_tokens":3,"stream":{{(stream ? "true" : "false")}}}""", Encoding.UTF8, "application/json");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                using var response = await http.PostAsync("/v1/completions", content);
+                Assert.Equal(HttpStatusCode.RequestTimeout, response.StatusCode);
+                Assert.InRange(clock.Elapsed.TotalSeconds, 0.9, 30);
+                using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                Assert.Equal("The request took longer than the server's limit of 1 s.", json.RootElement.GetProperty("error").GetProperty("message").GetString());
+                Assert.Equal("timeout", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+            }
+        }
+        // The holder has let go: the same request is served.
+        using var again = new StringContent("""{"model":"held","prompt":"to be","max_tokens":3}""", Encoding.UTF8, "application/json");
+        using var ok = await http.PostAsync("/v1/completions", again);
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        await app.StopAsync();
     }
 
     [Fact]
