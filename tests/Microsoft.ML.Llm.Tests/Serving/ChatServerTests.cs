@@ -196,6 +196,13 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         await ExpectError("/v1/completions", $$"""{"model":"tiny-chat","prompt":"{{huge}}"}""", 413, null, "request_too_large", "The request body is too large");
         await ExpectError("/v1/embeddings", "{}", 404, null, "unknown_url", "Unknown request: POST /v1/embeddings.");
 
+        using (var get = await server.Http.GetAsync("/v1/chat/completions"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, get.StatusCode);
+            using var json = JsonDocument.Parse(await get.Content.ReadAsStringAsync());
+            Assert.StartsWith("Unknown request: GET /v1/chat/completions.", json.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
+
         // The server still answers after all that.
         using var ok = await PostAsync("/v1/completions", """{"model":"tiny-chat","prompt":"to be","max_tokens":3}""", HttpStatusCode.OK);
         Assert.Equal(3, ok.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
