@@ -4,17 +4,13 @@ namespace Microsoft.ML.Llm;
 
 public sealed partial class TextGenerator
 {
-    /// <summary>The model this generator runs: generators made from the same trained model share it.</summary>
-    internal GptModel Model => _model;
-
-    /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate"/> encodes it).</summary>
-    /// <param name="prompt">The prompt text.</param>
-    /// <param name="options">The settings it will be generated with (kept for prompt preparation that depends on them).</param>
+    /// <summary>The token ids the generator starts from for <paramref name="prompt"/> (as <see cref="Generate(string, GenerationOptions?)"/>
+    /// prepares and encodes it, long prompts handled by <see cref="GenerationOptions"/>' overflow option).</summary>
     internal int[] EncodePrompt(string prompt, GenerationOptions options)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(options);
-        return PromptTokens(prompt);
+        return PromptTokens(prompt, options);
     }
 
     /// <summary>
@@ -23,13 +19,23 @@ public sealed partial class TextGenerator
     /// </summary>
     internal IEnumerable<int> StreamTokens(int[] prompt, GenerationOptions options, CancellationToken cancellation = default)
     {
-        // The caller checks the token between tokens; the core loop of this version takes none.
-        _ = cancellation;
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (prompt.Length == 0)
             throw new ArgumentException("The prompt has no tokens; give at least one token.", nameof(prompt));
-        return GenerateTokensCore(prompt, options);
+        return StreamTokensCore(Decoding.PreparePrompt(_model, prompt, options, nameof(prompt)), options, cancellation);
+    }
+
+    private IEnumerable<int> StreamTokensCore(int[] prompt, GenerationOptions options, CancellationToken cancellation)
+    {
+        var sequence = new GeneratedSequence(prompt);
+        using var generator = NewGenerator(options);
+        foreach (var step in Decoding.Sample(_model, [sequence], options, generator, cancellation))
+        {
+            if (step[0] < 0)
+                yield break;   // end of sequence
+            yield return step[0];
+        }
     }
 }

@@ -26,4 +26,28 @@ internal static class HostAccess
 
     /// <summary>Writes a warning to the channel.</summary>
     public static void Warning(IChannel channel, string message) => channel.Warning(MessageSensitivity.None, message);
+
+    /// <summary>
+    /// The estimators of an <see cref="EstimatorChain{TLastTransformer}"/>, nested chains flattened, in order; any other
+    /// estimator as itself. ML.NET keeps the chain's array private (<c>_estimators</c>); the sweep fits a chain one
+    /// estimator at a time so the trainer can see the validation data through the transforms fitted before it.
+    /// </summary>
+    public static IEnumerable<IEstimator<ITransformer>> FlattenEstimators(IEstimator<ITransformer> estimator)
+    {
+        var type = estimator.GetType();
+        if (type.IsGenericType && type.GetGenericTypeDefinition() == typeof(EstimatorChain<>))
+        {
+            var field = type.GetField("_estimators", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)
+                ?? throw new InvalidOperationException("This ML.NET version's EstimatorChain has no '_estimators' field; the sweep cannot read the pipeline's steps.");
+            foreach (var inner in (IEstimator<ITransformer>[])field.GetValue(estimator)!)
+            {
+                foreach (var e in FlattenEstimators(inner))
+                    yield return e;
+            }
+
+            yield break;
+        }
+
+        yield return estimator;
+    }
 }

@@ -83,6 +83,13 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public InitialModel? InitialModel { get; set; }
 
+    /// <summary>
+    /// LoRA fine-tuning (see <see cref="LoraOptions"/>): when set, the base weights are frozen and only low-rank adapters on
+    /// the targeted layers train, so the optimizer keeps moments for the adapters alone. Null (the default): every weight
+    /// trains. Usually combined with <see cref="InitialModel"/>.
+    /// </summary>
+    public LoraOptions? Lora { get; set; }
+
     // ---- optimization ----
 
     /// <summary>Blocks per micro-batch.</summary>
@@ -165,6 +172,13 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public double? PeakFlops { get; set; }
 
+    /// <summary>
+    /// Data-parallel training over MPI: launched as <c>mpirun -np N dotnet app.dll</c>, N processes each train a replica
+    /// on their own rows of every batch and average gradients (see <see cref="DistributedOptions"/>). Null (the default):
+    /// <see cref="DistributedMode.Auto"/> with default settings (data-parallel exactly when launched with more than one rank).
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
     // ---- stopping: whichever limit comes first; with none set, one epoch ----
 
     /// <summary>Optimizer steps.</summary>
@@ -225,4 +239,7 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Ends training at the next step boundary (after writing a checkpoint) with <see cref="OperationCanceledException"/>.
     /// <c>mlContext.Llm().CancelExecution()</c> does the same.</summary>
     public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>A shallow copy (the sweep gives each trial its own budget, seed, directories and progress sink).</summary>
+    internal CausalLmTrainerOptions Clone() => (CausalLmTrainerOptions)MemberwiseClone();
 }

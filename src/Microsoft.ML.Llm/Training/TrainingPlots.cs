@@ -90,6 +90,13 @@ public static class TrainingPlots
         }
     }
 
+    /// <summary>Sets the bundled font on <paramref name="plot"/> (the sweep's pictures use it too).</summary>
+    internal static void UseBundledFont(Plot plot)
+    {
+        _ = s_fontRegistered.Value;
+        plot.Font.Set(FontName);
+    }
+
     private static bool RegisterFont()
     {
         Fonts.FontResolvers.Add(new EmbeddedFontResolver());

@@ -17,6 +17,9 @@ public sealed record TrainingProgress(long Step, double Epoch, double Loss, doub
     /// precision (see <see cref="TrainingMetrics.Mfu"/>); NaN when the peak is unknown.</summary>
     public double Mfu { get; init; } = double.NaN;
 
+    /// <summary>Training tokens (inputs) processed so far (across resumes).</summary>
+    public long Tokens { get; init; }
+
     /// <summary>The process's peak resident memory so far, in bytes.</summary>
     public long PeakMemoryBytes { get; init; }
 }

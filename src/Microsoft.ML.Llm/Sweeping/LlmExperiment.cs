@@ -1,0 +1,600 @@
+using System.Diagnostics;
+using System.Reflection;
+using Microsoft.ML.Llm.Internal;
+using Microsoft.ML.Llm.Sweeping;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>
+/// A hyperparameter sweep over a whole language-model pipeline, shaped like ML.NET AutoML's <c>AutoMLExperiment</c>:
+/// <c>mlContext.Llm().CreateExperiment()</c>, then <see cref="SetDataset"/>, <see cref="SetPipeline(SweepableEstimator)"/>,
+/// a tuner (<see cref="SetTuner"/> or one of the <c>Set…Tuner</c> shortcuts), budgets (<see cref="SetMaxTrials"/>,
+/// <see cref="SetTrainingTimeInSeconds"/>, <see cref="SetMaxTokens"/>), <see cref="SetObjective"/>, and
+/// <see cref="RunAsync"/>, which returns the best trial (its fitted pipeline in <see cref="TrialResult.Model"/>).
+/// </summary>
+/// <remarks>
+/// <para>Each trial builds its pipeline with the factory, then fits it one estimator at a time: transforms fitted
+/// before the <see cref="CausalLmTrainer"/> (a tokenizer trained in Fit, packing) are applied to the validation data
+/// too, and the trainer fits a copy of its options with the trial's seed, token budget, checkpoint and log
+/// directories, the validation data, a progress sink (the objective at each evaluation: learning curve, early
+/// stopping) and a cancellation token (early stopping, the sweep's time budget, the caller's token).</para>
+/// <para>A trial whose factory or fit throws, or whose loss becomes NaN, is recorded as failed and the sweep goes on.
+/// A trial an <see cref="IEarlyStoppingTuner"/> stops (or the time budget cuts) keeps what it reported.</para>
+/// <para>The sweep directory (<see cref="SetSweepDirectory"/>) records every trial; running the same sweep on it
+/// again replays the recorded trials through the tuner (no training) and continues with the next. Given the seed and
+/// a trial or token budget, the proposals and the trials' training are deterministic on the CPU.</para>
+/// </remarks>
+public sealed class LlmExperiment
+{
+    private readonly MLContext _context;
+    private IDataView? _train;
+    private IDataView? _validation;
+    private SweepableEstimator? _pipeline;
+    private ITuner? _tuner;
+    private Func<Sweeping.SearchSpace, int, ITuner>? _tunerFactory;
+    private TimeSpan? _timeBudget;
+    private int? _maxTrials;
+    private long? _maxTokens;
+    private SweepObjective _objective = SweepObjective.ValidationLoss;
+    private int? _seed;
+    private string? _directory;
+    private IProgress<SweepProgress>? _progress;
+    private List<TrialResult> _trials = [];
+
+    internal LlmExperiment(MLContext context) => _context = context;
+
+    /// <summary>The trials so far (live while <see cref="RunAsync"/> runs; every trial of the directory after it).</summary>
+    public SweepResult Result => new(_objective.Name, _objective.Maximize, _trials.ToArray());
+
+    /// <summary>The sweep directory (set, or the temporary one <see cref="RunAsync"/> created).</summary>
+    public string? SweepDirectory => _directory;
+
+    /// <summary>The training data (raw: the pipeline's first estimator reads it) and the validation data the objective is measured on.</summary>
+    public LlmExperiment SetDataset(IDataView train, IDataView? validation)
+    {
+        _train = train ?? throw new ArgumentNullException(nameof(train));
+        _validation = validation;
+        return this;
+    }
+
+    /// <summary>The pipeline to sweep (<c>mlContext.Llm().CreateSweepableEstimator(factory, searchSpace)</c>).</summary>
+    public LlmExperiment SetPipeline(SweepableEstimator pipeline)
+    {
+        _pipeline = pipeline ?? throw new ArgumentNullException(nameof(pipeline));
+        return this;
+    }
+
+    /// <summary>The pipeline to sweep: a factory over a search space.</summary>
+    public LlmExperiment SetPipeline(Sweeping.SearchSpace searchSpace, Func<MLContext, Parameter, IEstimator<ITransformer>> factory) =>
+        SetPipeline(new SweepableEstimator(factory, searchSpace));
+
+    /// <summary>A tuner built by the caller over the pipeline's search space.</summary>
+    public LlmExperiment SetTuner(ITuner tuner)
+    {
+        _tuner = tuner ?? throw new ArgumentNullException(nameof(tuner));
+        _tunerFactory = null;
+        return this;
+    }
+
+    /// <summary>Random search (the default), seeded with the experiment's seed.</summary>
+    public LlmExperiment SetRandomSearchTuner() => SetTunerFactory((space, seed) => new RandomSearchTuner(space, seed));
+
+    /// <summary>Grid search with <paramref name="gridSize"/> points per numeric range.</summary>
+    public LlmExperiment SetGridSearchTuner(int gridSize = 3)
+    {
+        if (gridSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(gridSize), gridSize, $"Parameter 'gridSize' must be at least 1; got {gridSize}.");
+        return SetTunerFactory((space, _) => new GridSearchTuner(space, gridSize));
+    }
+
+    /// <summary>ASHA with rungs at <paramref name="minTokens"/> · η^k tokens over random configurations.</summary>
+    public LlmExperiment SetAshaTuner(long minTokens, int reductionFactor = 3)
+    {
+        if (minTokens <= 0)
+            throw new ArgumentOutOfRangeException(nameof(minTokens), minTokens, $"Parameter 'minTokens' (the first rung's budget) must be a positive number of tokens; got {minTokens}.");
+        if (reductionFactor < 2)
+            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
+        return SetTunerFactory((space, seed) => new AshaTuner(space, minTokens, reductionFactor, seed));
+    }
+
+    /// <summary>TPE, the model-based tuner, after <paramref name="startupTrials"/> random trials.</summary>
+    public LlmExperiment SetTreeParzenTuner(int startupTrials = 10)
+    {
+        if (startupTrials < 1)
+            throw new ArgumentOutOfRangeException(nameof(startupTrials), startupTrials, $"Parameter 'startupTrials' must be at least 1; got {startupTrials}.");
+        return SetTunerFactory((space, seed) => new TreeParzenTuner(space, seed, startupTrials));
+    }
+
+    /// <summary>The sweep's wall-clock budget (all trials, across resumed runs). The trial running when it ends is stopped and keeps its partial result.</summary>
+    public LlmExperiment SetTrainingTimeInSeconds(double seconds)
+    {
+        if (!(seconds > 0) || double.IsInfinity(seconds))
+            throw new ArgumentOutOfRangeException(nameof(seconds), seconds, $"The sweep's training time must be a positive number of seconds; got {seconds.ToString(CultureInfo.InvariantCulture)}.");
+        _timeBudget = TimeSpan.FromSeconds(seconds);
+        return this;
+    }
+
+    /// <summary>The number of trials (finished trials of a resumed sweep included).</summary>
+    public LlmExperiment SetMaxTrials(int maxTrials)
+    {
+        if (maxTrials <= 0)
+            throw new ArgumentOutOfRangeException(nameof(maxTrials), maxTrials, $"The sweep's maximum number of trials must be positive; got {maxTrials}.");
+        _maxTrials = maxTrials;
+        return this;
+    }
+
+    /// <summary>Each trial's training-token budget (the trainer's MaxTokens, or the smaller of the two when the options set one).</summary>
+    public LlmExperiment SetMaxTokens(long maxTokens)
+    {
+        if (maxTokens <= 0)
+            throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, $"Each trial's token budget must be a positive number of tokens; got {maxTokens}.");
+        _maxTokens = maxTokens;
+        return this;
+    }
+
+    /// <summary>What to optimise (default <see cref="SweepObjective.ValidationLoss"/>).</summary>
+    public LlmExperiment SetObjective(SweepObjective objective)
+    {
+        _objective = objective ?? throw new ArgumentNullException(nameof(objective));
+        return this;
+    }
+
+    /// <summary>The sweep's seed: tuner draws and each trial's seed. Default: the MLContext's seed, else 0.</summary>
+    public LlmExperiment SetSeed(int seed)
+    {
+        _seed = seed;
+        return this;
+    }
+
+    /// <summary>Where trials, the leaderboard and the plot are written; an existing sweep there is resumed. Default: a new temporary directory.</summary>
+    public LlmExperiment SetSweepDirectory(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        _directory = directory;
+        return this;
+    }
+
+    /// <summary>Receives a report at each trial's start and end and at each of the trainer's reports (on the training thread).</summary>
+    public LlmExperiment SetProgress(IProgress<SweepProgress> progress)
+    {
+        _progress = progress ?? throw new ArgumentNullException(nameof(progress));
+        return this;
+    }
+
+    /// <summary>
+    /// Runs the sweep until a budget is spent (or the grid is done) and returns the best trial, its fitted pipeline in
+    /// <see cref="TrialResult.Model"/> (saveable with <c>mlContext.Model.Save</c>).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Something is not set, no budget is set, the objective was never
+    /// reported by a trial, or no trial produced a value (every one failed; the leaderboard says why).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; finished trials stay recorded.</exception>
+    public Task<TrialResult> RunAsync(CancellationToken cancellationToken = default)
+    {
+        CheckSettings();
+        return Task.Factory.StartNew(() => Run(cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    private LlmExperiment SetTunerFactory(Func<Sweeping.SearchSpace, int, ITuner> factory)
+    {
+        _tunerFactory = factory;
+        _tuner = null;
+        return this;
+    }
+
+    private void CheckSettings()
+    {
+        if (_train is null)
+            throw new InvalidOperationException("The experiment has no data: call SetDataset(train, validation) before RunAsync.");
+        if (_pipeline is null)
+            throw new InvalidOperationException("The experiment has no pipeline: call SetPipeline(mlContext.Llm().CreateSweepableEstimator(factory, searchSpace)) before RunAsync.");
+        if (_objective.ReadValidation is not null && _validation is null)
+            throw new InvalidOperationException($"The objective '{_objective.Name}' is measured on validation data, but SetDataset was given none; pass the validation data or use SweepObjective.FromModel.");
+        static bool Finite(ITuner? t) => t is GridSearchTuner or AshaTuner { Sampler: GridSearchTuner };
+        bool finiteTuner = Finite(_tuner) || (_tuner is null && _tunerFactory is not null && Finite(_tunerFactory(_pipeline.SearchSpace, 0)));
+        if (_maxTrials is null && _timeBudget is null && !finiteTuner)
+            throw new InvalidOperationException("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).");
+    }
+
+    private TrialResult Run(CancellationToken cancellationToken)
+    {
+        var space = _pipeline!.SearchSpace;
+        int seed = _seed ?? HostAccess.Seed(_context) ?? 0;
+        var tuner = _tuner ?? (_tunerFactory ?? ((s, sd) => new RandomSearchTuner(s, sd)))(space, seed);
+        var early = tuner as IEarlyStoppingTuner;
+        if (early is not null && _objective.ReadValidation is null)
+            throw new InvalidOperationException($"{tuner.GetType().Name} stops trials on the objective reported at the trainer's evaluations, but the objective '{_objective.Name}' is computed on the fitted model only; use a validation objective (SweepObjective.ValidationLoss, BitsPerByte or FromValidation).");
+        _directory ??= Path.Combine(Path.GetTempPath(), "llm-sweep-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(_directory);
+        _trials = [];
+
+        var clock = Stopwatch.StartNew();
+        TimeSpan before = TimeSpan.Zero;               // time of trials recorded by earlier runs
+        using var deadline = new CancellationTokenSource();
+        TrialResult? best = null;
+        for (int id = 1; ; id++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (_maxTrials is { } max && id > max)
+                break;
+            var elapsed = before + clock.Elapsed;
+            if (_timeBudget is { } budget && elapsed >= budget)
+                break;
+
+            var settings = new TrialSettings
+            {
+                TrialId = id,
+                Seed = TrialSeed(seed, id),
+                MaxTokens = _maxTokens,
+                Directory = SweepFiles.TrialDirectory(_directory, id),
+            };
+            var parameter = tuner.Propose(settings);
+            if (parameter is null)
+                break;
+            settings.Parameter = parameter;
+
+            TrialResult result;
+            if (SweepFiles.ReadResult(_directory, id) is { } recorded)
+            {
+                // Replay: same proposal, the recorded reports through the early-stopping rule, then the tuner learns it.
+                if (!recorded.Parameter.Equals(parameter))
+                {
+                    throw new InvalidOperationException(
+                        $"The sweep directory '{_directory}' records trial {id} with parameters {recorded.Parameter}, but this sweep proposes {parameter}: " +
+                        "it was written by a sweep with another search space, tuner or seed. Use another directory, or the same settings to resume it.");
+                }
+
+                if (early is not null)
+                {
+                    foreach (var p in recorded.Curve)
+                        early.ShouldStop(recorded.TrialSettings, p.Tokens, _objective.ToLoss(p.Value), out _);
+                }
+
+                result = recorded;
+                before += recorded.Duration;
+            }
+            else
+            {
+                if (Directory.Exists(settings.Directory))
+                    Directory.Delete(settings.Directory, recursive: true);   // a trial that never ended: start it again
+                Directory.CreateDirectory(settings.Directory);
+                var remaining = _timeBudget is { } b ? b - (before + clock.Elapsed) : (TimeSpan?)null;
+                if (remaining is { } r)
+                    deadline.CancelAfter(r > TimeSpan.Zero ? r : TimeSpan.Zero);
+                result = RunTrial(settings, early, best, before + clock.Elapsed, clock, before, deadline.Token, cancellationToken);
+                SweepFiles.WriteResult(result);
+            }
+
+            tuner.Update(result);
+            _trials.Add(result);
+            if (IsBetter(result, best))
+            {
+                if (best?.Model is IDisposable old)
+                    old.Dispose();
+                if (best is not null)
+                {
+                    best.Model = null;
+                    File.Delete(SweepFiles.ModelPath(best.TrialSettings.Directory));
+                }
+
+                best = result;
+                if (result.Model is { } model)
+                    SaveModel(model, SweepFiles.ModelPath(result.TrialSettings.Directory));
+            }
+            else if (result.Model is IDisposable notBest)
+            {
+                notBest.Dispose();
+                result.Model = null;
+            }
+
+            WriteSummary();
+            Report(id, best, before + clock.Elapsed, null, result);
+            if (deadline.IsCancellationRequested)
+                break;
+        }
+
+        if (best is null)
+        {
+            var failure = _trials.FirstOrDefault(t => t.Status == TrialStatus.Failed);
+            throw new InvalidOperationException(_trials.Count == 0
+                ? "The sweep ran no trial: the budget was already spent (a resumed sweep counts its recorded trials) or the tuner proposed nothing."
+                : $"None of the sweep's {_trials.Count} trials produced a value of '{_objective.Name}'" +
+                  (failure is null ? "." : $"; trial {failure.TrialId} failed: {failure.StopReason}") + $" See {Path.Combine(_directory, "leaderboard.txt")}.");
+        }
+
+        best.Model ??= LoadOrRefitBest(best);
+        return best;
+    }
+
+    private static bool IsBetter(TrialResult candidate, TrialResult? best) =>
+        candidate.Status != TrialStatus.Failed && double.IsFinite(candidate.Loss) &&
+        (best is null || candidate.Loss < best.Loss || (candidate.Loss == best.Loss && candidate.Status < best.Status));
+
+    /// <summary>Each trial's seed: a fixed function of the sweep's seed and the trial number.</summary>
+    private static int TrialSeed(int seed, int trialId) => (int)(((uint)seed * 2654435761u + (uint)trialId * 40503u) & int.MaxValue);
+
+    private TrialResult RunTrial(TrialSettings settings, IEarlyStoppingTuner? early, TrialResult? best, TimeSpan elapsedAtStart, Stopwatch clock, TimeSpan before,
+        CancellationToken deadline, CancellationToken caller)
+    {
+        var started = Stopwatch.StartNew();
+        var curve = new List<CurvePoint>();
+        long tokens = 0;
+        string? stopReason = null;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(caller, deadline);
+        Report(settings.TrialId, best, elapsedAtStart, null, null);
+        var progress = new SyncProgress<TrainingProgress>(p =>
+        {
+            tokens = p.Tokens;
+            if (p.Validation is { } v && _objective.ReadValidation is { } read)
+            {
+                if (!double.IsFinite(v.Loss))
+                    throw new InvalidOperationException(FormattableString.Invariant($"The validation loss became {v.Loss} at step {p.Step}."));
+                double value = read(v);
+                if (!double.IsNaN(value))
+                {
+                    curve.Add(new CurvePoint(p.Tokens, value));
+                    if (stopReason is null && early is not null && early.ShouldStop(settings, p.Tokens, _objective.ToLoss(value), out var why))
+                    {
+                        stopReason = why ?? "stopped by the tuner";
+                        stop.Cancel();
+                    }
+                }
+            }
+
+            Report(settings.TrialId, best, before + clock.Elapsed, p, null);
+        });
+
+        ITransformer? model = null;
+        TrialStatus status;
+        string reason;
+        try
+        {
+            var estimator = _pipeline!.BuildFromOption(_context, settings.Parameter!);
+            model = Fit(estimator, settings, progress, stop.Token, curve);
+            status = TrialStatus.Completed;
+            reason = "completed";
+            tokens = Math.Max(tokens, TrainedTokens(model));
+        }
+        catch (OperationCanceledException) when (stopReason is not null)
+        {
+            status = TrialStatus.Stopped;
+            reason = stopReason;
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !caller.IsCancellationRequested)
+        {
+            status = TrialStatus.Stopped;
+            reason = "sweep time budget";
+        }
+        catch (OperationCanceledException) when (caller.IsCancellationRequested)
+        {
+            throw;   // the sweep is cancelled: this trial is not recorded and runs again on resume
+        }
+        catch (Exception e)
+        {
+            status = TrialStatus.Failed;
+            reason = Describe(e);
+        }
+
+        double metric = double.NaN;
+        if (status == TrialStatus.Completed && _objective.EvaluateModel is { } evaluate)
+        {
+            try
+            {
+                metric = evaluate(model!);
+            }
+            catch (Exception e)
+            {
+                status = TrialStatus.Failed;
+                reason = "the objective threw: " + Describe(e);
+            }
+        }
+        else if (status != TrialStatus.Failed && curve.Count > 0)
+        {
+            metric = _objective.Maximize ? curve.Max(p => p.Value) : curve.Min(p => p.Value);
+        }
+
+        if (status == TrialStatus.Completed && double.IsNaN(metric))
+        {
+            (model as IDisposable)?.Dispose();
+            throw new InvalidOperationException(
+                $"Trial {settings.TrialId} completed but never reported the objective '{_objective.Name}'" +
+                (_objective.ReadValidation is not null
+                    ? " at any of the trainer's evaluations (a BitsPerByte objective needs a tokenizer on the token column; a custom metric returned NaN)."
+                    : " (the model metric returned NaN).") +
+                " Every trial would end the same way, so the sweep stops here.");
+        }
+
+        if (status == TrialStatus.Failed)
+        {
+            (model as IDisposable)?.Dispose();
+            model = null;
+        }
+
+        return new TrialResult
+        {
+            TrialSettings = settings,
+            Status = status,
+            StopReason = reason,
+            Metric = status == TrialStatus.Failed ? double.NaN : metric,
+            Loss = status == TrialStatus.Failed ? double.PositiveInfinity : _objective.ToLoss(metric),
+            Tokens = tokens,
+            Duration = started.Elapsed,
+            Curve = curve.ToArray(),
+            Model = model,
+        };
+    }
+
+    /// <summary>
+    /// Fits the pipeline one estimator at a time: the validation data goes through every transform fitted before a
+    /// trainer, and each <see cref="CausalLmTrainer"/> fits a copy of its options carrying the trial's settings.
+    /// </summary>
+    private TransformerChain<ITransformer> Fit(IEstimator<ITransformer> estimator, TrialSettings settings, IProgress<TrainingProgress> progress,
+        CancellationToken token, List<CurvePoint> curve)
+    {
+        var steps = HostAccess.FlattenEstimators(estimator).ToList();
+        if (!steps.Any(s => s is CausalLmTrainer))
+            throw new InvalidOperationException($"The pipeline built for trial {settings.TrialId} has no CausalLmTrainer (mlContext.Llm().Trainers.CausalLm(...)); a sweep trains a language model.");
+        IDataView train = _train!;
+        IDataView? validation = _validation;
+        var fitted = new List<ITransformer>();
+        try
+        {
+            for (int i = 0; i < steps.Count; i++)
+            {
+                ITransformer transformer;
+                if (steps[i] is CausalLmTrainer trainer)
+                {
+                    var o = trainer.Options.Clone();
+                    o.Seed = settings.Seed;
+                    if (settings.MaxTokens is { } budget)
+                        o.MaxTokens = o.MaxTokens is { } own ? Math.Min(own, budget) : budget;
+                    o.CheckpointDirectory = settings.CheckpointDirectory;
+                    o.LogDirectory = settings.LogDirectory;
+                    o.Progress = o.Progress is { } user ? new SyncProgress<TrainingProgress>(p => { user.Report(p); progress.Report(p); }) : progress;
+                    o.CancellationToken = o.CancellationToken.CanBeCanceled
+                        ? CancellationTokenSource.CreateLinkedTokenSource(o.CancellationToken, token).Token
+                        : token;
+                    if (validation is not null)
+                        o.ValidationSet = validation;
+                    var lm = trainer.WithOptions(o).Fit(train);
+                    AddFinalEvaluation(lm, curve);
+                    transformer = lm;
+                }
+                else
+                {
+                    transformer = steps[i].Fit(train);
+                }
+
+                fitted.Add(transformer);
+                if (i < steps.Count - 1)
+                {
+                    train = transformer.Transform(train);
+                    validation = validation is null ? null : transformer.Transform(validation);
+                }
+            }
+        }
+        catch
+        {
+            foreach (var t in fitted)
+                (t as IDisposable)?.Dispose();
+            throw;
+        }
+
+        return new TransformerChain<ITransformer>(fitted.ToArray());
+    }
+
+    /// <summary>The trainer evaluates after its last step but reports that evaluation only when the last step was a
+    /// step limit; a run cut by its own time budget records it only in its history. Take it from there.</summary>
+    private void AddFinalEvaluation(CausalLmTransformer lm, List<CurvePoint> curve)
+    {
+        if (_objective.ReadValidation is not { } read || lm.History.Count == 0)
+            return;
+        var last = lm.History[^1];
+        if (last.ValidationLoss is not { } loss || (curve.Count > 0 && curve[^1].Tokens >= last.Tokens))
+            return;
+        double value = read(new LanguageModelMetrics(loss, last.ValidationPerplexity ?? Math.Exp(loss), last.ValidationBitsPerByte ?? double.NaN, 0));
+        if (!double.IsNaN(value))
+            curve.Add(new CurvePoint(last.Tokens, value));
+    }
+
+    private static long TrainedTokens(ITransformer model) =>
+        model is IEnumerable<ITransformer> chain ? chain.OfType<CausalLmTransformer>().Select(t => t.History.Count == 0 ? 0 : t.History[^1].Tokens).DefaultIfEmpty(0).Max() : 0;
+
+    private static string Describe(Exception e)
+    {
+        while (e is TargetInvocationException or AggregateException && e.InnerException is not null)
+            e = e.InnerException!;
+        string message = $"{e.GetType().Name}: {e.Message}";
+        if (e.InnerException is { } inner && !message.Contains(inner.Message, StringComparison.Ordinal))
+            message += $" ({inner.GetType().Name}: {inner.Message})";
+        return message.ReplaceLineEndings(" ");
+    }
+
+    private void SaveModel(ITransformer model, string path)
+    {
+        string temporary = path + ".tmp";
+        _context.Model.Save(model, _train!.Schema, temporary);
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    /// <summary>
+    /// The best trial's fitted pipeline when this run did not train it: the model.zip a previous run saved, or — for a
+    /// trial stopped early — the pipeline fitted again with its trainer resumed from the trial's last checkpoint and no
+    /// step left to take (the transforms before it are refitted: same data, same seed, same result).
+    /// </summary>
+    private ITransformer? LoadOrRefitBest(TrialResult best)
+    {
+        string zip = SweepFiles.ModelPath(best.TrialSettings.Directory);
+        if (File.Exists(zip))
+            return _context.Model.Load(zip, out _);
+        string checkpoints = best.TrialSettings.CheckpointDirectory;
+        var newest = Directory.Exists(checkpoints) ? Directory.GetFiles(checkpoints, "checkpoint-*.ckpt").Order(StringComparer.Ordinal).LastOrDefault() : null;
+        if (newest is null || !long.TryParse(Path.GetFileNameWithoutExtension(newest)["checkpoint-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out long step))
+            return null;
+        var estimator = _pipeline!.BuildFromOption(_context, best.Parameter);
+        var steps = HostAccess.FlattenEstimators(estimator).ToList();
+        IDataView train = _train!;
+        IDataView? validation = _validation;
+        var fitted = new List<ITransformer>();
+        foreach (var s in steps)
+        {
+            ITransformer t;
+            if (s is CausalLmTrainer trainer)
+            {
+                var o = trainer.Options.Clone();
+                o.Seed = best.TrialSettings.Seed;
+                o.ResumeFrom = newest;
+                o.MaxSteps = step;
+                o.MaxTokens = null;
+                o.MaxEpochs = null;
+                o.TimeBudget = null;
+                o.CheckpointDirectory = null;
+                if (validation is not null)
+                    o.ValidationSet = validation;
+                t = trainer.WithOptions(o).Fit(train);
+            }
+            else
+            {
+                t = s.Fit(train);
+            }
+
+            fitted.Add(t);
+            train = t.Transform(train);
+            validation = validation is null ? null : t.Transform(validation);
+        }
+
+        var model = new TransformerChain<ITransformer>(fitted.ToArray());
+        SaveModel(model, zip);
+        return model;
+    }
+
+    private void WriteSummary()
+    {
+        var result = Result;
+        result.SaveCsv(Path.Combine(_directory!, "leaderboard.csv"));
+        SweepFiles.WriteAllTextAtomic(Path.Combine(_directory!, "leaderboard.txt"), result.ToTable());
+        if (result.Trials.Any(t => t.Curve.Count > 0))
+            result.SavePlot(Path.Combine(_directory!, "sweep.png"));
+    }
+
+    private void Report(int trial, TrialResult? best, TimeSpan elapsed, TrainingProgress? training, TrialResult? finished)
+    {
+        if (_progress is null)
+            return;
+        TimeSpan? left = _timeBudget is { } b ? (b > elapsed ? b - elapsed : TimeSpan.Zero) : null;
+        int done = _trials.Count;
+        if (_maxTrials is { } max && done > 0)
+        {
+            var byTrials = TimeSpan.FromTicks(_trials.Sum(t => t.Duration.Ticks) / done * Math.Max(0, max - done));
+            left = left is { } l && l < byTrials ? l : byTrials;
+        }
+
+        _progress.Report(new SweepProgress(trial, _maxTrials, best?.TrialId, best?.Metric ?? double.NaN, elapsed, left, training, finished));
+    }
+
+    /// <summary>An <see cref="IProgress{T}"/> that calls its handler at once, on the reporting thread (Progress&lt;T&gt;
+    /// posts to a synchronization context, too late to stop a trial between two steps).</summary>
+    private sealed class SyncProgress<T>(Action<T> handler) : IProgress<T>
+    {
+        public void Report(T value) => handler(value);
+    }
+}

@@ -1,0 +1,336 @@
+using System.Globalization;
+using Microsoft.ML.Llm.Data;
+using Microsoft.ML.Llm.Sweeping;
+using Microsoft.ML.SearchSpace;
+
+namespace Microsoft.ML.Llm.Tests.Sweeps;
+
+/// <summary>Sweeps that train: tiny models, a few steps per trial, the whole pipeline (BPE trained in Fit, packing, trainer).</summary>
+[Collection("Torch")]
+public sealed class LlmExperimentTests : IDisposable
+{
+    private const int Context = 16;
+    private const int BatchSize = 4;
+    private const long TokensPerStep = Context * BatchSize;   // 64
+
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "llm-sweep-test-" + Guid.NewGuid().ToString("N"));
+
+    public sealed class PipelineSpace
+    {
+        [Range(1e-3, 1e-2, init: 3e-3, logBase: true)]
+        public double LearningRate { get; set; }
+
+        [Range(264, 300, init: 280)]
+        public int VocabularySize { get; set; }
+
+        [Choice(PackingMode.Concatenate, PackingMode.BestFit)]
+        public PackingMode Packing { get; set; }
+    }
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dir))
+            Directory.Delete(_dir, recursive: true);
+    }
+
+    private static (IDataView Train, IDataView Validation) Text(MLContext ml)
+    {
+        var train = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 12).Select(i => new TestData.TextRow { Text = $"{i}: {TestData.Corpus}" }));
+        var validation = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 3).Select(i => new TestData.TextRow { Text = TestData.HeldOut }));
+        return (train, validation);
+    }
+
+    /// <summary>Tokenizer (vocabulary size searched), packing (mode searched) and a tiny GPT (learning rate searched).</summary>
+    private static IEstimator<ITransformer> Pipeline(MLContext ml, PipelineSpace o, double? learningRate = null) =>
+        ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = o.VocabularySize })
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context, Mode = o.Packing }))
+            .Append(ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+            {
+                Model = GptConfig.Tiny(contextLength: Context),
+                BatchSize = BatchSize,
+                LearningRate = learningRate ?? o.LearningRate,
+                WarmupSteps = 2,
+                EvaluationInterval = 5,
+                LogInterval = 5,
+                CheckpointInterval = 1000,
+                NumberOfThreads = 1,
+            }));
+
+    private LlmExperiment Experiment(MLContext ml, string directory, int maxTrials, Func<MLContext, Parameter, IEstimator<ITransformer>>? factory = null)
+    {
+        var (train, validation) = Text(ml);
+        return ml.Llm().CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(new SearchSpace<PipelineSpace>(), factory ?? ((ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>())))
+            .SetMaxTrials(maxTrials)
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSeed(1)
+            .SetSweepDirectory(directory);
+    }
+
+    [Fact]
+    public async Task SweepTrainsTheWholePipelineAndReturnsTheBestFittedPipeline()
+    {
+        var ml = new MLContext(seed: 1);
+        var reports = new List<SweepProgress>();
+        var experiment = Experiment(ml, _dir, maxTrials: 3).SetRandomSearchTuner().SetProgress(new Recorder<SweepProgress>(reports));
+        var best = await experiment.RunAsync();
+
+        var trials = experiment.Result.Trials;
+        Assert.Equal([1, 2, 3], trials.Select(t => t.TrialId));
+        Assert.All(trials, t =>
+        {
+            Assert.Equal(TrialStatus.Completed, t.Status);
+            Assert.Equal(20 * TokensPerStep, t.Tokens);
+            // Evaluations every 5 steps: the objective at 320, 640, 960 and 1280 tokens; the metric is the best of them.
+            Assert.Equal([320L, 640, 960, 1280], t.Curve.Select(p => p.Tokens));
+            Assert.Equal(t.Curve.Min(p => p.Value), t.Metric);
+            Assert.True(File.Exists(Path.Combine(t.TrialSettings.LogDirectory, "metrics.csv")));
+            Assert.True(File.Exists(Path.Combine(t.TrialSettings.Directory, "result.json")));
+        });
+        Assert.Equal(3, trials.Select(t => t.TrialSettings.Seed).Distinct().Count());
+        Assert.Equal(trials.MinBy(t => t.Metric)!.TrialId, best.TrialId);
+
+        // The fitted pipeline is the trial's: its tokenizer has the trial's vocabulary size; saved and loaded, it scores
+        // the validation text at the best validation loss the trainer reported (it keeps the best weights).
+        var chain = Assert.IsAssignableFrom<IEnumerable<ITransformer>>(best.Model);
+        var lm = chain.OfType<CausalLmTransformer>().Single();
+        Assert.Equal(best.Parameter["VocabularySize"].AsType<int>(), lm.Tokenizer!.VocabularySize);
+        string zip = Path.Combine(_dir, "best.zip");
+        var (train, validation) = Text(ml);
+        ml.Model.Save(best.Model!, train.Schema, zip);
+        var loaded = ml.Model.Load(zip, out _);
+        Assert.Equal(best.Metric, ml.Llm().Evaluate(loaded, validation).Loss, 4);
+        Assert.True(File.Exists(Path.Combine(best.TrialSettings.Directory, "model.zip")));
+        Assert.Single(Directory.GetFiles(Path.Combine(_dir, "trials"), "model.zip", SearchOption.AllDirectories));
+
+        // Leaderboard: ranked by the metric, one row per trial, parameters as columns.
+        string[] csv = File.ReadAllLines(Path.Combine(_dir, "leaderboard.csv"));
+        Assert.Equal("rank,trial,status,validation_loss,tokens,seconds,seed,stop_reason,LearningRate,VocabularySize,Packing", csv[0]);
+        Assert.Equal(4, csv.Length);
+        var ranked = trials.OrderBy(t => t.Metric).ToArray();
+        for (int r = 0; r < 3; r++)
+        {
+            string[] cells = csv[r + 1].Split(',');
+            var t = ranked[r];
+            Assert.Equal((r + 1).ToString(CultureInfo.InvariantCulture), cells[0]);
+            Assert.Equal(t.TrialId.ToString(CultureInfo.InvariantCulture), cells[1]);
+            Assert.Equal("Completed", cells[2]);
+            Assert.Equal(t.Metric, double.Parse(cells[3], CultureInfo.InvariantCulture));
+            Assert.Equal("1280", cells[4]);
+            Assert.Equal("completed", cells[7]);
+            Assert.Equal(t.Parameter["LearningRate"].AsType<double>(), double.Parse(cells[8], CultureInfo.InvariantCulture));
+            Assert.Equal(t.Parameter["VocabularySize"].AsType<int>().ToString(CultureInfo.InvariantCulture), cells[9]);
+            Assert.Equal(t.Parameter["Packing"].AsType<string>(), cells[10]);
+        }
+
+        string table = experiment.Result.ToTable();
+        Assert.StartsWith("rank  trial  status     validation_loss  tokens  time", table);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(Path.Combine(_dir, "sweep.png"))[..4]);
+
+        // Progress: each trial announced, trainer reports relayed, the last one names the best.
+        Assert.Equal([1, 2, 3], reports.Where(r => r.Training is null && r.Finished is null).Select(r => r.Trial));
+        Assert.Contains(reports, r => r.Training is { Validation: not null });
+        var last = reports[^1];
+        Assert.Equal((3, 3, best.TrialId), (last.Trial, last.MaxTrials, last.BestTrial));
+        Assert.Equal(TimeSpan.Zero, last.EstimatedRemaining);
+        Assert.StartsWith("trial 3 of 3, best so far", last.ToString());
+    }
+
+    [Fact]
+    public async Task FailedTrialsAreRecordedAndTheSweepGoesOn()
+    {
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["Case"] = new ChoiceOption("ok", "factory throws", "loss diverges") };
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(Text(ml).Train, Text(ml).Validation)
+            .SetPipeline(space, (ctx, p) => p["Case"].AsType<string>() switch
+            {
+                "factory throws" => throw new InvalidOperationException("no pipeline for this case"),
+                "loss diverges" => Pipeline(ctx, new PipelineSpace { VocabularySize = 280 }, learningRate: 1e30),
+                _ => Pipeline(ctx, new PipelineSpace { VocabularySize = 280, LearningRate = 3e-3 }),
+            })
+            .SetGridSearchTuner()
+            .SetMaxTokens(10 * TokensPerStep)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        var trials = experiment.Result.Trials;
+        Assert.Equal(3, trials.Count);
+        Assert.Equal(1, best.TrialId);
+        Assert.Equal(TrialStatus.Completed, trials[0].Status);
+        Assert.Equal(TrialStatus.Failed, trials[1].Status);
+        Assert.Equal("InvalidOperationException: no pipeline for this case", trials[1].StopReason);
+        Assert.True(double.IsNaN(trials[1].Metric));
+        Assert.Equal(TrialStatus.Failed, trials[2].Status);
+        Assert.Contains("became", trials[2].StopReason);
+        Assert.Equal(["1,1,Completed", "2,2,Failed", "3,3,Failed"], File.ReadAllLines(Path.Combine(_dir, "leaderboard.csv")).Skip(1).Select(l => string.Join(',', l.Split(',')[..3])));
+    }
+
+    [Fact]
+    public async Task RerunningTheSweepContinuesWithoutRepeatingFinishedTrials()
+    {
+        var ml = new MLContext(seed: 1);
+        int built = 0;
+        IEstimator<ITransformer> Counting(MLContext ctx, Parameter p)
+        {
+            built++;
+            return Pipeline(ctx, p.AsType<PipelineSpace>());
+        }
+
+        var first = await Experiment(ml, _dir, maxTrials: 2, Counting).SetTreeParzenTuner(startupTrials: 1).RunAsync();
+        Assert.Equal(2, built);
+        var resumed = Experiment(ml, _dir, maxTrials: 3, Counting).SetTreeParzenTuner(startupTrials: 1);
+        await resumed.RunAsync();
+        Assert.Equal(3, built);                                   // trials 1 and 2 replayed from result.json, only 3 trained
+        Assert.Equal([1, 2, 3], resumed.Result.Trials.Select(t => t.TrialId));
+
+        // The same sweep in one go gives the same trials: deterministic given the seed.
+        string fresh = _dir + "-fresh";
+        try
+        {
+            var once = Experiment(new MLContext(seed: 1), fresh, maxTrials: 3).SetTreeParzenTuner(startupTrials: 1);
+            await once.RunAsync();
+            Assert.Equal(resumed.Result.Trials.Select(t => (t.Parameter.ToString(), t.Metric)), once.Result.Trials.Select(t => (t.Parameter.ToString(), t.Metric)));
+        }
+        finally
+        {
+            Directory.Delete(fresh, recursive: true);
+        }
+
+        // Another seed proposes other parameters: the directory belongs to another sweep.
+        var other = Experiment(ml, _dir, maxTrials: 3).SetTreeParzenTuner(startupTrials: 1).SetSeed(2);
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => other.RunAsync());
+        Assert.StartsWith($"The sweep directory '{_dir}' records trial 1 with parameters {{", e.Message);
+        Assert.NotNull(first);
+    }
+
+    [Fact]
+    public async Task AshaStopsTheWorseTrialAtARungAndItKeepsItsPartialCurve()
+    {
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new ChoiceOption(3e-3, 1e-6) };
+        // Rungs at 320 and 960 tokens (5 and 15 steps), η = 3; the grid proposes the good rate first.
+        var asha = new AshaTuner(space, minTokens: 5 * TokensPerStep, reductionFactor: 3, sampler: new GridSearchTuner(space));
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(Text(ml).Train, Text(ml).Validation)
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new PipelineSpace { VocabularySize = 280 }, p["LearningRate"].AsType<double>()))
+            .SetTuner(asha)
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        var trials = experiment.Result.Trials;
+        Assert.Equal(1, best.TrialId);
+        Assert.Equal(TrialStatus.Completed, trials[0].Status);
+        Assert.Equal(4, trials[0].Curve.Count);
+        var stopped = trials[1];
+        Assert.Equal(TrialStatus.Stopped, stopped.Status);
+        Assert.StartsWith("stopped at rung 0 (320 tokens): ", stopped.StopReason);
+        Assert.Equal([320L], stopped.Curve.Select(p => p.Tokens));    // cut at the rung: one evaluation
+        Assert.Equal(stopped.Curve[0].Value, stopped.Metric);
+        Assert.InRange(stopped.Tokens, 320, 6 * TokensPerStep);        // at most one more step before the boundary check
+        Assert.NotEmpty(Directory.GetFiles(stopped.TrialSettings.CheckpointDirectory, "checkpoint-*.ckpt"));   // written on cancellation
+        Assert.Equal(asha.RecordedAt(0)[2], stopped.Metric);
+        Assert.True(File.Exists(Path.Combine(_dir, "sweep.png")));
+    }
+
+    [Fact]
+    public async Task TheTimeBudgetCutsTheRunningTrialWhoseModelComesBackFromItsCheckpoint()
+    {
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(1e-3, 1e-2, logBase: true) };
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(space, (ctx, p) =>
+                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
+                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
+                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+                    {
+                        Model = GptConfig.Tiny(contextLength: Context),
+                        BatchSize = BatchSize,
+                        LearningRate = p["LearningRate"].AsType<double>(),
+                        MaxSteps = 1_000_000,                // far more than the budget allows
+                        EvaluationInterval = 2,
+                        NumberOfThreads = 1,
+                    })))
+            .SetTrainingTimeInSeconds(4)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        var trial = Assert.Single(experiment.Result.Trials);
+        Assert.Equal(TrialStatus.Stopped, trial.Status);
+        Assert.Equal("sweep time budget", trial.StopReason);
+        Assert.NotEmpty(trial.Curve);
+        Assert.Same(trial, best);
+
+        // The stopped trial's pipeline: refitted with its trainer resumed from the checkpoint written on cancellation
+        // (no step left to take, the best weights restored), so it scores the validation text at the trial's metric.
+        Assert.NotNull(best.Model);
+        Assert.Equal(best.Metric, ml.Llm().Evaluate(best.Model!, validation).Loss, 4);
+        Assert.True(File.Exists(Path.Combine(trial.TrialSettings.Directory, "model.zip")));
+    }
+
+    [Fact]
+    public async Task BadSettingsAreRejectedWithClearMessages()
+    {
+        var ml = new MLContext(seed: 1);
+        var experiment = ml.Llm().CreateExperiment();
+        Assert.Equal("The sweep's maximum number of trials must be positive; got 0. (Parameter 'maxTrials')\nActual value was 0.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTrials(0)).Message.ReplaceLineEndings("\n"));
+        Assert.StartsWith("The sweep's training time must be a positive number of seconds; got 0.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetTrainingTimeInSeconds(0)).Message);
+        Assert.StartsWith("Each trial's token budget must be a positive number of tokens; got 0.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTokens(0)).Message);
+        Assert.Equal("The experiment has no data: call SetDataset(train, validation) before RunAsync.",
+            Assert.Throws<InvalidOperationException>(() => { _ = experiment.RunAsync(); }).Message);
+
+        var (train, validation) = Text(ml);
+        var noBudget = ml.Llm().CreateExperiment().SetDataset(train, validation)
+            .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
+        Assert.Equal("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).",
+            Assert.Throws<InvalidOperationException>(() => { _ = noBudget.RunAsync(); }).Message);
+        var noValidation = ml.Llm().CreateExperiment().SetDataset(train, null).SetMaxTrials(1)
+            .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
+        Assert.StartsWith("The objective 'validation_loss' is measured on validation data, but SetDataset was given none",
+            Assert.Throws<InvalidOperationException>(() => { _ = noValidation.RunAsync(); }).Message);
+        var ashaOnModel = ml.Llm().CreateExperiment().SetDataset(train, validation).SetMaxTrials(1)
+            .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()))
+            .SetAshaTuner(100).SetObjective(SweepObjective.FromModel("score", _ => 1.0)).SetSweepDirectory(_dir);
+        Assert.StartsWith("AshaTuner stops trials on the objective reported at the trainer's evaluations, but the objective 'score' is computed on the fitted model only",
+            (await Assert.ThrowsAsync<InvalidOperationException>(() => ashaOnModel.RunAsync())).Message);
+
+        // Bits per byte needs byte counts, which bare token blocks (no tokenizer) do not have: never reported.
+        var tokenizer = TestData.CharTokenizer();
+        var blocks = TestData.Blocks(ml, tokenizer, Context + 1);
+        var neverReported = ml.Llm().CreateExperiment().SetDataset(blocks, blocks).SetMaxTrials(2)
+            .SetPipeline(new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(1e-3, 1e-2) },
+                (ctx, p) => ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+                {
+                    Model = GptConfig.Tiny(vocabularySize: tokenizer.VocabularySize, contextLength: Context),
+                    BatchSize = BatchSize,
+                    LearningRate = p["LearningRate"].AsType<double>(),
+                    EvaluationInterval = 5,
+                    NumberOfThreads = 1,
+                }))
+            .SetMaxTokens(5 * TokensPerStep)
+            .SetObjective(SweepObjective.BitsPerByte)
+            .SetSweepDirectory(_dir + "-bpb");
+        try
+        {
+            var e = await Assert.ThrowsAsync<InvalidOperationException>(() => neverReported.RunAsync());
+            Assert.StartsWith("Trial 1 completed but never reported the objective 'bits_per_byte' at any of the trainer's evaluations", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(_dir + "-bpb", recursive: true);
+        }
+    }
+
+    /// <summary>Collects reports synchronously.</summary>
+    private sealed class Recorder<T>(List<T> into) : IProgress<T>
+    {
+        public void Report(T value) => into.Add(value);
+    }
+}
