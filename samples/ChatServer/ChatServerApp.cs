@@ -222,14 +222,19 @@ internal sealed class ChatServer
     // then "data: [DONE]".
     private async Task StreamAsync(HttpContext context, LlmChatClient client, IList<ChatMessage> messages, GenerationRequest request, bool chat, CancellationToken cancellationToken)
     {
+        // The first update (after the wait for the model and the first token) comes before the status line: a failure
+        // up to there still gets its 4xx status and JSON body.
+        await using var updates = client.GetStreamingResponseAsync(messages, request.Options, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        bool more = await updates.MoveNextAsync();
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
         bool first = true;
         try
         {
-            await foreach (var update in client.GetStreamingResponseAsync(messages, request.Options, cancellationToken))
+            for (; more; more = await updates.MoveNextAsync())
             {
+                var update = updates.Current;
                 string id = chat ? update.ResponseId! : CompletionId(update.ResponseId);
                 long created = update.CreatedAt?.ToUnixTimeSeconds() ?? 0;
                 string? finish = update.FinishReason is null ? null : Finish(update.FinishReason);
@@ -251,17 +256,18 @@ internal sealed class ChatServer
                 }
             }
         }
-        catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return;   // the client went away: generation stopped at the next token, the model is free again
+        }
+        catch (Exception e)
         {
             // The status line is sent: report the error as an event, as OpenAI does mid-stream.
             var error = ChatServerApp.Classify(e);
             await SendAsync(context, error.Body, CancellationToken.None);
         }
-        if (!context.RequestAborted.IsCancellationRequested)
-        {
-            await context.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
-            await context.Response.Body.FlushAsync(CancellationToken.None);
-        }
+        await context.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
+        await context.Response.Body.FlushAsync(CancellationToken.None);
     }
 
     private static async Task SendAsync(HttpContext context, object chunk, CancellationToken cancellationToken)

@@ -124,6 +124,8 @@ internal sealed class GenerationRequest
                     if (value.ValueKind == JsonValueKind.Object && value.TryGetProperty("include_usage", out var usage))
                         request.IncludeUsage = usage.ValueKind == JsonValueKind.True;
                     break;
+                case "response_format" when value.ValueKind == JsonValueKind.Object && value.TryGetProperty("type", out var format) && format.GetString() != "text":
+                    throw OpenAiException.BadRequest($"response_format type '{format.GetString()}' is not supported by this server; it generates free text.", "response_format");
                 case "tools" when value.ValueKind == JsonValueKind.Array && value.GetArrayLength() > 0:
                     throw OpenAiException.BadRequest("tools are not supported by this server.", "tools");
                 case "echo" when value.ValueKind == JsonValueKind.True:

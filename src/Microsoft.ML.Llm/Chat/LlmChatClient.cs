@@ -36,15 +36,16 @@ namespace Microsoft.ML.Llm;
 /// </para>
 /// <para>
 /// Thread safety: a TorchSharp model must not run two forward passes at once, so requests to every
-/// <see cref="LlmChatClient"/> over the same <see cref="TextGenerator"/> are served one at a time, in order of arrival;
-/// concurrent callers wait (asynchronously). Don't call the generator itself while a client over it is busy.
+/// <see cref="LlmChatClient"/> over the same trained model (whatever generator they were made with) are served one at a
+/// time, in order of arrival; concurrent callers wait (asynchronously). Don't call a generator of that model directly
+/// while a client over it is busy.
 /// </para>
 /// </remarks>
 public sealed class LlmChatClient : IChatClient
 {
-    // One gate per generator: clients over the same generator (a chat client and a raw-completion client in a server)
-    // share it.
-    private static readonly ConditionalWeakTable<TextGenerator, SemaphoreSlim> Gates = new();
+    // One gate per model: clients over the same model (a chat client and a raw-completion client in a server, or two
+    // generators made from one trained model) share it.
+    private static readonly ConditionalWeakTable<GptModel, SemaphoreSlim> Gates = new();
 
     private readonly TextGenerator _generator;
     private readonly GenerationOptions _baseOptions;
@@ -68,7 +69,7 @@ public sealed class LlmChatClient : IChatClient
         UseTemplateStopStrings = options.UseTemplateStopStrings;
         StopAtEndOfText = options.StopAtEndOfText;
         Metadata = new ChatClientMetadata(nameof(LlmChatClient), providerUri: null, defaultModelId: ModelId);
-        _gate = Gates.GetValue(generator, _ => new SemaphoreSlim(1, 1));
+        _gate = Gates.GetValue(generator.Model, _ => new SemaphoreSlim(1, 1));
     }
 
     /// <summary>The generator that writes the replies.</summary>
@@ -125,7 +126,7 @@ public sealed class LlmChatClient : IChatClient
     /// overridden by <paramref name="options"/>, plus the stop strings and end-of-text id the client adds.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A chat option is outside the range a model accepts (names the option and value).</exception>
-    /// <exception cref="NotSupportedException">The options ask for tools or a frequency or presence penalty.</exception>
+    /// <exception cref="NotSupportedException">The options ask for tools, JSON output, or a frequency or presence penalty.</exception>
     public GenerationOptions ToGenerationOptions(ChatOptions? options)
     {
         var generation = Copy(_baseOptions);
@@ -133,6 +134,8 @@ public sealed class LlmChatClient : IChatClient
         {
             if (options.Tools is { Count: > 0 })
                 throw new NotSupportedException(Invariant($"ChatOptions.Tools holds {options.Tools.Count} tools; LlmChatClient does not call tools."));
+            if (options.ResponseFormat is ChatResponseFormatJson)
+                throw new NotSupportedException("ChatOptions.ResponseFormat asks for JSON; LlmChatClient generates free text only (ChatResponseFormat.Text).");
             if (options.FrequencyPenalty is { } frequency && frequency != 0)
                 throw new NotSupportedException(Invariant($"ChatOptions.FrequencyPenalty is {frequency}; LlmChatClient supports 0 only (use GenerationOptions.RepetitionPenalty)."));
             if (options.PresencePenalty is { } presence && presence != 0)
@@ -293,7 +296,7 @@ public sealed class LlmChatClient : IChatClient
         string text = "";
         int emitted = 0;
         request.FinishReason = ChatFinishReason.Length;
-        using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options).GetEnumerator())
+        using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options, cancellationToken).GetEnumerator())
         {
             while (true)
             {

@@ -79,6 +79,35 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task EndOfTextEndsTheReplyAndIsNotCounted()
+    {
+        // A model that learned to end each reply with the end-of-text token, as supervised fine-tuning teaches.
+        var ml = new MLContext(seed: 2);
+        var tokenizer = LmTokenizer.Character(["User: to be\nAssistant: or not the mind"], endOfTextToken: "<|endoftext|>");
+        int eos = tokenizer.EndOfTextId!.Value;
+        var conversation = tokenizer.Encode("User: to be\nAssistant: or not").Append(eos).Concat(tokenizer.Encode("User: the mind\nAssistant: to be")).Append(eos).ToArray();
+        var ids = Enumerable.Repeat(conversation, 12).SelectMany(c => c).ToArray();
+        var blocks = Enumerable.Range(0, (ids.Length - 65) / 3).Select(i => ids[(3 * i)..(3 * i + 65)]).ToArray();
+        var options = TestData.TinyOptions(64, maxSteps: 200);
+        options.Tokenizer = tokenizer;
+        var model = ml.Llm().Trainers.CausalLm(options).Fit(TestData.FromTokens(ml, blocks));
+
+        using var client = ml.Llm().CreateChatClient(model, new LlmChatClientOptions { UseTemplateStopStrings = false });
+        var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "to be")], new ChatOptions { Temperature = 0, MaxOutputTokens = 30 });
+        Assert.Equal("or not", response.Text);
+        Assert.Equal(ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(6, response.Usage!.OutputTokenCount);   // "or not"; the end-of-text token is not counted
+        Assert.Equal("User: to be\nAssistant: ".Length, response.Usage.InputTokenCount);
+
+        // Without StopAtEndOfText the model writes past it, up to the token limit.
+        using var unstopped = ml.Llm().CreateChatClient(model, new LlmChatClientOptions { UseTemplateStopStrings = false, StopAtEndOfText = false });
+        var longer = await unstopped.GetResponseAsync([new ChatMessage(ChatRole.User, "to be")], new ChatOptions { Temperature = 0, MaxOutputTokens = 30 });
+        Assert.Equal(ChatFinishReason.Length, longer.FinishReason);
+        Assert.Equal(30, longer.Usage!.OutputTokenCount);
+        Assert.StartsWith("or not", longer.Text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task StopSequencesAreCutAlsoWhenStreamed()
     {
         using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
@@ -171,6 +200,8 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
             Assert.Throws<ArgumentOutOfRangeException>(() => client.ToGenerationOptions(new ChatOptions { Seed = 1L << 40 })).Message);
         Assert.Equal("ChatOptions.FrequencyPenalty is 0.5; LlmChatClient supports 0 only (use GenerationOptions.RepetitionPenalty).",
             Assert.Throws<NotSupportedException>(() => client.ToGenerationOptions(new ChatOptions { FrequencyPenalty = 0.5f })).Message);
+        Assert.Equal("ChatOptions.ResponseFormat asks for JSON; LlmChatClient generates free text only (ChatResponseFormat.Text).",
+            Assert.Throws<NotSupportedException>(() => client.ToGenerationOptions(new ChatOptions { ResponseFormat = ChatResponseFormat.Json })).Message);
         Assert.Equal("ChatOptions.StopSequences[0] is empty; expected a non-empty string. (Parameter 'options')",
             Assert.Throws<ArgumentException>(() => client.ToGenerationOptions(new ChatOptions { StopSequences = [""] })).Message);
         Assert.Equal(0, client.ToGenerationOptions(new ChatOptions { PresencePenalty = 0 }).TopK);
@@ -227,7 +258,9 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     public async Task ConcurrentRequestsAreServedOneAtATimeWithTheSameResults()
     {
         using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
-        using var other = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });   // another client, another generator
+        // Another client with another generator over the same model: both wait for the same gate.
+        using var other = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
+        Assert.NotSame(client.Generator, other.Generator);
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 20 };
         string alone = (await client.GetResponseAsync(Question, options)).Text;
         var tasks = Enumerable.Range(0, 6).Select(i => (i % 2 == 0 ? client : other).GetResponseAsync(Question, options)).ToArray();

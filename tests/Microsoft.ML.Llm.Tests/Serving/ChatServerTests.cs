@@ -30,6 +30,9 @@ public sealed class ChatServerFixture : IAsyncLifetime
 
     public TextGenerator Reference { get; private set; } = null!;
 
+    /// <summary>The zip loaded separately from the server's copy.</summary>
+    public ITransformer ReferenceModel { get; private set; } = null!;
+
     public HttpClient Http { get; } = new();
 
     public async Task InitializeAsync()
@@ -37,7 +40,8 @@ public sealed class ChatServerFixture : IAsyncLifetime
         var trained = new ChatModelFixture();
         trained.Ml.Model.Save(trained.Model, null, _zip);
         var ml = new MLContext(seed: 3);
-        Reference = ml.Llm().CreateGenerator(ml.Model.Load(_zip, out _));
+        ReferenceModel = ml.Model.Load(_zip, out _);
+        Reference = ml.Llm().CreateGenerator(ReferenceModel);
         _app = ChatServerApp.Build(new ChatServerOptions
         {
             ModelPath = _zip,
@@ -48,7 +52,7 @@ public sealed class ChatServerFixture : IAsyncLifetime
             MaxPromptTokens = MaxPromptTokens,
             MaxRequestBodyBytes = MaxRequestBodyBytes,
             TimeoutSeconds = 120,
-        });
+        }, ["--Logging:LogLevel:Default=Warning"]);
         await _app.StartAsync();
         BaseAddress = new Uri(_app.Urls.Single());
         Http.BaseAddress = BaseAddress;
@@ -181,6 +185,8 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
             "messages[0].content[0]", null, "messages[0].content[0] has type 'image_url'; this server accepts text parts only.");
         await ExpectError("/v1/chat/completions", """{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}""", 404, "model", "model_not_found",
             "The model 'gpt-4o' does not exist; this server serves 'tiny-chat'.");
+        await ExpectError("/v1/chat/completions", """{"model":"tiny-chat","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}""", 400,
+            "response_format", null, "response_format type 'json_object' is not supported by this server; it generates free text.");
         await ExpectError("/v1/completions", """{"model":"tiny-chat","prompt":["a","b"]}""", 400, "prompt", null, "prompt is a JSON array of 2 items; this server accepts one prompt string per request.");
         await ExpectError("/v1/completions", """{"model":"tiny-chat","prompt":"x","temperature":"hot"}""", 400, "temperature", null, "temperature is the string \"hot\"; expected a number from 0 to 2.");
         string longPrompt = new('a', ChatServerFixture.MaxPromptTokens + 1);
@@ -189,6 +195,13 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         string huge = new('a', ChatServerFixture.MaxRequestBodyBytes * 2);
         await ExpectError("/v1/completions", $$"""{"model":"tiny-chat","prompt":"{{huge}}"}""", 413, null, "request_too_large", "The request body is too large");
         await ExpectError("/v1/embeddings", "{}", 404, null, "unknown_url", "Unknown request: POST /v1/embeddings.");
+
+        using (var get = await server.Http.GetAsync("/v1/chat/completions"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, get.StatusCode);
+            using var json = JsonDocument.Parse(await get.Content.ReadAsStringAsync());
+            Assert.StartsWith("Unknown request: GET /v1/chat/completions.", json.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
 
         // The server still answers after all that.
         using var ok = await PostAsync("/v1/completions", """{"model":"tiny-chat","prompt":"to be","max_tokens":3}""", HttpStatusCode.OK);
@@ -220,9 +233,63 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
     }
 
     [Fact]
+    public async Task AClientThatLeavesMidStreamFreesTheModelForTheNext()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StringContent("""{"model":"tiny-chat","messages":[{"role":"user","content":"the mind"}],"max_tokens":64,"stream":true}""", Encoding.UTF8, "application/json"),
+            };
+            using var response = await server.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: {", await reader.ReadLineAsync(), StringComparison.Ordinal);
+        }   // disposed after the first event: the connection is dropped
+        using var ok = await PostAsync("/v1/completions", """{"model":"tiny-chat","prompt":"to be","max_tokens":5,"temperature":0}""", HttpStatusCode.OK);
+        Assert.Equal(server.Reference.Generate("to be", server.Greedy(5)), ok.RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
+    }
+
+    [Fact]
+    public async Task ARequestThatWaitsPastTheTimeLimitGets408()
+    {
+        // A second server over the reference model itself, with a 1 s limit. A chat client over the same model holds it
+        // (a stream suspended after its first piece keeps its turn), so the server's request waits in the queue.
+        await using var app = ChatServerApp.Build(new ChatServerOptions
+        {
+            Model = server.ReferenceModel,
+            ModelId = "held",
+            Urls = "http://127.0.0.1:0",
+            TimeoutSeconds = 1,
+        }, ["--Logging:LogLevel:Default=Warning"]);
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        using var holder = new MLContext().Llm().CreateChatClient(server.ReferenceModel);
+        await using (var held = holder.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "to be")], new ChatOptions { MaxOutputTokens = 10 }).GetAsyncEnumerator())
+        {
+            Assert.True(await held.MoveNextAsync());
+            foreach (bool stream in (bool[])[false, true])
+            {
+                using var content = new StringContent($$"""{"model":"held","prompt":"to be","max_tokens":3,"stream":{{(stream ? "true" : "false")}}}""", Encoding.UTF8, "application/json");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                using var response = await http.PostAsync("/v1/completions", content);
+                Assert.Equal(HttpStatusCode.RequestTimeout, response.StatusCode);
+                Assert.InRange(clock.Elapsed.TotalSeconds, 0.9, 30);
+                using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                Assert.Equal("The request took longer than the server's limit of 1 s.", json.RootElement.GetProperty("error").GetProperty("message").GetString());
+                Assert.Equal("timeout", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+            }
+        }
+        // The holder has let go: the same request is served.
+        using var again = new StringContent("""{"model":"held","prompt":"to be","max_tokens":3}""", Encoding.UTF8, "application/json");
+        using var ok = await http.PostAsync("/v1/completions", again);
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        await app.StopAsync();
+    }
+
+    [Fact]
     public async Task CommandLineOptionsConfigureTheServer()
     {
-        await using (var app = ChatServerApp.Build(["--model", server.ZipPath, "--model-id", "from-args", "--urls", "http://127.0.0.1:0", "--max-tokens", "8", "--template", "chatml"]))
+        await using (var app = ChatServerApp.Build(["--model", server.ZipPath, "--model-id", "from-args", "--urls", "http://127.0.0.1:0", "--max-tokens", "8", "--template", "chatml", "--Logging:LogLevel:Default=Warning"]))
         {
             await app.StartAsync();
             using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
