@@ -353,6 +353,9 @@ public sealed partial class TextGenerator
                 return last;
             }
 
+            // Hold back an ending that may be the start of a stop string ("\nUs" of "\nUser:"): if the stop completes,
+            // none of it may have been returned.
+            safe -= PossibleStopStart(_decoded.AsSpan(_emitted, safe - _emitted));
             if (safe <= _emitted)
             {
                 return "";
@@ -369,6 +372,30 @@ public sealed partial class TextGenerator
             string rest = _decoded.Length > _emitted ? _decoded[_emitted..] : "";
             _emitted = _decoded.Length;
             return rest;
+        }
+
+        /// <summary>The length of the longest ending of <paramref name="text"/> that is a proper prefix of a stop string.</summary>
+        private int PossibleStopStart(ReadOnlySpan<char> text)
+        {
+            int longest = 0;
+            foreach (var s in stops)
+            {
+                if (string.IsNullOrEmpty(s))
+                {
+                    continue;
+                }
+
+                for (int k = Math.Min(s.Length - 1, text.Length); k > longest; k--)
+                {
+                    if (text[^k..].SequenceEqual(s.AsSpan(0, k)))
+                    {
+                        longest = k;
+                        break;
+                    }
+                }
+            }
+
+            return longest;
         }
 
         private static int FindStop(string text, IList<string> stops, int from)

@@ -33,6 +33,23 @@ public class StreamingTests
     }
 
     [Fact]
+    public void AMultiCharacterStopStringIsNeverPartlyReturned()
+    {
+        // A character model emits a stop string one character at a time; its first characters must be held back until
+        // it is known whether the stop completes, so no result (whole or streamed) ends with its start.
+        using var model = GenerationTestModel.Create(contextLength: 16);
+        var generator = GenerationTestModel.Generator(model);
+        string free = generator.Generate("to be", new GenerationOptions { DoSample = false, MaxNewTokens = 40 });
+        string stop = free.Substring(12, 4);
+        var options = new GenerationOptions { DoSample = false, MaxNewTokens = 40, StopStrings = [stop] };
+        string expected = free[..free.IndexOf(stop, StringComparison.Ordinal)];
+
+        Assert.Equal(expected, generator.Generate("to be", options));
+        Assert.Equal(expected, string.Concat(generator.GenerateStreaming("to be", options)));
+        Assert.Equal([expected], generator.Generate(["to be"], options));
+    }
+
+    [Fact]
     public void PiecesAreCompleteUtf8Characters()
     {
         // A byte-level tokenizer: "é" and "€" take 2 and 3 tokens, so a token often ends inside a character.
