@@ -24,6 +24,8 @@ Directory.CreateDirectory(outDir);
 const int Context = 64;
 string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"));
 int split = (int)(text.Length * 0.9);
+// The vocabulary is the characters of the whole text, as nanoGPT's prepare.py builds it; every trial uses it.
+var vocabulary = LmTokenizer.Character([text]);
 Console.WriteLine($"Machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}; load average at start: {LoadAverage()}");
 Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {trialTokens / 9}·3^k tokens; output {outDir}");
 
@@ -47,7 +49,7 @@ foreach (int seed in seeds)
                 MaxSteps = 2000,
                 TimeBudget = TimeSpan.FromSeconds(budget),
                 Seed = seed,
-            }, validationText);
+            }, PrepareValidation(ml, validationText));
             model = pipeline.Fit(trainText);
             var lm = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
             best = $"nanoGPT config, {lm.History.Count} steps, {lm.History[^1].Tokens} tokens";
@@ -77,7 +79,10 @@ foreach (int seed in seeds)
             Console.WriteLine(experiment.Result.ToTable());
         }
 
-        double loss = ml.Llm().Evaluate(model, validationText).Loss;
+        // The whole validation split in consecutive, non-overlapping blocks, scored by the language model alone.
+        var lmOnly = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
+        var validationBlocks = PrepareValidation(ml, validationText);
+        double loss = ml.Llm().Evaluate(lmOnly, validationBlocks).Loss;
         Console.WriteLine($"== {method}, seed {seed}: validation loss {loss:F4} (whole split) after {clock.Elapsed.TotalSeconds:F0} s, {trials} trials ({stopped} stopped); {best}; load {LoadAverage()}");
         results.Add((method, seed, loss, trials, stopped, best));
         (model as IDisposable)?.Dispose();
@@ -97,13 +102,10 @@ foreach (string method in methods)
 
 Console.WriteLine($"Load average at end: {LoadAverage()}");
 
-// The whole pipeline is swept: the packing stride of the training windows (a pipeline option) and the trainer's options.
-// Validation blocks are always consecutive, non-overlapping windows of 64 + 1 characters.
-static IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOptions baseOptions, IDataView? validationText)
+// The pipeline: character tokenizer (the fixed vocabulary) → packing into consecutive blocks of 64 + 1 → GPT. Inside a
+// sweep the validation text goes through the same fitted transforms; outside, validationBlocks are given.
+IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOptions options, IDataView? validationBlocks)
 {
-    var tokenize = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character });
-    var pack = ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context, Stride = o.Stride });
-    var options = baseOptions;
     options.Model = GptConfig.ShakespeareChar() with { LayerCount = o.Layers, EmbeddingSize = o.EmbeddingSize, HeadCount = 4 };
     options.BatchSize = o.BatchSize;
     options.LearningRate = o.LearningRate;
@@ -111,20 +113,21 @@ static IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTra
     options.WarmupSteps = o.WarmupSteps;
     options.Beta2 = o.Beta2;
     options.EvaluationInterval = 50;
-    options.EvaluationBatches = 20;
+    options.EvaluationBatches = 20;   // nanoGPT's --eval_iters=20 for its CPU run
     options.LogInterval = 50;
     options.CheckpointInterval = 100_000;
     options.NumberOfThreads = Environment.ProcessorCount;
-    if (validationText is not null)
-    {
-        // Outside a sweep the validation data must be tokenized and packed by hand (the sweep does it through the
-        // transforms fitted before the trainer).
-        var prep = tokenize.Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context)).Fit(validationText);
-        options.ValidationSet = prep.Transform(validationText);
-    }
-
-    return tokenize.Append(pack).Append(ml.Llm().Trainers.CausalLm(options));
+    if (validationBlocks is not null)
+        options.ValidationSet = validationBlocks;
+    return ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Tokenizer = vocabulary })
+        .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context))
+        .Append(ml.Llm().Trainers.CausalLm(options));
 }
+
+IDataView PrepareValidation(MLContext ml, IDataView validationText) =>
+    ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Tokenizer = vocabulary })
+        .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context))
+        .Fit(validationText).Transform(validationText);
 
 static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
@@ -148,10 +151,6 @@ public sealed class SweepSpace
 
     [Choice(new object[] { 0.95, 0.99 }, 0.99)]
     public double Beta2 { get; set; } = 0.99;
-
-    /// <summary>Packing: training windows start every Stride characters (nanoGPT samples random offsets).</summary>
-    [Choice(new object[] { 8, 32, 64 }, 8)]
-    public int Stride { get; set; } = 8;
 }
 
 internal sealed record TextRow(string Text);
