@@ -67,7 +67,7 @@ foreach (int seed in seeds)
             experiment = method switch
             {
                 "asha" => experiment.SetAshaTuner(minTokens: trialTokens / 9, reductionFactor: 3),
-                "tpe" => experiment.SetTreeParzenTuner(startupTrials: 4),
+                "tpe" => experiment.SetTreeParzenTuner(startupTrials: 2),
                 "random" => experiment.SetRandomSearchTuner(),
                 _ => throw new ArgumentException($"Unknown method '{method}'; expected asha, tpe, random or hand."),
             };

@@ -236,7 +236,7 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
-    public async Task TheTimeBudgetCutsTheRunningTrialWhoseModelComesBackFromItsCheckpoint()
+    public async Task TheTimeBudgetStopsTheRunningTrialWhichKeepsItsPartialResult()
     {
         var ml = new MLContext(seed: 1);
         var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(1e-3, 1e-2, logBase: true) };
@@ -252,10 +252,10 @@ public sealed class LlmExperimentTests : IDisposable
                         BatchSize = BatchSize,
                         LearningRate = p["LearningRate"].AsType<double>(),
                         MaxSteps = 1_000_000,                // far more than the budget allows
-                        EvaluationInterval = 2,
+                        EvaluationInterval = 1,
                         NumberOfThreads = 1,
                     })))
-            .SetTrainingTimeInSeconds(4)
+            .SetTrainingTimeInSeconds(6)
             .SetSweepDirectory(_dir);
         var best = await experiment.RunAsync();
 
@@ -264,12 +264,55 @@ public sealed class LlmExperimentTests : IDisposable
         Assert.Equal("sweep time budget", trial.StopReason);
         Assert.NotEmpty(trial.Curve);
         Assert.Same(trial, best);
+        Assert.NotNull(best.Model);   // refitted from the checkpoint written when the budget cut it
+    }
 
-        // The stopped trial's pipeline: refitted with its trainer resumed from the checkpoint written on cancellation
-        // (no step left to take, the best weights restored), so it scores the validation text at the trial's metric.
+    [Fact]
+    public async Task AStoppedBestTrialsPipelineIsRefittedFromItsCheckpointByAPluggedInTuner()
+    {
+        // A user tuner (ITuner is pluggable): random proposals, and every trial stopped at its second evaluation, so
+        // the best trial is a stopped one and its pipeline must come back from the checkpoint written on cancellation.
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(2e-3, 5e-3, logBase: true) };
+        var tuner = new StopAtSecondEvaluation(new RandomSearchTuner(space, seed: 4));
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new PipelineSpace { VocabularySize = 280 }, p["LearningRate"].AsType<double>()))
+            .SetTuner(tuner)
+            .SetMaxTrials(2)
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        Assert.All(experiment.Result.Trials, t =>
+        {
+            Assert.Equal(TrialStatus.Stopped, t.Status);
+            Assert.Equal("second evaluation", t.StopReason);
+            Assert.Equal([320L, 640], t.Curve.Select(p => p.Tokens));
+        });
+        Assert.Equal([1, 2], tuner.Updated);
         Assert.NotNull(best.Model);
         Assert.Equal(best.Metric, ml.Llm().Evaluate(best.Model!, validation).Loss, 4);
-        Assert.True(File.Exists(Path.Combine(trial.TrialSettings.Directory, "model.zip")));
+        Assert.True(File.Exists(Path.Combine(best.TrialSettings.Directory, "model.zip")));
+    }
+
+    private sealed class StopAtSecondEvaluation(ITuner sampler) : IEarlyStoppingTuner
+    {
+        private readonly Dictionary<int, int> _reports = [];
+
+        public List<int> Updated { get; } = [];
+
+        public Parameter? Propose(TrialSettings settings) => sampler.Propose(settings);
+
+        public void Update(TrialResult result) => Updated.Add(result.TrialId);
+
+        public bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason)
+        {
+            int n = _reports[settings.TrialId] = _reports.GetValueOrDefault(settings.TrialId) + 1;
+            reason = n >= 2 ? "second evaluation" : null;
+            return n >= 2;
+        }
     }
 
     [Fact]
