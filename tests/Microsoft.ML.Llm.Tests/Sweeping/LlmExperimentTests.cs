@@ -316,6 +316,20 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task TheTotalTokenBudgetStopsTheTrialThatReachesIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var experiment = Experiment(ml, _dir, maxTrials: 10).SetMaxTotalTokens(25 * TokensPerStep);
+        await experiment.RunAsync();
+
+        // Trial 1 trains its 20 steps (1280 tokens); trial 2 has 320 tokens left and is stopped at its report at step 5.
+        var trials = experiment.Result.Trials;
+        Assert.Equal(2, trials.Count);
+        Assert.Equal((TrialStatus.Completed, 20 * TokensPerStep), (trials[0].Status, trials[0].Tokens));
+        Assert.Equal((TrialStatus.Stopped, "sweep token budget", 5 * TokensPerStep), (trials[1].Status, trials[1].StopReason, trials[1].Tokens));
+    }
+
+    [Fact]
     public async Task BadSettingsAreRejectedWithClearMessages()
     {
         var ml = new MLContext(seed: 1);
@@ -326,13 +340,15 @@ public sealed class LlmExperimentTests : IDisposable
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetTrainingTimeInSeconds(0)).Message);
         Assert.StartsWith("Each trial's token budget must be a positive number of tokens; got 0.",
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTokens(0)).Message);
+        Assert.StartsWith("The sweep's total token budget must be a positive number of tokens; got -1.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTotalTokens(-1)).Message);
         Assert.Equal("The experiment has no data: call SetDataset(train, validation) before RunAsync.",
             Assert.Throws<InvalidOperationException>(() => { _ = experiment.RunAsync(); }).Message);
 
         var (train, validation) = Text(ml);
         var noBudget = ml.Llm().CreateExperiment().SetDataset(train, validation)
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
-        Assert.Equal("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).",
+        Assert.Equal("The experiment has no budget: call SetMaxTrials(n), SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t) (a grid search ends by itself).",
             Assert.Throws<InvalidOperationException>(() => { _ = noBudget.RunAsync(); }).Message);
         var noValidation = ml.Llm().CreateExperiment().SetDataset(train, null).SetMaxTrials(1)
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
