@@ -206,6 +206,31 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task CancellingTheSweepLeavesTheRunningTrialUnrecordedAndAResumeRunsIt()
+    {
+        var ml = new MLContext(seed: 1);
+        using var cancel = new CancellationTokenSource();
+        var cancelling = new Recorder<SweepProgress>([], r =>
+        {
+            if (r.Trial == 2 && r.Training is not null)
+                cancel.Cancel();
+        });
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Experiment(ml, _dir, maxTrials: 2).SetProgress(cancelling).RunAsync(cancel.Token));
+        Assert.True(File.Exists(Path.Combine(_dir, "trials", "trial-0001", "result.json")));
+        Assert.False(File.Exists(Path.Combine(_dir, "trials", "trial-0002", "result.json")));
+
+        int built = 0;
+        var resumed = Experiment(ml, _dir, maxTrials: 2, (ctx, p) =>
+        {
+            built++;
+            return Pipeline(ctx, p.AsType<PipelineSpace>());
+        });
+        await resumed.RunAsync();
+        Assert.Equal(1, built);
+        Assert.Equal([TrialStatus.Completed, TrialStatus.Completed], resumed.Result.Trials.Select(t => t.Status));
+    }
+
+    [Fact]
     public async Task AshaStopsTheWorseTrialAtARungAndItKeepsItsPartialCurve()
     {
         var ml = new MLContext(seed: 1);
@@ -388,8 +413,12 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     /// <summary>Collects reports synchronously.</summary>
-    private sealed class Recorder<T>(List<T> into) : IProgress<T>
+    private sealed class Recorder<T>(List<T> into, Action<T>? also = null) : IProgress<T>
     {
-        public void Report(T value) => into.Add(value);
+        public void Report(T value)
+        {
+            into.Add(value);
+            also?.Invoke(value);
+        }
     }
 }
