@@ -132,7 +132,9 @@ IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOpt
     options.EvaluationBatches = evaluationBatches;
     options.LogInterval = evaluationInterval;
     options.CheckpointInterval = 100_000;
-    options.NumberOfThreads = Environment.ProcessorCount;
+    // One torch thread: on the shared, loaded machine two threads' OpenMP barriers stall (benchmarks/README.md).
+    options.NumberOfThreads = 1;
+    options.PeakFlops = 1e11;         // MFU is not reported here; skip the per-process matmul-peak measurement
     if (validationBlocks is not null)
         options.ValidationSet = validationBlocks;
     return ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Tokenizer = vocabulary })
