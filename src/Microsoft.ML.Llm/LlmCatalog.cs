@@ -105,6 +105,21 @@ public sealed class LlmCatalog
     public SweepableEstimator CreateSweepableEstimator(Func<MLContext, Llm.Sweeping.Parameter, IEstimator<ITransformer>> factory, Llm.Sweeping.SearchSpace searchSpace) =>
         new(factory, searchSpace);
 
+    /// <summary>
+    /// A sweep over the options class <typeparamref name="TOptions"/> (its ML.NET search-space attributes,
+    /// <c>[Range]</c>/<c>[Choice]</c>): an <see cref="LlmExperiment"/> with the data and the pipeline set, the factory
+    /// receiving each trial's options as a <typeparamref name="TOptions"/>. Set a tuner and a budget, then
+    /// <see cref="LlmExperiment.RunAsync"/>.
+    /// </summary>
+    public LlmExperiment Sweep<TOptions>(IDataView train, IDataView? validation, Func<MLContext, TOptions, IEstimator<ITransformer>> factory)
+        where TOptions : class, new()
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        return CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(new Llm.Sweeping.SearchSpace<TOptions>(), (ctx, p) => factory(ctx, p.AsType<TOptions>()));
+    }
+
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)
     {
         ArgumentNullException.ThrowIfNull(model);

@@ -344,7 +344,12 @@ public sealed class LlmExperimentTests : IDisposable
     public async Task TheTotalTokenBudgetStopsTheTrialThatReachesIt()
     {
         var ml = new MLContext(seed: 1);
-        var experiment = Experiment(ml, _dir, maxTrials: 10).SetMaxTotalTokens(25 * TokensPerStep);
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().Sweep<PipelineSpace>(train, validation, (ctx, o) => Pipeline(ctx, o))
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSeed(1)
+            .SetSweepDirectory(_dir)
+            .SetMaxTotalTokens(25 * TokensPerStep);
         await experiment.RunAsync();
 
         // Trial 1 trains its 20 steps (1280 tokens); trial 2 has 320 tokens left and is stopped at its report at step 5.
