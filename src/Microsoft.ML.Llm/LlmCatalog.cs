@@ -49,13 +49,100 @@ public sealed class LlmCatalog
         return new CausalLmTransformer(_context, model, tokenizer, tokensColumnName, []);
     }
 
-    /// <summary>A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the last one in a chain).</summary>
+    /// <summary>
+    /// Loads LoRA adapters saved in Hugging Face PEFT's layout (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>,
+    /// as <c>PeftModel.save_pretrained</c> or <see cref="CausalLmTransformer.SaveLoraAdapters"/> write them) onto a copy of
+    /// <paramref name="baseModel"/>: a loaded model, a model zip or a Hugging Face folder. The result carries the adapters
+    /// unmerged (<see cref="GptModel.MergeLora"/> merges them); saving it writes them merged, or, for a base given as a path,
+    /// alone (<see cref="CausalLmTransformer.LoraSaveMode"/>).
+    /// </summary>
+    /// <param name="baseModel">The model the adapters were trained on.</param>
+    /// <param name="adapterFolder">The PEFT adapter folder.</param>
+    /// <param name="tokensColumnName">The token-block column the transformer scores.</param>
+    public CausalLmTransformer LoadLoraAdapter(InitialModel baseModel, string adapterFolder, string tokensColumnName = CausalLmTrainerOptions.Defaults.TokensColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return CausalLmTransformer.LoadPeftAdapter(_context, baseModel, adapterFolder, tokensColumnName);
+    }
+
+    /// <summary>
+    /// A generator over the <see cref="CausalLmTransformer"/> in <paramref name="model"/> (itself or the first one in a
+    /// chain). Given the whole pipeline, prompts pass through the text transforms that fed the tokenizer's input column
+    /// (<c>NormalizeForLm</c>, <c>RedactPii</c>) before they are tokenized, as the training text did.
+    /// </summary>
     public TextGenerator CreateGenerator(ITransformer model)
     {
-        var lm = FindLanguageModel(model, out _);
+        var lm = FindLanguageModel(model, out var before);
         var tokenizer = lm.Tokenizer ?? throw new ArgumentException(
             "The model was trained without a tokenizer (bare token ids), so it cannot turn text into tokens. Train it after TokenizeForLm or set CausalLmTrainerOptions.Tokenizer.", nameof(model));
-        return new TextGenerator(lm.Model, tokenizer);
+        return new TextGenerator(lm.Model, tokenizer, PromptTransforms(before));
+    }
+
+    /// <summary>
+    /// Generates a completion column from a prompt column with the language model in <paramref name="model"/> (the
+    /// <see cref="CausalLmTransformer"/> itself, or the fitted pipeline that contains it, whose text transforms the prompts
+    /// then pass through before tokenization). The estimator needs no training; its transformer is row-to-row, generates
+    /// <paramref name="batchSize"/> rows per batch when a cursor reads it, and saves into the model zip with its options.
+    /// </summary>
+    /// <param name="outputColumnName">The completion column added (Text; a vector of Text when <see cref="GenerationOptions.NumReturnSequences"/> &gt; 1).</param>
+    /// <param name="inputColumnName">The prompt column (Text).</param>
+    /// <param name="model">The language model, or a fitted pipeline containing it.</param>
+    /// <param name="options">How to generate; null: <see cref="GenerationOptions"/>' defaults.</param>
+    /// <param name="batchSize">Rows generated together.</param>
+    public TextGenerationEstimator GenerateText(string outputColumnName, string inputColumnName, ITransformer model,
+        GenerationOptions? options = null, int batchSize = TextGenerationOptions.Defaults.BatchSize)
+        => GenerateText(model, new TextGenerationOptions
+        {
+            OutputColumnName = outputColumnName,
+            InputColumnName = inputColumnName,
+            Generation = options ?? new GenerationOptions(),
+            BatchSize = batchSize,
+        });
+
+    /// <summary>Generates a completion column from a prompt column, as chosen by <paramref name="options"/> (see the other overload).</summary>
+    public TextGenerationEstimator GenerateText(ITransformer model, TextGenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var lm = FindLanguageModel(model, out var before);
+        return new TextGenerationEstimator(lm, PromptTransforms(before), options);
+    }
+
+    /// <summary>
+    /// The text transforms on the path of the text that the (last) tokenizer before the language model read, in pipeline
+    /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> or <c>RedactPii</c> that wrote the
+    /// column, then its own input column, and so on. Filters and language detection do not change the text and are skipped.
+    /// </summary>
+    internal static IReadOnlyList<Llm.Data.Internal.AppendColumnsTransformerBase> PromptTransforms(IReadOnlyList<ITransformer> before)
+    {
+        int at = before.Count - 1;
+        while (at >= 0 && before[at] is not Llm.Data.LmTokenizerTransformer)
+        {
+            at--;
+        }
+
+        if (at < 0)
+        {
+            return [];
+        }
+
+        string column = ((Llm.Data.LmTokenizerTransformer)before[at]).InputColumnName;
+        var found = new List<Llm.Data.Internal.AppendColumnsTransformerBase>();
+        for (int i = at - 1; i >= 0; i--)
+        {
+            (string Output, string Input)? columns = before[i] switch
+            {
+                Llm.Data.TextNormalizerTransformer n => (n.OutputColumnName, n.InputColumnName),
+                Llm.Data.PiiRedactorTransformer r => (r.OutputColumnName, r.InputColumnName),
+                _ => null,
+            };
+            if (columns is { } c && c.Output == column)
+            {
+                found.Insert(0, (Llm.Data.Internal.AppendColumnsTransformerBase)before[i]);
+                column = c.Input;
+            }
+        }
+
+        return found;
     }
 
     /// <summary>
@@ -118,6 +205,28 @@ public sealed class LlmCatalog
         return CreateExperiment()
             .SetDataset(train, validation)
             .SetPipeline(new Llm.Sweeping.SearchSpace<TOptions>(), (ctx, p) => factory(ctx, p.AsType<TOptions>()));
+    }
+
+    /// <summary>
+    /// Exports the language model of <paramref name="model"/> (a <see cref="CausalLmTransformer"/> or a chain ending in
+    /// one) to an ONNX folder that ONNX Runtime, ONNX Runtime GenAI and <c>ApplyOnnxModel</c> run; see <see cref="OnnxExporter"/>.
+    /// </summary>
+    /// <param name="model">The trained model or the pipeline holding it.</param>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="withPastKeyValues">Whether to add past/present key-value inputs and outputs for incremental decoding.</param>
+    /// <param name="quantization">How the linear layers' weights are stored (fp32 or int8).</param>
+    public void ExportToOnnx(ITransformer model, string folder, bool withPastKeyValues = OnnxExportOptions.Defaults.WithPastKeyValues,
+        OnnxWeightQuantization quantization = OnnxExportOptions.Defaults.Quantization) =>
+        ExportToOnnx(model, folder, new OnnxExportOptions { WithPastKeyValues = withPastKeyValues, Quantization = quantization });
+
+    /// <summary>Exports the language model of <paramref name="model"/> to an ONNX folder with the given options; see <see cref="OnnxExporter"/>.</summary>
+    /// <param name="model">The trained model or the pipeline holding it.</param>
+    /// <param name="folder">A folder that does not exist yet (or is empty).</param>
+    /// <param name="options">Opset, past key/value inputs, int8 weights, tokenizer files.</param>
+    public void ExportToOnnx(ITransformer model, string folder, OnnxExportOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        FindLanguageModel(model, out _).ExportToOnnx(folder, options);
     }
 
     private static CausalLmTransformer FindLanguageModel(ITransformer model, out List<ITransformer> before)

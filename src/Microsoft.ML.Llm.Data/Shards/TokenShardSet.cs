@@ -1,4 +1,5 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 
 namespace Microsoft.ML.Llm.Data;
 
@@ -8,10 +9,23 @@ namespace Microsoft.ML.Llm.Data;
 /// reading. Shards written by <c>SaveAsTokenShards</c> or by llm.c/nanoGPT (<c>*.bin</c> with llm.c's header; a
 /// token stream, cut into blocks of the length given when opening).
 /// </summary>
+/// <remarks>
+/// Pages of a mapping that a process has touched count in its resident memory until it unmaps them, although they are
+/// clean page cache the kernel can drop (nanoGPT recreates its <c>np.memmap</c> every batch for this reason). Training
+/// reads blocks in random order and a fault maps the cached pages around the one it needs (measured: 230-280 KB
+/// resident per 258-byte block read, on Linux 6.18 with the shards in the page cache), so on Linux each mapping is
+/// advised <c>MADV_RANDOM</c> (no read-ahead from disk) and, every <see cref="ReleaseInterval"/> blocks read,
+/// <c>MADV_DONTNEED</c> drops the touched pages from this process's page tables (they stay in the page cache).
+/// Resident memory then stays bounded (≈ 300 MB of mapped pages at most) whatever the corpus size.
+/// </remarks>
 public sealed unsafe class TokenShardSet : IDisposable
 {
     private readonly Shard[] _shards;
     private readonly long[] _firstBlock;   // global index of each shard's first block, plus the total at the end
+    private long _blocksRead;
+
+    /// <summary>Blocks read between two releases of the mapped pages (≈ 280 KB each: ≤ 300 MB mapped).</summary>
+    internal const int ReleaseInterval = 1_024;
 
     private TokenShardSet(string directory, Shard[] shards, int blockLength, int vocabularySize, LmTokenizer? tokenizer)
     {
@@ -154,6 +168,15 @@ public sealed unsafe class TokenShardSet : IDisposable
             shard.ReadDocumentIds(start, documentIds);
         if (!lossMask.IsEmpty)
             shard.ReadLossMask(start, lossMask);
+        if (Interlocked.Increment(ref _blocksRead) % ReleaseInterval == 0)
+            ReleaseMappedPages();
+    }
+
+    /// <summary>Drops the pages read so far from this process's resident memory (they stay in the page cache).</summary>
+    internal void ReleaseMappedPages()
+    {
+        foreach (var shard in _shards)
+            shard.Advise(MemoryAdvice.DontNeed);
     }
 
     /// <summary>Unmaps the shards.</summary>
@@ -168,6 +191,8 @@ public sealed unsafe class TokenShardSet : IDisposable
         private readonly MemoryMappedFile _file;
         private readonly MemoryMappedViewAccessor _view;
         private readonly byte* _base;
+        private readonly byte* _mapped;          // page-aligned start of the mapping
+        private readonly nuint _mappedLength;
         private readonly long[] _markers;
 
         public Shard(TokenShardFormat.Header header)
@@ -178,6 +203,9 @@ public sealed unsafe class TokenShardSet : IDisposable
             byte* pointer = null;
             _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
             _base = pointer + _view.PointerOffset;
+            _mapped = pointer;
+            _mappedLength = (nuint)(_view.PointerOffset + _view.Capacity);
+            Advise(MemoryAdvice.Random);
             _markers = new long[header.SegmentCount];
             new ReadOnlySpan<long>(_base + header.SegmentsOffset, header.SegmentCount).CopyTo(_markers);
             if (!BitConverter.IsLittleEndian)
@@ -185,6 +213,13 @@ public sealed unsafe class TokenShardSet : IDisposable
         }
 
         public TokenShardFormat.Header Header { get; }
+
+        /// <summary>madvise on the whole mapping (Linux; a hint, so a failure is ignored).</summary>
+        public void Advise(MemoryAdvice advice)
+        {
+            if (OperatingSystem.IsLinux() && _mappedLength > 0)
+                _ = MemoryAdviceNative.madvise(_mapped, _mappedLength, (int)advice);
+        }
 
         public void ReadTokens(long start, Span<int> destination)
         {
@@ -262,4 +297,17 @@ public sealed unsafe class TokenShardSet : IDisposable
             _file.Dispose();
         }
     }
+}
+
+/// <summary>Linux <c>madvise</c> advice values (asm-generic/mman-common.h).</summary>
+internal enum MemoryAdvice
+{
+    Random = 1,
+    DontNeed = 4,
+}
+
+internal static unsafe class MemoryAdviceNative
+{
+    [DllImport("libc", SetLastError = true)]
+    public static extern int madvise(void* address, nuint length, int advice);
 }

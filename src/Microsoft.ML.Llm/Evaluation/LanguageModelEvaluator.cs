@@ -11,6 +11,23 @@ internal static class LanguageModelEvaluator
     /// Bits per byte = total nats / (ln 2 · total UTF-8 bytes of the predicted tokens) (The Pile; lm-evaluation-harness).
     /// </summary>
     public static LanguageModelMetrics Evaluate(GptModel model, TokenBlocks blocks, int batchSize, IReadOnlyList<int>? rows,
+        LmTokenizer? tokenizer, bool documentMasking) =>
+        Metrics(Sums(model, blocks, batchSize, rows, tokenizer, documentMasking), tokenizer is not null);
+
+    /// <summary>The metrics of summed nats, targets and target bytes (bytes unused without a tokenizer).</summary>
+    public static LanguageModelMetrics Metrics(EvaluationSums sums, bool withBytes)
+    {
+        var (nats, tokens, bytes) = sums;
+        double mean = tokens == 0 ? double.NaN : nats / tokens;
+        double bpb = !withBytes || bytes == 0 ? double.NaN : nats / (Math.Log(2) * bytes);
+        return new LanguageModelMetrics(mean, Math.Exp(mean), bpb, (long)tokens);
+    }
+
+    /// <summary>
+    /// The total nats, predicted targets and their UTF-8 bytes over <paramref name="rows"/>: what data-parallel
+    /// validation sums across ranks before <see cref="Metrics"/> (each rank evaluates its share of the rows).
+    /// </summary>
+    public static EvaluationSums Sums(GptModel model, TokenBlocks blocks, int batchSize, IReadOnlyList<int>? rows,
         LmTokenizer? tokenizer, bool documentMasking)
     {
         bool wasTraining = model.training;
@@ -39,9 +56,7 @@ internal static class LanguageModelEvaluator
                 if (tokenizer is not null)
                     bytes += blocks.CountTargetBytes(tokenizer, batchRows, documentMasking);
             }
-            double mean = tokens == 0 ? double.NaN : nats / tokens;
-            double bpb = tokenizer is null || bytes == 0 ? double.NaN : nats / (Math.Log(2) * bytes);
-            return new LanguageModelMetrics(mean, Math.Exp(mean), bpb, tokens);
+            return new EvaluationSums(nats, tokens, bytes);
         }
         finally
         {
@@ -66,3 +81,6 @@ internal static class LanguageModelEvaluator
         return sample;
     }
 }
+
+/// <summary>Summed negative log-likelihood (nats), predicted targets and their UTF-8 bytes.</summary>
+internal readonly record struct EvaluationSums(double Nats, double Tokens, double Bytes);

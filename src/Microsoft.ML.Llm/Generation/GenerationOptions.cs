@@ -9,7 +9,7 @@ namespace Microsoft.ML.Llm;
 /// </summary>
 /// <remarks>
 /// With <see cref="DoSample"/> on, the next token is drawn after these steps, each off at its default
-/// (see <see cref="TokenSampling.NextToken"/>): repetition penalty → temperature → top-k → top-p → min-p.
+/// (see <see cref="TokenSampling.NextToken(TorchSharp.torch.Tensor, ReadOnlySpan{int}, int, GenerationOptions, TorchSharp.torch.Generator?)"/>): repetition penalty → temperature → top-k → top-p → min-p.
 /// </remarks>
 public sealed class GenerationOptions
 {
@@ -23,6 +23,17 @@ public sealed class GenerationOptions
         public const float TopP = 1.0f;
         public const float MinP = 0f;
         public const float RepetitionPenalty = 1.0f;
+        public const int NoRepeatNgramSize = 0;
+        public const float PresencePenalty = 0f;
+        public const float FrequencyPenalty = 0f;
+        public const int MinNewTokens = 0;
+        public const int NumReturnSequences = 1;
+        public const int NumBeams = 1;
+        public const float LengthPenalty = 1.0f;
+        public const bool EarlyStopping = false;
+        public const PromptOverflow PromptOverflow = Llm.PromptOverflow.TruncateLeft;
+        public const ContextOverflow ContextOverflow = Llm.ContextOverflow.SlideWindow;
+        public const float MaxPenalty = 2f;
     }
 
     /// <summary>The largest number of tokens generated after the prompt.</summary>
@@ -64,6 +75,85 @@ public sealed class GenerationOptions
     /// <summary>Generation stops after any of these token ids (end of sequence); none when empty.</summary>
     public IList<int> EosTokenIds { get; set; } = [];
 
+    /// <summary>
+    /// Forbids every n-gram of this size from occurring twice in the sequence (prompt included), as Hugging Face's
+    /// <c>NoRepeatNGramLogitsProcessor</c>: a token that would complete an n-gram already present is never chosen.
+    /// 0 turns it off.
+    /// </summary>
+    public int NoRepeatNgramSize { get; set; } = Defaults.NoRepeatNgramSize;
+
+    /// <summary>
+    /// OpenAI's presence penalty, in [-2, 2]: subtracted once from the logit of every token that already occurs among the
+    /// generated tokens (the prompt does not count). Positive values push towards new topics; 0 turns it off.
+    /// </summary>
+    public float PresencePenalty { get; set; } = Defaults.PresencePenalty;
+
+    /// <summary>
+    /// OpenAI's frequency penalty, in [-2, 2]: subtracted from a token's logit once per occurrence among the generated
+    /// tokens, so frequent tokens are penalised more. 0 turns it off.
+    /// </summary>
+    public float FrequencyPenalty { get; set; } = Defaults.FrequencyPenalty;
+
+    /// <summary>
+    /// The end-of-sequence ids (<see cref="EosTokenIds"/>) cannot be chosen before this many tokens are generated
+    /// (Hugging Face's <c>min_new_tokens</c>). 0 turns it off.
+    /// </summary>
+    public int MinNewTokens { get; set; } = Defaults.MinNewTokens;
+
+    /// <summary>
+    /// Token sequences that must never be generated (Hugging Face's <c>bad_words_ids</c>): a one-token entry bans the token
+    /// everywhere; a longer entry bans its last token whenever the sequence ends with the entry's other tokens.
+    /// </summary>
+    public IList<IList<int>> BadWordsIds { get; set; } = [];
+
+    /// <summary>
+    /// How many completions each prompt returns (Hugging Face's <c>num_return_sequences</c>): independent samples when
+    /// <see cref="DoSample"/> is on, the best finished beams with beam search (at most <see cref="NumBeams"/>). Greedy
+    /// decoding without beams has a single answer, so it requires 1.
+    /// </summary>
+    public int NumReturnSequences { get; set; } = Defaults.NumReturnSequences;
+
+    /// <summary>
+    /// The number of beams of beam search (Hugging Face's <c>num_beams</c>); 1 is greedy decoding or sampling. Beam
+    /// search keeps the <c>NumBeams</c> most likely partial sequences at every step (their keys and values are reordered
+    /// in the cache, not recomputed) and returns the best finished hypotheses by length-normalised score
+    /// (see <see cref="LengthPenalty"/>). It is deterministic: it cannot be combined with <see cref="DoSample"/>.
+    /// </summary>
+    public int NumBeams { get; set; } = Defaults.NumBeams;
+
+    /// <summary>
+    /// The exponent of the length normalisation of beam search: a hypothesis scores sum(log p) / length^LengthPenalty,
+    /// where length counts its generated tokens (the end-of-sequence token included). Above 0 favours longer sequences
+    /// (log-probabilities are negative), below 0 shorter ones; 0 ranks by total log-probability.
+    /// </summary>
+    public float LengthPenalty { get; set; } = Defaults.LengthPenalty;
+
+    /// <summary>
+    /// When beam search stops (Hugging Face's <c>early_stopping</c>): true stops a prompt as soon as <see cref="NumBeams"/>
+    /// hypotheses are finished; false (the default) stops when no running beam can still beat the worst finished one,
+    /// judged by its score at the current length (Hugging Face's heuristic).
+    /// </summary>
+    public bool EarlyStopping { get; set; } = Defaults.EarlyStopping;
+
+    /// <summary>What to do with a prompt longer than the model's context: keep its last tokens (default) or throw.</summary>
+    public PromptOverflow PromptOverflow { get; set; } = Defaults.PromptOverflow;
+
+    /// <summary>
+    /// What happens when prompt and completion fill the model's context: slide the window (default; each further token
+    /// sees the last <see cref="GptConfig.ContextLength"/> tokens, recomputed, as nanoGPT's <c>generate</c>) or stop.
+    /// </summary>
+    public ContextOverflow ContextOverflow { get; set; } = Defaults.ContextOverflow;
+
+    /// <summary>A copy of these options (the lists copied too).</summary>
+    public GenerationOptions Clone()
+    {
+        var copy = (GenerationOptions)MemberwiseClone();
+        copy.StopStrings = StopStrings is null ? null! : [.. StopStrings];
+        copy.EosTokenIds = EosTokenIds is null ? null! : [.. EosTokenIds];
+        copy.BadWordsIds = BadWordsIds is null ? null! : BadWordsIds.Select(b => (IList<int>)(b is null ? null! : b.ToList())).ToList();
+        return copy;
+    }
+
     /// <summary>Checks every option and throws, naming the option, its value and the accepted range.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A number is outside its range, or NaN.</exception>
     /// <exception cref="ArgumentNullException">A list is null.</exception>
@@ -100,6 +190,83 @@ public sealed class GenerationOptions
             throw OutOfRange(nameof(RepetitionPenalty), RepetitionPenalty, "a positive finite number (1 turns the penalty off)");
         }
 
+        if (NoRepeatNgramSize < 0)
+        {
+            throw OutOfRange(nameof(NoRepeatNgramSize), NoRepeatNgramSize, "a non-negative integer (0 turns the constraint off)");
+        }
+
+        if (!(PresencePenalty >= -Defaults.MaxPenalty && PresencePenalty <= Defaults.MaxPenalty))
+        {
+            throw OutOfRange(nameof(PresencePenalty), PresencePenalty, "a number in [-2, 2] (0 turns the penalty off)");
+        }
+
+        if (!(FrequencyPenalty >= -Defaults.MaxPenalty && FrequencyPenalty <= Defaults.MaxPenalty))
+        {
+            throw OutOfRange(nameof(FrequencyPenalty), FrequencyPenalty, "a number in [-2, 2] (0 turns the penalty off)");
+        }
+
+        if (MinNewTokens < 0 || MinNewTokens > MaxNewTokens)
+        {
+            throw OutOfRange(nameof(MinNewTokens), MinNewTokens, Invariant($"an integer from 0 to MaxNewTokens ({MaxNewTokens})"));
+        }
+
+        if (NumBeams < 1)
+        {
+            throw OutOfRange(nameof(NumBeams), NumBeams, "an integer of at least 1 (1 turns beam search off)");
+        }
+
+        if (!float.IsFinite(LengthPenalty))
+        {
+            throw OutOfRange(nameof(LengthPenalty), LengthPenalty, "a finite number (1 divides by the length, 0 ranks by total log-probability)");
+        }
+
+        if (NumReturnSequences < 1)
+        {
+            throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, "an integer of at least 1");
+        }
+
+        if (NumBeams > 1 && DoSample)
+        {
+            throw new ArgumentException(
+                Invariant($"GenerationOptions.NumBeams is {NumBeams} with DoSample true; beam sampling is not supported: set DoSample = false for beam search, or NumBeams = 1 to sample."),
+                nameof(NumBeams));
+        }
+
+        if (NumBeams > 1 && NumReturnSequences > NumBeams)
+        {
+            throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, Invariant($"an integer from 1 to NumBeams ({NumBeams}): beam search returns at most one sequence per beam"));
+        }
+
+        if (NumBeams == 1 && !DoSample && NumReturnSequences > 1)
+        {
+            throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, "1 with greedy decoding (every sequence would be the same); set DoSample = true or NumBeams ≥ NumReturnSequences");
+        }
+
+        if (!Enum.IsDefined(PromptOverflow))
+        {
+            throw OutOfRange(nameof(PromptOverflow), PromptOverflow, "TruncateLeft or Throw");
+        }
+
+        if (!Enum.IsDefined(ContextOverflow))
+        {
+            throw OutOfRange(nameof(ContextOverflow), ContextOverflow, "SlideWindow or Stop");
+        }
+
+        if (BadWordsIds is null)
+        {
+            throw new ArgumentNullException(nameof(BadWordsIds), "GenerationOptions.BadWordsIds is null; expected a list, empty for none.");
+        }
+
+        for (int i = 0; i < BadWordsIds.Count; i++)
+        {
+            if (BadWordsIds[i] is not { Count: > 0 } word || word.Any(id => id < 0))
+            {
+                throw new ArgumentException(
+                    Invariant($"GenerationOptions.BadWordsIds[{i}] is {(BadWordsIds[i] is null ? "null" : "[" + string.Join(", ", BadWordsIds[i]) + "]")}; expected a non-empty list of non-negative token ids."),
+                    nameof(BadWordsIds));
+            }
+        }
+
         if (StopStrings is null)
         {
             throw new ArgumentNullException(nameof(StopStrings), "GenerationOptions.StopStrings is null; expected a list, empty for none.");
@@ -133,4 +300,29 @@ public sealed class GenerationOptions
 
     private static ArgumentOutOfRangeException OutOfRange(string name, object value, string accepted) =>
         new(name, Invariant($"GenerationOptions.{name} is {value}; expected {accepted}."));
+}
+
+/// <summary>What <see cref="TextGenerator"/> does with a prompt longer than the model's context length.</summary>
+public enum PromptOverflow
+{
+    /// <summary>Keep the prompt's last <see cref="GptConfig.ContextLength"/> tokens (the oldest fall out of view).</summary>
+    TruncateLeft,
+
+    /// <summary>Throw an <see cref="ArgumentException"/> naming the prompt's length and the context length.</summary>
+    Throw,
+}
+
+/// <summary>What <see cref="TextGenerator"/> does when prompt and completion fill the model's context.</summary>
+public enum ContextOverflow
+{
+    /// <summary>
+    /// Slide the window: each further token is predicted from the last <see cref="GptConfig.ContextLength"/> tokens, as
+    /// nanoGPT's <c>generate</c> crops its input. The model never saw positions beyond its context, so the window is run
+    /// again from position 0 for every such token: past the context a token costs a full forward pass of the window
+    /// instead of one position's work.
+    /// </summary>
+    SlideWindow,
+
+    /// <summary>Stop generating when the context is full (the completion ends there).</summary>
+    Stop,
 }

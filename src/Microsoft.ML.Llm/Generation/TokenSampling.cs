@@ -28,6 +28,21 @@ public static class TokenSampling
     /// <exception cref="ArgumentException">The logits are not one row of floating-point values, or contain NaN or +∞.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A history token is outside [0, V).</exception>
     public static int NextToken(Tensor logits, ReadOnlySpan<int> history, GenerationOptions options, Generator? generator)
+        => NextToken(logits, history, promptLength: 0, options, generator);
+
+    /// <summary>
+    /// Picks the next token after the logits processors of <paramref name="options"/>: repetition penalty, presence and
+    /// frequency penalties (over the generated tokens, those after <paramref name="promptLength"/>), no-repeat n-grams,
+    /// bad words, the minimum length (end-of-sequence ids banned before <see cref="GenerationOptions.MinNewTokens"/>);
+    /// then greedy choice, or temperature → top-k → top-p → min-p → a draw when sampling.
+    /// </summary>
+    /// <param name="logits">(V) logits of one sequence, already sliced to the real vocabulary; any floating type, any device.</param>
+    /// <param name="history">The tokens so far: the prompt, then the generated ones.</param>
+    /// <param name="promptLength">How many tokens of <paramref name="history"/> are the prompt.</param>
+    /// <param name="options">The generation options; they are not validated here (call <see cref="GenerationOptions.Validate"/> once).</param>
+    /// <param name="generator">The random generator to draw from; null draws from torch's default generator.</param>
+    /// <returns>The chosen token id, in [0, V).</returns>
+    public static int NextToken(Tensor logits, ReadOnlySpan<int> history, int promptLength, GenerationOptions options, Generator? generator)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
@@ -38,43 +53,20 @@ public static class TokenSampling
                 nameof(logits));
         }
 
+        if (promptLength < 0 || promptLength > history.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(promptLength), Invariant($"The prompt length is {promptLength}; expected 0 to the history's length {history.Length}."));
+        }
+
         int vocabulary = checked((int)logits.shape[0]);
         float[] rented = ArrayPool<float>.Shared.Rent(vocabulary);
         try
         {
             var scores = rented.AsSpan(0, vocabulary);
             CopyLogits(logits, scores);
-            ApplyRepetitionPenalty(scores, history, options.RepetitionPenalty);
-            if (!options.DoSample)
-            {
-                return ArgMax(scores);
-            }
-
-            if (options.Temperature != 1f)
-            {
-                float inverse = 1f / options.Temperature;
-                for (int i = 0; i < scores.Length; i++)
-                {
-                    scores[i] *= inverse;
-                }
-            }
-
-            if (options.TopK > 0 && options.TopK < vocabulary)
-            {
-                KeepTopK(scores, options.TopK);
-            }
-
-            if (options.TopP < 1f)
-            {
-                KeepTopP(scores, options.TopP);
-            }
-
-            if (options.MinP > 0f)
-            {
-                KeepMinP(scores, options.MinP);
-            }
-
-            return Sample(scores, generator);
+            CheckHistory(history, vocabulary);
+            Process(scores, history, promptLength, options);
+            return Choose(scores, options, generator);
         }
         finally
         {
@@ -82,7 +74,171 @@ public static class TokenSampling
         }
     }
 
-    private static void CopyLogits(Tensor logits, Span<float> scores)
+    /// <summary>Checks that every history token is a valid index into <paramref name="vocabulary"/> logits.</summary>
+    internal static void CheckHistory(ReadOnlySpan<int> history, int vocabulary)
+    {
+        for (int i = 0; i < history.Length; i++)
+        {
+            if ((uint)history[i] >= (uint)vocabulary)
+            {
+                throw new ArgumentOutOfRangeException(nameof(history),
+                    Invariant($"The history holds token {history[i]} at index {i}; expected token ids in [0, {vocabulary}) for logits of {vocabulary} tokens."));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The logits processors, in place, in Hugging Face's order: repetition penalty → presence/frequency penalties →
+    /// no-repeat n-grams → bad words → minimum new tokens. Shared by greedy decoding, sampling and beam search.
+    /// </summary>
+    internal static void Process(Span<float> scores, ReadOnlySpan<int> history, int promptLength, GenerationOptions options)
+    {
+        ApplyRepetitionPenalty(scores, history, options.RepetitionPenalty);
+        ApplyPresenceAndFrequencyPenalties(scores, history[promptLength..], options.PresencePenalty, options.FrequencyPenalty);
+        if (options.NoRepeatNgramSize > 0)
+        {
+            BanRepeatedNgrams(scores, history, options.NoRepeatNgramSize);
+        }
+
+        foreach (var word in options.BadWordsIds)
+        {
+            BanBadWord(scores, history, word);
+        }
+
+        if (history.Length - promptLength < options.MinNewTokens)
+        {
+            foreach (int eos in options.EosTokenIds)
+            {
+                if ((uint)eos < (uint)scores.Length)
+                {
+                    scores[eos] = float.NegativeInfinity;
+                }
+            }
+        }
+    }
+
+    /// <summary>Greedy choice, or temperature → top-k → top-p → min-p → a draw, on processed scores (modified in place).</summary>
+    internal static int Choose(Span<float> scores, GenerationOptions options, Generator? generator)
+    {
+        if (!options.DoSample)
+        {
+            return ArgMax(scores);
+        }
+
+        if (options.Temperature != 1f)
+        {
+            float inverse = 1f / options.Temperature;
+            for (int i = 0; i < scores.Length; i++)
+            {
+                scores[i] *= inverse;
+            }
+        }
+
+        if (options.TopK > 0 && options.TopK < scores.Length)
+        {
+            KeepTopK(scores, options.TopK);
+        }
+
+        if (options.TopP < 1f)
+        {
+            KeepTopP(scores, options.TopP);
+        }
+
+        if (options.MinP > 0f)
+        {
+            KeepMinP(scores, options.MinP);
+        }
+
+        return Sample(scores, generator);
+    }
+
+    /// <summary>
+    /// OpenAI's penalties: logit −= count · frequency + (count &gt; 0) · presence, with counts over <paramref name="generated"/>.
+    /// </summary>
+    internal static void ApplyPresenceAndFrequencyPenalties(Span<float> scores, ReadOnlySpan<int> generated, float presence, float frequency)
+    {
+        if ((presence == 0f && frequency == 0f) || generated.IsEmpty)
+        {
+            return;
+        }
+
+        var counts = new Dictionary<int, int>();
+        foreach (int token in generated)
+        {
+            counts[token] = counts.GetValueOrDefault(token) + 1;
+        }
+
+        foreach (var (token, count) in counts)
+        {
+            scores[token] -= count * frequency + presence;
+        }
+    }
+
+    /// <summary>
+    /// Hugging Face's <c>NoRepeatNGramLogitsProcessor</c>: bans every token that, appended to the history, would repeat an
+    /// n-gram already in it (the last n − 1 tokens are compared with every earlier (n − 1)-gram).
+    /// </summary>
+    internal static void BanRepeatedNgrams(Span<float> scores, ReadOnlySpan<int> history, int n)
+    {
+        if (history.Length + 1 < n)
+        {
+            return;
+        }
+
+        var prefix = history[(history.Length - n + 1)..];          // the n − 1 tokens the next one would extend
+        for (int start = 0; start + n <= history.Length; start++)
+        {
+            if (history.Slice(start, n - 1).SequenceEqual(prefix))
+            {
+                scores[history[start + n - 1]] = float.NegativeInfinity;
+            }
+        }
+    }
+
+    /// <summary>Hugging Face's <c>NoBadWordsLogitsProcessor</c> for one banned sequence.</summary>
+    private static void BanBadWord(Span<float> scores, ReadOnlySpan<int> history, IList<int> word)
+    {
+        int last = word[^1];
+        if ((uint)last >= (uint)scores.Length)
+        {
+            return;
+        }
+
+        int before = word.Count - 1;
+        if (before > history.Length)
+        {
+            return;
+        }
+
+        for (int i = 0; i < before; i++)
+        {
+            if (history[history.Length - before + i] != word[i])
+            {
+                return;
+            }
+        }
+
+        scores[last] = float.NegativeInfinity;
+    }
+
+    /// <summary>log softmax of <paramref name="scores"/> in place (−∞ stays −∞), in double precision for the sum.</summary>
+    internal static void LogSoftmax(Span<float> scores)
+    {
+        float max = scores[ArgMax(scores)];
+        double total = 0;
+        foreach (float s in scores)
+        {
+            total += float.IsNegativeInfinity(s) ? 0 : Math.Exp(s - max);
+        }
+
+        float logTotal = (float)(max + Math.Log(total));
+        for (int i = 0; i < scores.Length; i++)
+        {
+            scores[i] -= logTotal;
+        }
+    }
+
+    internal static void CopyLogits(Tensor logits, Span<float> scores)
     {
         using var scope = NewDisposeScope();
         var row = logits.detach().to(ScalarType.Float32).cpu().contiguous();
@@ -112,15 +268,6 @@ public static class TokenSampling
     /// </summary>
     private static void ApplyRepetitionPenalty(Span<float> scores, ReadOnlySpan<int> history, float penalty)
     {
-        for (int i = 0; i < history.Length; i++)
-        {
-            if ((uint)history[i] >= (uint)scores.Length)
-            {
-                throw new ArgumentOutOfRangeException(nameof(history),
-                    Invariant($"The history holds token {history[i]} at index {i}; expected token ids in [0, {scores.Length}) for logits of {scores.Length} tokens."));
-            }
-        }
-
         if (penalty == 1f || history.IsEmpty)
         {
             return;
@@ -147,7 +294,7 @@ public static class TokenSampling
     }
 
     /// <summary>The index of the largest score; the first one among ties, as torch.argmax.</summary>
-    private static int ArgMax(ReadOnlySpan<float> scores)
+    internal static int ArgMax(ReadOnlySpan<float> scores)
     {
         int best = 0;
         for (int i = 1; i < scores.Length; i++)

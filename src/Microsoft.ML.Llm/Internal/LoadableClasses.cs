@@ -3,3 +3,6 @@ using Microsoft.ML.Llm;
 
 [assembly: LoadableClass(typeof(CausalLmTransformer), typeof(ComponentLoader<CausalLmTransformer>), null, typeof(SignatureLoadModel),
     "Causal LM transformer", CausalLmTransformer.LoaderSignature)]
+
+[assembly: LoadableClass(typeof(TextGenerationTransformer), typeof(ComponentLoader<TextGenerationTransformer>), null, typeof(SignatureLoadModel),
+    "Text generation transformer", TextGenerationTransformer.LoaderSignature)]

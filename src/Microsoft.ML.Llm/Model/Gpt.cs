@@ -83,6 +83,8 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     private readonly Linear c_attn;
     private readonly Linear c_proj;
     private readonly Dropout resid_dropout;
+    private LoraLinear? c_attn_lora;    // LoRA adapters, when added (GptModel.AddLora); registered then
+    private LoraLinear? c_proj_lora;
 
     public GptAttention(GptConfig config, int layerIndex) : base("attn")
     {
@@ -100,13 +102,36 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
     internal Linear OutputProjection => c_proj;
 
+    /// <summary>The fused query/key/value projection.</summary>
+    internal Linear QkvProjection => c_attn;
+
+    /// <summary>The LoRA wrappers of this layer's linear layers (null where none).</summary>
+    internal (LoraLinear? Qkv, LoraLinear? Output) Lora => (c_attn_lora, c_proj_lora);
+
+    /// <summary>Wraps the query/key/value projection and/or the output projection with adapters.</summary>
+    internal void AddLora(LoraLinear? qkv, LoraLinear? output)
+    {
+        if (qkv is not null)
+        {
+            c_attn_lora = qkv;
+            register_module("c_attn_lora", qkv);
+        }
+
+        if (output is not null)
+        {
+            c_proj_lora = output;
+            register_module("c_proj_lora", output);
+        }
+    }
+
     public override Tensor forward(Tensor x, AttentionContext context)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long hs = C / headCount;
         long kvSize = keyValueHeadCount * hs;
 
-        var qkv = Autocast.Linear(x, c_attn).split([C, kvSize, kvSize], dim: 2);  // (B, T, C), 2 × (B, T, nkv·hs)
+        var qkvOut = c_attn_lora is null ? Autocast.Linear(x, c_attn) : c_attn_lora.call(x);   // (B, T, C + 2·nkv·hs)
+        var qkv = qkvOut.split([C, kvSize, kvSize], dim: 2);                       // (B, T, C), 2 × (B, T, nkv·hs)
         var q = qkv[0].view(B, T, headCount, hs).transpose(1, 2);                 // (B, nh, T, hs)
         var k = qkv[1].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
         var v = qkv[2].view(B, T, keyValueHeadCount, hs).transpose(1, 2);         // (B, nkv, T, hs)
@@ -139,7 +164,7 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         var y = Autocast.Attention(q, k, v, context.Mask, p, context.IsCausal);     // (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
-        return resid_dropout.call(Autocast.Linear(y, c_proj));
+        return resid_dropout.call(c_proj_lora is null ? Autocast.Linear(y, c_proj) : c_proj_lora.call(y));
     }
 
     /// <summary>
@@ -166,6 +191,8 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
     private readonly Linear c_fc;
     private readonly Linear c_proj;
     private readonly Dropout dropout;
+    private LoraLinear? c_fc_lora;      // LoRA adapters, when added (GptModel.AddLora); registered then
+    private LoraLinear? c_proj_lora;
 
     public GptMlp(GptConfig config) : base("mlp")
     {
@@ -180,21 +207,45 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
     /// <summary>The output projection, whose initialisation is scaled down (see <see cref="GptModel"/>).</summary>
     internal Linear OutputProjection => c_proj;
 
+    /// <summary>The input projection (modern style: gate and up fused).</summary>
+    internal Linear InputProjection => c_fc;
+
+    /// <summary>The LoRA wrappers of this layer's linear layers (null where none).</summary>
+    internal (LoraLinear? Input, LoraLinear? Output) Lora => (c_fc_lora, c_proj_lora);
+
+    /// <summary>Wraps the input projection and/or the output projection with adapters.</summary>
+    internal void AddLora(LoraLinear? input, LoraLinear? output)
+    {
+        if (input is not null)
+        {
+            c_fc_lora = input;
+            register_module("c_fc_lora", input);
+        }
+
+        if (output is not null)
+        {
+            c_proj_lora = output;
+            register_module("c_proj_lora", output);
+        }
+    }
+
+    private Tensor Up(Tensor x) => c_fc_lora is null ? Autocast.Linear(x, c_fc) : c_fc_lora.call(x);
+
     public override Tensor forward(Tensor x)
     {
         Tensor hidden;
         if (swiGlu)
         {
-            var gateAndUp = Autocast.Linear(x, c_fc).chunk(2, dim: -1);          // 2 × (B, T, H)
+            var gateAndUp = Up(x).chunk(2, dim: -1);                    // 2 × (B, T, H)
             hidden = nn.functional.silu(gateAndUp[0]) * gateAndUp[1]; // (B, T, H): SwiGLU (Shazeer 2020)
         }
         else
         {
             // GPT-2 used the tanh approximation of GELU; keeping it makes GPT-2 checkpoints compute the same function.
-            hidden = nn.functional.gelu(Autocast.Linear(x, c_fc), GELU.Approximate.tanh); // (B, T, H)
+            hidden = nn.functional.gelu(Up(x), GELU.Approximate.tanh); // (B, T, H)
         }
 
-        return dropout.call(Autocast.Linear(hidden, c_proj));       // (B, T, C)
+        return dropout.call(c_proj_lora is null ? Autocast.Linear(hidden, c_proj) : c_proj_lora.call(hidden));   // (B, T, C)
     }
 }
 
@@ -244,7 +295,7 @@ internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
 /// Run forward passes inside <c>torch.NewDisposeScope()</c> so that intermediate tensors are released promptly.
 /// </para>
 /// </remarks>
-public sealed class GptModel : nn.Module<Tensor, Tensor>
+public sealed partial class GptModel : nn.Module<Tensor, Tensor>
 {
     // GPT-2's initialisation (nanoGPT _init_weights): N(0, 0.02) for every matmul weight and embedding.
     private const double InitStd = 0.02;
@@ -433,7 +484,50 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
     /// <param name="cache">A cache made for this model; extended by T positions.</param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits of the new positions.</returns>
     /// <exception cref="ArgumentException">The tokens do not fit, or the cache belongs to another configuration or batch size.</exception>
-    public Tensor forward(Tensor idx, KvCache cache)
+    public Tensor forward(Tensor idx, KvCache cache) => forward(idx, cache, keyMask: null, positions: null);
+
+    /// <summary>
+    /// The logits of the last position only, without a cache, for inference: the output layer (V × C per position,
+    /// a third of GPT-2 small's work per token) runs once instead of T times, as nanoGPT's <c>forward</c> without targets.
+    /// </summary>
+    /// <returns>(B, 1, <see cref="GptConfig.PaddedVocabularySize"/>) logits.</returns>
+    internal Tensor ForwardLastPosition(Tensor idx)
+    {
+        CheckInput(idx, null);
+        using var noGrad = no_grad();
+        long T = idx.shape[1];
+        var positions = arange(T, dtype: ScalarType.Int64, device: idx.device);
+        var x = wte.call(idx);
+        Tensor? cos = null, sin = null;
+        if (wpe is not null)
+        {
+            x = x + wpe.call(positions);
+        }
+        else
+        {
+            (cos, sin) = RotaryAngles(positions, x.dtype);
+        }
+
+        return RunTransformer(x, new AttentionContext(null, IsCausal: true, cos, sin, Cache: null), lastPositionOnly: true);
+    }
+
+    /// <summary>
+    /// Incremental decoding of a batch whose rows have different lengths (left padding): <paramref name="keyMask"/>
+    /// marks the real (non-padding) positions of each row, cached and new, and <paramref name="positions"/> gives each new
+    /// token's position within its own row, so a padded row computes what it would compute alone.
+    /// </summary>
+    /// <param name="idx">(B, T) int64 new token ids.</param>
+    /// <param name="cache">A cache made for this model; extended by T positions.</param>
+    /// <param name="keyMask">(B, cache length + T) bool, true at real tokens; null when every position is real.</param>
+    /// <param name="positions">(B, T) int64 positions of the new tokens; null for cache length + 0..T−1.</param>
+    /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits of the new positions.</returns>
+    internal Tensor forward(Tensor idx, KvCache cache, Tensor? keyMask, Tensor? positions) =>
+        forward(idx, cache, keyMask, positions, lastPositionOnly: false);
+
+    /// <summary>As <see cref="forward(Tensor, KvCache, Tensor?, Tensor?)"/>; with <paramref name="lastPositionOnly"/> the
+    /// output layer runs on the last position only and the result is (B, 1, V): a prompt's prefill needs no other logits
+    /// (with left padding the last position is every row's last real token).</summary>
+    internal Tensor forward(Tensor idx, KvCache cache, Tensor? keyMask, Tensor? positions, bool lastPositionOnly)
     {
         ArgumentNullException.ThrowIfNull(cache);
         CheckInput(idx, null);
@@ -441,38 +535,50 @@ public sealed class GptModel : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         long T = idx.shape[1], past = cache.Length;
         var device = idx.device;
-        var positions = arange(past, past + T, dtype: ScalarType.Int64, device: device);       // (T): continue after the cache
+        var absolute = arange(past, past + T, dtype: ScalarType.Int64, device: device);         // (T): slots after the cache
+        positions ??= absolute;                                                                 // (T) or (B, T)
 
-        // A new token at absolute position past + i sees keys 0..past + i. One token sees every key, so no mask;
-        // several need the causal triangle shifted right by past (SDPA's is_causal aligns it top-left instead).
-        Tensor? mask = T == 1
-            ? null
-            : arange(past + T, device: device).unsqueeze(0).le(positions.unsqueeze(1));        // (T, past + T)
+        // A new token at slot past + i sees keys 0..past + i. One token sees every key, so no mask; several need the
+        // causal triangle shifted right by past (SDPA's is_causal aligns it top-left instead). Padding keys are hidden,
+        // except from a padding query itself: a query that sees no key at all would make the softmax NaN.
+        var keys = arange(past + T, device: device).unsqueeze(0);                               // (1, past + T)
+        Tensor? mask = T == 1 ? null : keys.le(absolute.unsqueeze(1));                          // (T, past + T)
+        if (keyMask is not null)
+        {
+            var self = keys.eq(absolute.unsqueeze(1));                                          // (T, past + T)
+            var visible = keyMask.unsqueeze(1).logical_or(self);                                // (B, T, past + T)
+            mask = (mask is null ? visible : visible.logical_and(mask)).unsqueeze(1);           // (B, 1, T, past + T)
+        }
 
         var x = wte.call(idx);                                      // (B, T, C)
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
-            x = x + wpe.call(positions);                            // + (T, C)
+            x = x + wpe.call(positions);                            // + (T, C) or (B, T, C)
         }
         else
         {
-            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs)
+            (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs) or (B, 1, T, hs)
         }
 
-        var logits = RunTransformer(x, new AttentionContext(mask, IsCausal: false, cos, sin, cache));
+        var logits = RunTransformer(x, new AttentionContext(mask, IsCausal: false, cos, sin, cache), lastPositionOnly);
         cache.Advance(T);
         return logits;
     }
 
     /// <summary>The transformer proper, shared by both forward passes: dropout, the blocks, the final norm, the output layer.</summary>
-    private Tensor RunTransformer(Tensor x, AttentionContext context)
+    private Tensor RunTransformer(Tensor x, AttentionContext context, bool lastPositionOnly = false)
     {
         x = drop.call(x);
         bool checkpoint = ActivationCheckpointing && training && is_grad_enabled() && context.Cache is null;
         foreach (var block in h)
         {
             x = checkpoint ? CheckpointedBlock.Run(block, x, context) : block.call(x, context);   // (B, T, C)
+        }
+
+        if (lastPositionOnly)
+        {
+            x = x.narrow(1, x.shape[1] - 1, 1);                      // (B, 1, C): only the next token's logits are wanted
         }
 
         x = ln_f.call(x);

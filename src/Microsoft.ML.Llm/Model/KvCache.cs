@@ -101,6 +101,49 @@ public sealed class KvCache : IDisposable
         return (keys[layer].narrow(2, 0, Length + T), values[layer].narrow(2, 0, Length + T));
     }
 
+    /// <summary>
+    /// Keeps the rows <paramref name="rows"/> of the batch, in that order (a row may repeat): beam search reorders its
+    /// beams this way instead of recomputing them, and batched generation drops finished rows. The batch size becomes
+    /// the number of rows.
+    /// </summary>
+    /// <param name="rows">(B') int64 row indices on the cache's device.</param>
+    internal void SelectRows(Tensor rows)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (keys is null || values is null)
+        {
+            return;
+        }
+
+        // Only the filled positions move: a copy of Length positions, not of the whole context-long buffer.
+        using var scope = NewDisposeScope();
+        long newBatch = rows.shape[0];
+        for (int i = 0; i < keys.Length; i++)
+        {
+            keys[i] = Select(keys[i], rows, newBatch);
+            values[i] = Select(values[i], rows, newBatch);
+        }
+
+        batchSize = newBatch;
+    }
+
+    private Tensor Select(Tensor buffer, Tensor rows, long newBatch)
+    {
+        var selected = buffer.narrow(2, 0, Length).index_select(0, rows);         // (B', nkv, Length, hs)
+        if (newBatch == batchSize)
+        {
+            buffer.narrow(2, 0, Length).copy_(selected);
+            return buffer;
+        }
+
+        var shape = buffer.shape;
+        shape[0] = newBatch;
+        var resized = zeros(shape, dtype: buffer.dtype, device: buffer.device).DetachFromDisposeScope();
+        resized.narrow(2, 0, Length).copy_(selected);
+        buffer.Dispose();
+        return resized;
+    }
+
     /// <summary>Counts the positions that the forward pass just appended to every layer.</summary>
     internal void Advance(long newTokens) => Length += newTokens;
 

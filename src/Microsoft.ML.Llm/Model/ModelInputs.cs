@@ -17,6 +17,11 @@ internal static class ModelInputs
     public static Tensor Int64(long[] values, long rows, long columns, Device device) =>
         tensor(values, new[] { rows, columns }, device: device);
 
+    /// <summary>A (<paramref name="rows"/>, <paramref name="columns"/>) bool tensor of <paramref name="values"/> (masks) on
+    /// <paramref name="device"/> (the model's).</summary>
+    public static Tensor Bool(bool[] values, long rows, long columns, Device device) =>
+        tensor(values, new[] { rows, columns }, device: device);
+
     /// <summary>The device a <see cref="GptModel"/> of this process may use: <paramref name="cudaIndex"/> must name one
     /// of the visible CUDA devices.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The index is negative or not below the device count.</exception>

@@ -21,6 +21,8 @@ namespace Microsoft.ML.Llm;
 /// gradient accumulation, clipping by global norm. It adds what nanoGPT leaves to the user: validation with early stopping
 /// and best-weight restore, atomic checkpoints with exact resume (same loss curve as an uninterrupted run on CPU),
 /// progress reports, cancellation at step boundaries, a metrics history, CSV and TensorBoard logs.
+/// Under <c>mpirun -np N</c> it trains data-parallel over MPI: N replicas, rank-strided data, gradients averaged
+/// (<see cref="CausalLmTrainerOptions.Distributed"/>, <see cref="DistributedOptions"/>).
 /// The device follows ML.NET's rule: <see cref="MLContext.GpuDeviceId"/> selects a CUDA device; when CUDA is not
 /// available training falls back to the CPU if <see cref="MLContext.FallbackToCpu"/> is true, else it fails.
 /// ]]></format>
@@ -121,7 +123,26 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
 
         train.CheckVocabulary(config.ResolvedVocabularySize, "training data", o.TokensColumnName);
         val?.CheckVocabulary(config.ResolvedVocabularySize, "validation data", o.TokensColumnName);
-        return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking);
+        if (o.Lora is { } lora)
+        {
+            LoraTargets.Resolve(config, lora.TargetModules);     // a target that matches no layer fails before step 1
+            if (lora.SaveMode == LoraSaveMode.Adapters && o.InitialModel?.Path is null)
+            {
+                throw new ArgumentException(
+                    "LoraOptions.SaveMode is Adapters, which saves the adapters with the path of their base model, but InitialModel is " +
+                    (o.InitialModel is null ? "null (a random start)" : "a loaded model") + "; set InitialModel to a model zip or Hugging Face folder path, or use SaveMode Merged.",
+                    nameof(CausalLmTrainerOptions.Lora));
+            }
+
+            if (lora.SaveMode == LoraSaveMode.Adapters && initial?.Lora is not null)
+            {
+                throw new ArgumentException(
+                    $"LoraOptions.SaveMode is Adapters, but InitialModel {o.InitialModel} has LoRA adapters itself, so new adapters would have no plain base file to name; save it merged first (LoraSaveMode.Merged) and start from that zip, or use SaveMode Merged.",
+                    nameof(CausalLmTrainerOptions.Lora));
+            }
+        }
+
+        return new TrainingInputs(train, val, tokenizer, config, initial, columns.DocumentMasking, o.InitialModel?.Path);
     }
 
     /// <summary>The requested configuration (ShakespeareChar when none) with its vocabulary size resolved: the
@@ -224,7 +245,18 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             PositiveInt(nameof(o.NumberOfThreads), n);
         if (o.PeakFlops is { } pf)
             Positive(nameof(o.PeakFlops), pf);
+        if (o.Distributed is { } d)
+        {
+            if (!Enum.IsDefined(d.Mode))
+                throw new ArgumentOutOfRangeException(nameof(o.Distributed), d.Mode, $"Option 'Distributed.Mode' is {(int)d.Mode}; expected Auto, None or Mpi.");
+            if (d.GlobalBatchSize is { } gb)
+                PositiveInt("Distributed.GlobalBatchSize", gb);
+            Positive("Distributed.BucketSizeMegabytes", d.BucketSizeMegabytes);
+            if (d.CollectiveTimeout <= TimeSpan.Zero)
+                throw new ArgumentOutOfRangeException(nameof(o.Distributed), d.CollectiveTimeout, $"Option 'Distributed.CollectiveTimeout' must be positive; got {d.CollectiveTimeout}.");
+        }
         if (o.EarlyStoppingPatience is not null && o.ValidationSet is null)
             throw new ArgumentException("Option 'EarlyStoppingPatience' is set but 'ValidationSet' is null; early stopping needs validation data.", nameof(o.EarlyStoppingPatience));
+        o.Lora?.Validate();
     }
 }

@@ -83,6 +83,13 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public InitialModel? InitialModel { get; set; }
 
+    /// <summary>
+    /// LoRA fine-tuning (see <see cref="LoraOptions"/>): when set, the base weights are frozen and only low-rank adapters on
+    /// the targeted layers train, so the optimizer keeps moments for the adapters alone. Null (the default): every weight
+    /// trains. Usually combined with <see cref="InitialModel"/>.
+    /// </summary>
+    public LoraOptions? Lora { get; set; }
+
     // ---- optimization ----
 
     /// <summary>Blocks per micro-batch.</summary>
@@ -164,6 +171,13 @@ public sealed class CausalLmTrainerOptions
     /// reports, metrics.csv and TensorBoard. Null (the default): measured once per process with a 2048³ matmul.
     /// </summary>
     public double? PeakFlops { get; set; }
+
+    /// <summary>
+    /// Data-parallel training over MPI: launched as <c>mpirun -np N dotnet app.dll</c>, N processes each train a replica
+    /// on their own rows of every batch and average gradients (see <see cref="DistributedOptions"/>). Null (the default):
+    /// <see cref="DistributedMode.Auto"/> with default settings (data-parallel exactly when launched with more than one rank).
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
 
     // ---- stopping: whichever limit comes first; with none set, one epoch ----
 

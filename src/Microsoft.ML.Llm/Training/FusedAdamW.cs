@@ -114,6 +114,12 @@ internal sealed class FusedAdamW : IDisposable
     /// <summary>Steps taken (the bias corrections' t).</summary>
     public long StepCount { get; private set; }
 
+    /// <summary>The flat gradient buffer every parameter's <c>.grad</c> is a view of (data parallelism all-reduces it).</summary>
+    public Tensor Gradients => _grads;
+
+    /// <summary>The flat parameter buffer every parameter is a view of (data parallelism broadcasts rank 0's).</summary>
+    public Tensor ParameterBuffer => _params;
+
     /// <summary>The parameters, decayed ones first.</summary>
     public IReadOnlyList<Parameter> Parameters => _parameters;
 

@@ -38,6 +38,9 @@ public sealed class InitialModel
     /// <summary>Starts from a model zip or a Hugging Face folder.</summary>
     public static implicit operator InitialModel(string path) => FromPath(path);
 
+    /// <summary>The model zip or Hugging Face folder, or null for a loaded model.</summary>
+    internal string? Path => _path;
+
     /// <summary>What the trainer's messages call this source.</summary>
     public override string ToString() => _path is null ? "the given CausalLmTransformer" : $"'{_path}'";
 

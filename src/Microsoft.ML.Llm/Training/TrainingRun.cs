@@ -12,8 +12,9 @@ namespace Microsoft.ML.Llm;
 /// <param name="Config">The model configuration, its vocabulary size resolved.</param>
 /// <param name="InitialWeights">The model whose weights training starts from (fine-tuning), or null for a random start.</param>
 /// <param name="DocumentMasking">Whether attention and targets stay within documents (resolved by <see cref="TokenColumns"/>).</param>
+/// <param name="InitialModelPath">The file or folder <paramref name="InitialWeights"/> came from, when it came from one (LoRA adapters name it as their base).</param>
 internal sealed record TrainingInputs(TokenBlocks Train, TokenBlocks? Validation, LmTokenizer? Tokenizer, GptConfig Config, GptModel? InitialWeights = null,
-    bool DocumentMasking = false);
+    bool DocumentMasking = false, string? InitialModelPath = null);
 
 /// <summary>Why a run ends, from <see cref="TrainingRun.StopReason"/>.</summary>
 internal enum TrainingStopReason
@@ -45,7 +46,10 @@ internal enum TrainingStopReason
 /// <remarks>
 /// The seams where the next features plug in are fields chosen here, one implementation each today:
 /// <see cref="IPrecisionPolicy"/> (fp32), <see cref="ITrainableParameterSelector"/> (all parameters),
-/// <see cref="IGradientSynchronizer"/> (one process) and <see cref="ITrainingDataSource"/> (in-memory token blocks).
+/// <see cref="IGradientSynchronizer"/> (one process, or an MPI all-reduce) and <see cref="ITrainingDataSource"/> (token blocks).
+/// Data parallelism (<see cref="IReplicaGroup"/>, Training/Distributed) touches the loop in four places: each replica reads
+/// its rows of the global batch, gradients and the loss are averaged before clipping, validation sums are reduced, and
+/// only rank 0 writes checkpoints and logs.
 /// </remarks>
 internal sealed class TrainingRun : IDisposable
 {
@@ -60,11 +64,15 @@ internal sealed class TrainingRun : IDisposable
     // The seams (see TrainingSeams.cs).
     private readonly IPrecisionPolicy _precision;
     private readonly TrainableParameters _trainable;
-    private readonly IGradientSynchronizer _gradients = SingleProcess.Instance;
+    private readonly IGradientSynchronizer _gradients;
     private readonly ITrainingDataSource _data;
+
+    private readonly IReplicaGroup _replicas;          // one process, or this rank of a data-parallel MPI job
+    private readonly int _microBatch;                  // rows this replica reads per micro-batch
 
     private readonly TokenBlocks? _validation;
     private readonly int[]? _validationRows;          // a fixed sample, the same at every evaluation; null = all rows
+    private readonly int[]? _validationShare;         // data parallel: this replica's share of those rows
     private readonly bool _documentMasking;
     private readonly bool _maskedTargets;            // some targets may be −1 (loss mask, document boundaries)
     private readonly long _tokensPerStep;
@@ -94,6 +102,12 @@ internal sealed class TrainingRun : IDisposable
         _documentMasking = inputs.DocumentMasking;
         _maskedTargets = inputs.Train.HasLossMask || _documentMasking;
 
+        // Data parallelism: which replica this is; all replicas must run the same options on the same data.
+        _replicas = ReplicaGroups.For(options.Distributed);
+        _gradients = _replicas.Gradients;
+        _microBatch = ReplicaGroups.MicroBatch(options, _replicas.WorldSize);
+        _replicas.CheckSameRun(RunFingerprint.Of(options, inputs, _microBatch, seed));
+
         // The model's initial weights come from torch's generator: seed it first.
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
         PrecisionSupport.Check(options.Precision, device, ch);
@@ -103,16 +117,26 @@ internal sealed class TrainingRun : IDisposable
         {
             // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator
             // advances as in a fresh run and dropout masks do not depend on where the weights came from).
+            // A LoRA model passes on its base weights with its adapters merged in.
             using var noGrad = torch.no_grad();
-            var source = initial.state_dict();
+            using var copyScope = NewDisposeScope();
+            var source = initial.BaseStateDict(merged: true);
             foreach (var (name, parameter) in _model.named_parameters())
                 parameter.copy_(source[name]);
+        }
+
+        if (options.Lora is { } lora)
+        {
+            // LoRA: adapters on the targeted layers (A from the seeded generator, B = 0), every other weight frozen.
+            _model.AddLora(lora);
+            if (inputs.InitialWeights is { } baseModel && inputs.InitialModelPath is { } basePath)
+                _model.LoraBase = new LoraBaseModel(Path.GetFullPath(basePath), baseModel.BaseWeightsHash());
         }
 
         _model.to(device);
         _model.train();
         _model.ActivationCheckpointing = options.ActivationCheckpointing;
-        _trainable = AllParameters.Instance.Select(_model);
+        _trainable = options.Lora is null ? AllParameters.Instance.Select(_model) : LoraParameters.Instance.Select(_model);
 
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
@@ -136,8 +160,11 @@ internal sealed class TrainingRun : IDisposable
 
         _precision = PrecisionPolicies.For(State.Precision, State.LossScaler);
 
+        // Same seed, same weights on every replica; rank 0's are copied over anyway, so nothing can make them drift apart.
+        _replicas.BroadcastFromMain(_optimizer.ParameterBuffer, "broadcast of rank 0's initial weights");
+
         var train = inputs.Train;
-        long rowsPerStep = (long)options.BatchSize * options.GradientAccumulationSteps;
+        long rowsPerStep = (long)_microBatch * _replicas.WorldSize * options.GradientAccumulationSteps;
         _tokensPerStep = rowsPerStep * train.ContextLength;
         _horizon = options.MaxSteps;
         if (options.MaxTokens is { } mt)
@@ -151,15 +178,22 @@ internal sealed class TrainingRun : IDisposable
         if (_decaySteps is null && options.Schedule != LearningRateScheduleKind.Constant)
             HostAccess.Warning(ch, $"Schedule {options.Schedule} with only a time budget: the decay horizon is unknown, so the learning rate stays at its peak. Set DecaySteps.");
 
+        string trainable = options.Lora is null ? "" : string.Create(CultureInfo.InvariantCulture, $" (LoRA: {_trainable.All.Sum(p => p.numel()) / 1e6:F3}M trainable)");
+        string replicas = _replicas.WorldSize == 1 ? "" : $" on each of {_replicas.WorldSize} ranks (MPI)";
         HostAccess.Info(ch, string.Create(CultureInfo.InvariantCulture,
-            $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
-            $"{train.Count} blocks of {train.ContextLength} tokens, batch {options.BatchSize}×{options.GradientAccumulationSteps}, device {device.type}, precision {State.Precision}, seed {State.Seed}."));
+            $"Training {_config.Style} GPT: {_model.ParameterCount / 1e6:F2}M parameters{trainable}, {_model.FlopsPerToken / 1e6:F2} MFLOP/token, " +
+            $"{train.Count} blocks of {train.ContextLength} tokens, batch {_microBatch}×{options.GradientAccumulationSteps}{replicas}, device {device.type}, precision {State.Precision}, seed {State.Seed}."));
 
-        if (options.LogDirectory is { } logs)
+        if (options.LogDirectory is { } logs && _replicas.IsMain)
             CheckWritable(logs, nameof(CausalLmTrainerOptions.LogDirectory));
-        _tensorBoard = options.LogDirectory is null ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
-        _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking);
+        _tensorBoard = options.LogDirectory is null || !_replicas.IsMain ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
+        _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking, _replicas.Rank, _replicas.WorldSize);
         _validationRows = _validation is null ? null : LanguageModelEvaluator.SampleRows(_validation.Count, options.BatchSize, options.EvaluationBatches, State.Seed);
+        if (_validation is not null && _replicas.WorldSize > 1)
+        {
+            var all = _validationRows ?? Enumerable.Range(0, _validation.Count).ToArray();
+            _validationShare = all.Where((_, i) => i % _replicas.WorldSize == _replicas.Rank).ToArray();
+        }
         _clock = Stopwatch.StartNew();
         _elapsedBefore = State.ElapsedSeconds;
         _firstStep = State.Step;
@@ -234,8 +268,8 @@ internal sealed class TrainingRun : IDisposable
             loss = zeros(1, dtype: ScalarType.Float64, device: Device);
             for (int micro = 0; micro < microSteps; micro++)
             {
-                var (x, y, d) = _data.Batch(s.RowsConsumed, _o.BatchSize, Device);
-                s.RowsConsumed += _o.BatchSize;
+                var (x, y, d) = _data.Batch(s.RowsConsumed, _microBatch, Device);
+                s.RowsConsumed += (long)_microBatch * _replicas.WorldSize;
                 Tensor microLoss;
                 using (_precision.Autocast())
                 {
@@ -250,7 +284,7 @@ internal sealed class TrainingRun : IDisposable
                 loss.add_(microLoss.detach().to(ScalarType.Float64) / microSteps);
             }
 
-            _gradients.Synchronize(_trainable.All);
+            _gradients.Synchronize(_optimizer.Gradients, loss, s.Step);
 
             // fp16: divide the gradients by the loss scale before clipping, so the clip sees true gradients; an
             // overflowed step is skipped (its scale halved), as torch.amp.GradScaler's step() skips it.
@@ -305,6 +339,8 @@ internal sealed class TrainingRun : IDisposable
         bool checkpoint = s.Step % _o.CheckpointInterval == 0;
         LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
         var elapsed = Elapsed();
+        if (_o.TimeBudget is not null && _replicas.WorldSize > 1)   // every rank must stop at the same step
+            elapsed = TimeSpan.FromSeconds(_replicas.Max(elapsed.TotalSeconds, $"time-budget agreement after step {s.Step}"));
         s.ElapsedSeconds = elapsed.TotalSeconds;
         double now = _clock.Elapsed.TotalSeconds;
         double tokPerSec = (s.TokensSeen - _lastReportTokens) / Math.Max(1e-9, now - _lastReportSeconds);
@@ -390,7 +426,7 @@ internal sealed class TrainingRun : IDisposable
             HostAccess.Info(_ch, $"Restored the best weights (validation loss {s.BestValidationLoss:F4} at step {s.BestStep}).");
         }
 
-        if (_o.LogDirectory is not null)
+        if (_o.LogDirectory is not null && _replicas.IsMain)
         {
             Directory.CreateDirectory(_o.LogDirectory);
             TrainingHistory.WriteCsv(Path.Combine(_o.LogDirectory, "metrics.csv"), s.History);
@@ -401,7 +437,7 @@ internal sealed class TrainingRun : IDisposable
         _model.ActivationCheckpointing = false;
         _model.eval();
         _finished = true;
-        return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History);
+        return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History) { LoraSaveMode = _o.Lora?.SaveMode ?? LoraSaveMode.Merged };
     }
 
     /// <summary>Releases the optimizer and the best-weight copies, and the model unless <see cref="Finish"/> handed it on.</summary>
@@ -418,7 +454,7 @@ internal sealed class TrainingRun : IDisposable
     /// while the run goes on, from rows whose losses have been read back.</summary>
     private void WriteLossPlot()
     {
-        if (_o.LogDirectory is null || !State.History.Any(m => double.IsFinite(m.Loss) || m.ValidationLoss is not null))
+        if (_o.LogDirectory is null || !_replicas.IsMain || !State.History.Any(m => double.IsFinite(m.Loss) || m.ValidationLoss is not null))
             return;
         TrainingPlots.SaveLossPlot(State.History, Path.Combine(_o.LogDirectory, "loss.png"));
     }
@@ -448,7 +484,20 @@ internal sealed class TrainingRun : IDisposable
         if (_validation is null)
             return null;
         var s = State;
-        var m = LanguageModelEvaluator.Evaluate(_model, _validation, _o.BatchSize, _validationRows, _tokenizer, _documentMasking);
+        LanguageModelMetrics m;
+        if (_replicas.WorldSize == 1)
+        {
+            m = LanguageModelEvaluator.Evaluate(_model, _validation, _o.BatchSize, _validationRows, _tokenizer, _documentMasking);
+        }
+        else
+        {
+            // Each rank evaluates its share of the rows; the sums of nats, targets and bytes are reduced.
+            var sums = LanguageModelEvaluator.Sums(_model, _validation, _o.BatchSize, _validationShare, _tokenizer, _documentMasking);
+            Span<double> values = [sums.Nats, sums.Tokens, sums.Bytes];
+            _replicas.Sum(values, $"validation reduce at step {s.Step}");
+            m = LanguageModelEvaluator.Metrics(new EvaluationSums(values[0], values[1], values[2]), _tokenizer is not null);
+        }
+
         if (m.Loss < s.BestValidationLoss - _o.EarlyStoppingMinDelta)
         {
             s.BestValidationLoss = m.Loss;
@@ -470,6 +519,8 @@ internal sealed class TrainingRun : IDisposable
         if (_o.CheckpointDirectory is null)
             return;
         FlushPendingSteps();
+        if (!_replicas.IsMain)   // rank 0 alone writes; every rank resumes from its files
+            return;
         State.ElapsedSeconds = Elapsed().TotalSeconds;
         string written = Checkpoint.Write(_o.CheckpointDirectory, _config, State, _model, _optimizer, _o.KeepCheckpoints);
         HostAccess.Info(_ch, $"Checkpoint written: {written}");
@@ -477,7 +528,9 @@ internal sealed class TrainingRun : IDisposable
 
     private void Report(TrainingProgress report)
     {
-        HostAccess.Info(_ch, Describe(report));
+        // Every rank's Progress sees the same report (the global loss); only rank 0 logs (and has the TensorBoard writer).
+        if (_replicas.IsMain)
+            HostAccess.Info(_ch, Describe(report));
         _o.Progress?.Report(report);
         if (_tensorBoard is not { } tb)
             return;

@@ -157,13 +157,9 @@ internal sealed class GradScaler
 internal sealed record TrainableParameters(IReadOnlyList<Parameter> All, IReadOnlyList<Parameter> Decay, IReadOnlyList<Parameter> NoDecay);
 
 /// <summary>
-/// Chooses what trains. Today: <see cref="AllParameters"/> (full training and full fine-tuning).
+/// Chooses what trains: <see cref="AllParameters"/> (full training and full fine-tuning) or <see cref="LoraParameters"/>
+/// (the adapters that <see cref="GptModel.AddLora"/> added; the frozen base gets no gradients and no optimizer moments).
 /// </summary>
-/// <remarks>
-/// Next: LoRA (PEFT defaults, docs/ARCHITECTURE.md §5): freeze the base weights (<c>requires_grad = false</c>), add low-rank
-/// adapters A·B to the targeted linear layers (GPT-2's <c>c_attn</c>, or all linear layers), and return only the
-/// adapters' parameters, so the optimizer holds moments for them alone.
-/// </remarks>
 internal interface ITrainableParameterSelector
 {
     /// <summary>The parameters of <paramref name="model"/> to train.</summary>
@@ -180,17 +176,33 @@ internal sealed class AllParameters : ITrainableParameterSelector
 }
 
 /// <summary>
-/// Makes the gradients of data-parallel replicas equal before clipping and the optimizer step. Today:
-/// <see cref="SingleProcess"/> (nothing to do).
+/// LoRA: only the adapters' A and B train (<c>requires_grad</c> is false on every base weight since
+/// <see cref="GptModel.AddLora"/>), so the optimizer's flat buffers and moments hold the adapters alone. A and B are
+/// matrices and take weight decay, as the Hugging Face Trainer decays every non-bias, non-norm parameter.
 /// </summary>
-/// <remarks>
-/// Next: data parallelism over MPI (MPI.NET over MPICH, docs/ARCHITECTURE.md §5): each rank reads its own share of every batch,
-/// and this seam all-reduces (averages) the gradients, as PyTorch's DDP does, so every rank takes the same step.
-/// </remarks>
+internal sealed class LoraParameters : ITrainableParameterSelector
+{
+    public static readonly LoraParameters Instance = new();
+
+    public TrainableParameters Select(GptModel model)
+    {
+        var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
+        if (model.Lora is null || trainable.Length == 0)
+            throw new InvalidOperationException("LoRA training needs a model with adapters (GptModel.AddLora).");
+        return new(trainable, trainable.Where(p => p.dim() >= 2).ToArray(), trainable.Where(p => p.dim() < 2).ToArray());
+    }
+}
+
+/// <summary>
+/// Makes the gradients of data-parallel replicas equal before clipping and the optimizer step:
+/// <see cref="SingleProcess"/> (nothing to do) or <see cref="AllReduceGradients"/> (MPI, Training/Distributed).
+/// </summary>
 internal interface IGradientSynchronizer
 {
-    /// <summary>Averages the gradients of <paramref name="parameters"/> across replicas, in place.</summary>
-    void Synchronize(IReadOnlyList<Parameter> parameters);
+    /// <summary>Averages <paramref name="gradients"/> (the flat buffer every parameter's <c>.grad</c> is a view of,
+    /// <see cref="FusedAdamW.Gradients"/>) and the step's mean <paramref name="loss"/> (a one-element tensor) across
+    /// replicas, in place, after the backward passes of step <paramref name="step"/> + 1.</summary>
+    void Synchronize(Tensor gradients, Tensor loss, long step);
 }
 
 /// <summary>One process: its gradients are already the whole batch's.</summary>
@@ -198,18 +210,18 @@ internal sealed class SingleProcess : IGradientSynchronizer
 {
     public static readonly SingleProcess Instance = new();
 
-    public void Synchronize(IReadOnlyList<Parameter> parameters)
+    public void Synchronize(Tensor gradients, Tensor loss, long step)
     {
     }
 }
 
 /// <summary>
 /// The training rows, as an endless seeded stream: the batch at a position depends only on (seed, position), so a
-/// checkpoint only has to store the position. Today: <see cref="InMemoryTokenBlocks"/>.
+/// checkpoint only has to store the position. Today: <see cref="InMemoryTokenBlocks"/>, over blocks held in memory or
+/// read on demand from memory-mapped token shards (<see cref="TokenBlocks.IsOnDisk"/>).
 /// </summary>
 /// <remarks>
-/// Next: memory-mapped token shards on disk (nanoGPT's <c>train.bin</c>, written by PackTokens), for corpora larger than
-/// memory; with data parallelism, each rank reads its own slice of the batch at a position.
+/// With data parallelism each rank reads its own rows of the global batch at a position (rank-strided, disjoint).
 /// </remarks>
 internal interface ITrainingDataSource
 {
@@ -219,15 +231,20 @@ internal interface ITrainingDataSource
     /// <summary>Input tokens per row (the block length − 1).</summary>
     int ContextLength { get; }
 
-    /// <summary>The (B, T) inputs, targets and optional document ids of rows [<paramref name="position"/>,
-    /// <paramref name="position"/> + <paramref name="rowCount"/>) of the stream, on <paramref name="device"/>.</summary>
+    /// <summary>The (B, T) inputs, targets and optional document ids of this replica's <paramref name="rowCount"/> rows of
+    /// the global batch at <paramref name="position"/> (one replica: rows [position, position + rowCount) of the stream),
+    /// on <paramref name="device"/>.</summary>
     (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(long position, int rowCount, Device device);
 }
 
-/// <summary>Token blocks read into memory, visited in a seeded random order that changes every epoch.</summary>
-internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool documentMasking) : ITrainingDataSource
+/// <summary>Token blocks (in memory or on disk), visited in a seeded random order that changes every epoch; the order costs
+/// 4 bytes per block (0.03 bytes per token at context 128), whatever the storage. Replica <paramref name="rank"/> of
+/// <paramref name="worldSize"/> reads rows rank, rank + worldSize, … of the global batch of rowCount × worldSize rows at a
+/// position, so the replicas together read exactly the rows one process with their summed batch would.</summary>
+internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool documentMasking, int rank = 0, int worldSize = 1) : ITrainingDataSource
 {
     private readonly EpochPermutations _order = new(seed, blocks.Count);
+    private int[] _global = [];
     private int[] _rows = [];
 
     public int Count => blocks.Count;
@@ -237,8 +254,14 @@ internal sealed class InMemoryTokenBlocks(TokenBlocks blocks, int seed, bool doc
     public (Tensor Inputs, Tensor Targets, Tensor? DocumentIds) Batch(long position, int rowCount, Device device)
     {
         if (_rows.Length != rowCount)
+        {
             _rows = new int[rowCount];
-        _order.Fill(position, _rows);
+            _global = new int[rowCount * worldSize];
+        }
+
+        _order.Fill(position, _global);
+        for (int i = 0; i < rowCount; i++)
+            _rows[i] = _global[i * worldSize + rank];
         return blocks.Batch(_rows, device, documentMasking);
     }
 

@@ -72,6 +72,41 @@ public class TokenShardTests
     }
 
     [Fact]
+    public void RandomReadsStayCorrectAcrossReleasesOfTheMappedPages()
+    {
+        // More random block reads than TokenShardSet.ReleaseInterval (1 024), so the mapped pages are dropped from the
+        // process (MADV_DONTNEED) several times while reading; every block must still read back exactly.
+        var ml = new MLContext(seed: 1);
+        var blocks = Enumerable.Range(0, 3000).Select(b => Enumerable.Range(0, 8).Select(t => (b * 8 + t) % 60_000).ToArray()).ToArray();
+        string dir = NewDirectory();
+        try
+        {
+            ml.Data.SaveAsTokenShards(ml.Data.LoadFromEnumerable(blocks.Select(b => new TokensRow { Tokens = b }), SchemaFor(8)), dir, new TokenShardOptions { VocabularySize = 60_000, TokensPerShard = 4096 });
+            using var shards = ml.Data.LoadTokenShards(dir).Shards;
+            Assert.Equal(3000, shards.BlockCount);
+            var random = new Random(5);
+            var block = new int[8];
+            for (int i = 0; i < 5000; i++)
+            {
+                int b = random.Next(3000);
+                shards.ReadBlock(b, block);
+                Assert.Equal(blocks[b], block);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static SchemaDefinition SchemaFor(int length)
+    {
+        var schema = SchemaDefinition.Create(typeof(TokensRow));
+        schema[nameof(TokensRow.Tokens)].ColumnType = new VectorDataViewType(NumberDataViewType.Int32, length);
+        return schema;
+    }
+
+    [Fact]
     public void DocumentsBecomeAStreamCutIntoBlocksWhenRead()
     {
         var ml = new MLContext(seed: 1);

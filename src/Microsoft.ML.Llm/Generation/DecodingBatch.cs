@@ -1,0 +1,159 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Llm;
+
+/// <summary>
+/// The rows of one generation batch in one <see cref="KvCache"/>: sequences of different lengths are left-padded, a
+/// key mask hides the padding and each row counts its positions from its first real token, so every row computes what
+/// it would compute alone. Rows can be dropped (finished sequences stop costing compute) or reordered and repeated
+/// (beam search) with <see cref="Select"/>, which moves the cached keys and values instead of recomputing them.
+/// </summary>
+internal sealed class DecodingBatch : IDisposable
+{
+    private readonly GptModel _model;
+    private readonly int _vocabulary;
+    private KvCache? _cache;
+    private long[] _padding = [];        // per row: how many cache slots before its first real token
+
+    public DecodingBatch(GptModel model)
+    {
+        _model = model;
+        _vocabulary = model.Config.ResolvedVocabularySize;
+    }
+
+    /// <summary>The number of rows.</summary>
+    public int Rows => _padding.Length;
+
+    /// <summary>The number of cache slots filled (the longest row plus its padding).</summary>
+    public long Length => _cache?.Length ?? 0;
+
+    /// <summary>The real vocabulary size: each row's logits are this long.</summary>
+    public int Vocabulary => _vocabulary;
+
+    /// <summary>
+    /// Starts the batch over with one row per window (each at most the context length): runs them left-padded in one
+    /// forward pass and returns the logits of each row's last token, row after row (<see cref="Rows"/> × <see cref="Vocabulary"/>).
+    /// </summary>
+    public float[] Prefill(IReadOnlyList<ReadOnlyMemory<int>> windows)
+    {
+        int rows = windows.Count;
+        int longest = windows.Max(w => w.Length);
+        var padding = new long[rows];
+        var ids = new long[rows * longest];
+        var positions = new long[rows * longest];
+        var valid = new bool[rows * longest];
+        for (int r = 0; r < rows; r++)
+        {
+            var window = windows[r].Span;
+            int pad = longest - window.Length;
+            padding[r] = pad;
+            for (int j = 0; j < longest; j++)
+            {
+                int at = r * longest + j;
+                ids[at] = j < pad ? 0 : window[j - pad];
+                positions[at] = Math.Max(0, j - pad);
+                valid[at] = j >= pad;
+            }
+        }
+
+        // Same batch size (the window slides past the context): reuse the buffers rather than allocate new ones per token.
+        if (_cache is not null && rows == Rows)
+        {
+            _cache.Reset();
+        }
+        else
+        {
+            _cache?.Dispose();
+            _cache = new KvCache(_model);
+        }
+
+        _padding = padding;
+        bool padded = _padding.Any(p => p > 0);
+        using var scope = NewDisposeScope();
+        var device = _model.Device;
+        var idx = ModelInputs.Int64(ids, rows, longest, device);
+        var mask = padded ? ModelInputs.Bool(valid, rows, longest, device) : null;
+        var position = padded ? ModelInputs.Int64(positions, rows, longest, device) : null;
+        return Run(idx, mask, position);
+    }
+
+    /// <summary>Appends one token to every row (in row order) and returns the next logits of every row.</summary>
+    public float[] Step(ReadOnlySpan<int> tokens)
+    {
+        int rows = Rows;
+        long length = Length;
+        var ids = new long[rows];
+        var positions = new long[rows];
+        bool padded = false;
+        for (int r = 0; r < rows; r++)
+        {
+            ids[r] = tokens[r];
+            positions[r] = length - _padding[r];
+            padded |= _padding[r] > 0;
+        }
+
+        using var scope = NewDisposeScope();
+        var device = _model.Device;
+        var idx = ModelInputs.Int64(ids, rows, 1, device);
+        Tensor? mask = null, position = null;
+        if (padded)
+        {
+            var valid = new bool[rows * (length + 1)];
+            for (int r = 0; r < rows; r++)
+            {
+                valid.AsSpan((int)(r * (length + 1) + _padding[r]), (int)(length + 1 - _padding[r])).Fill(true);
+            }
+
+            mask = ModelInputs.Bool(valid, rows, length + 1, device);
+            position = ModelInputs.Int64(positions, rows, 1, device);
+        }
+
+        return Run(idx, mask, position);
+    }
+
+    /// <summary>
+    /// Keeps the rows <paramref name="rows"/> in that order (a row may repeat): finished rows leave the batch, beams
+    /// follow their parents. The cached keys and values move with the rows.
+    /// </summary>
+    public void Select(IReadOnlyList<int> rows)
+    {
+        if (rows.Count == Rows && rows.Select((row, i) => row == i).All(same => same))
+        {
+            return;
+        }
+
+        using (var scope = NewDisposeScope())
+        {
+            var index = ModelInputs.Int64(rows.Select(r => (long)r).ToArray(), 1, rows.Count, _model.Device)[0];
+            _cache!.SelectRows(index);
+        }
+
+        _padding = rows.Select(r => _padding[r]).ToArray();
+
+        // Columns that are padding in every remaining row hold no information; dropping them would need a copy of the
+        // cache, so they stay (they cost a little attention work only).
+    }
+
+    public void Dispose() => _cache?.Dispose();
+
+    private float[] Run(Tensor idx, Tensor? mask, Tensor? positions)
+    {
+        using (Autocast.Enable(_model.Precision))   // the model's precision; logits come back in fp32
+        {
+            var logits = _model.forward(idx, _cache!, mask, positions, lastPositionOnly: true)[.., -1, .._vocabulary];   // (B, V)
+            var host = logits.to(ScalarType.Float32).cpu().contiguous();
+            var result = new float[Rows * _vocabulary];
+            MemoryMarshal.Cast<byte, float>(host.bytes).CopyTo(result);
+            foreach (float value in result)
+            {
+                if (float.IsNaN(value) || float.IsPositiveInfinity(value))
+                {
+                    throw new InvalidOperationException($"The model produced a logit of {value}; its weights are damaged or overflowed (NaN or +∞).");
+                }
+            }
+
+            return result;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Llm.Data;
+
+namespace Microsoft.ML.Llm.Tests.Generation;
+
+/// <summary>
+/// <c>mlContext.Llm().GenerateText</c>: a completion column over an IDataView of prompts, batched, lazy, row-to-row,
+/// through the pipeline's text transforms, saved and loaded in a model zip.
+/// </summary>
+[Collection("Torch")]
+public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransformerTests.TrainedPipeline>
+{
+    private static readonly string[] Prompts = ["TO BE", "whether", "The slings and", "o", "NOT", "to be or not to"];
+
+    private readonly TrainedPipeline _trained;
+
+    public TextGenerationTransformerTests(TrainedPipeline trained) => _trained = trained;
+
+    /// <summary>Lowercasing normalizer → character tokenizer → packing → a tiny LM trained for a few steps.</summary>
+    public sealed class TrainedPipeline
+    {
+        public TrainedPipeline()
+        {
+            var ml = new MLContext(seed: 1);
+            var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = string.Concat(Enumerable.Repeat(TestData.Corpus, 3)) } });
+            var prep = ml.Transforms.Text.NormalizeForLm("Normalized", "Text", lowercase: true)
+                .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Normalized", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }))
+                .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 16))
+                .Fit(text);
+            var lm = ml.Llm().Trainers.CausalLm(TestData.TinyOptions(16, maxSteps: 30)).Fit(prep.Transform(text));
+            Pipeline = prep.Append(lm);
+            LanguageModel = lm;
+        }
+
+        public TransformerChain<CausalLmTransformer> Pipeline { get; }
+
+        public CausalLmTransformer LanguageModel { get; }
+    }
+
+    public sealed class PromptRow
+    {
+        public string Prompt { get; set; } = "";
+
+        public int Id { get; set; }
+    }
+
+    public sealed class CompletionRow
+    {
+        public string Prompt { get; set; } = "";
+
+        public string Completion { get; set; } = "";
+    }
+
+    public sealed class CompletionsRow
+    {
+        [VectorType(3)]
+        public string[] Completion { get; set; } = [];
+    }
+
+    private static IDataView PromptData(MLContext ml) =>
+        ml.Data.LoadFromEnumerable(Prompts.Select((p, i) => new PromptRow { Prompt = p, Id = i }));
+
+    private static string[] Completions(MLContext ml, IDataView data) =>
+        data.GetColumn<ReadOnlyMemory<char>>("Completion").Select(c => c.ToString()).ToArray();
+
+    [Fact]
+    public void PromptsPassThroughThePipelinesTextTransformsBeforeTokenization()
+    {
+        var ml = new MLContext(seed: 1);
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 20 };
+        var generator = ml.Llm().CreateGenerator(_trained.Pipeline);
+        Assert.Equal("to be", generator.PreparePrompt("TO BE"));
+        Assert.Equal(ml.Llm().CreateGenerator(_trained.LanguageModel).Generate("to be", greedy), generator.Generate("TO BE", greedy));
+
+        // The language model alone has no normalizer: upper-case letters are not in its character vocabulary.
+        Assert.ThrowsAny<Exception>(() => ml.Llm().CreateGenerator(_trained.LanguageModel).Generate("TO BE", greedy));
+    }
+
+    [Fact]
+    public void PromptTransformsFollowTheTokenizersInputColumnBackThroughTheChain()
+    {
+        // Raw → (redact) Clean → (normalize) Text → tokenizer; a normalizer of another column is not on the path.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new { Raw = "Mail ME at someone@example.com", Other = "x" } });
+        var chain = ml.Transforms.Text.RedactPii("Clean", "Raw")
+            .Append(ml.Transforms.Text.NormalizeForLm("Elsewhere", "Other", lowercase: true))
+            .Append(ml.Transforms.Text.NormalizeForLm("Text", "Clean", lowercase: true))
+            .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }))
+            .Fit(data);
+        var transforms = LlmCatalog.PromptTransforms(chain.ToList());
+        Assert.Equal([typeof(PiiRedactorTransformer), typeof(TextNormalizerTransformer)], transforms.Select(t => t.GetType()));
+        Assert.Equal("Text", ((TextNormalizerTransformer)transforms[1]).OutputColumnName);
+
+        using var model = GenerationTestModel.Create();
+        var generator = new TextGenerator(model, GenerationTestModel.Tokenizer, transforms);
+        string prompt = "Mail ME at someone@example.com";
+        Assert.Equal(LmTextNormalizer.Normalize(PiiRedactor.Redact(prompt), new TextNormalizerOptions { Lowercase = true }), generator.PreparePrompt(prompt));
+        Assert.DoesNotContain("someone", generator.PreparePrompt(prompt), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CompletionsAreBatchedAcrossRowsAndEqualDirectGeneration()
+    {
+        var ml = new MLContext(seed: 1);
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 20, StopStrings = ["."] };
+        var generator = ml.Llm().CreateGenerator(_trained.Pipeline);
+        var expected = Prompts.Select(p => generator.Generate(p, greedy)).ToArray();
+        foreach (int batchSize in new[] { 1, 4, 8 })
+        {
+            var transformer = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, greedy, batchSize).Fit(PromptData(ml));
+            var output = transformer.Transform(PromptData(ml));
+            Assert.Equal(expected, Completions(ml, output));
+            Assert.Equal(Enumerable.Range(0, Prompts.Length), output.GetColumn<int>("Id"));   // input columns pass through
+        }
+    }
+
+    [Fact]
+    public void TheTransformRoundTripsThroughAZipAndWorksInAPredictionEngine()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "llm-gen-" + Guid.NewGuid().ToString("N") + ".zip");
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var options = new TextGenerationOptions
+            {
+                BatchSize = 4,
+                Generation = new GenerationOptions { MaxNewTokens = 15, Seed = 5, TopK = 8, NoRepeatNgramSize = 4, StopStrings = ["q"], EosTokenIds = [0] },
+            };
+            var transformer = ml.Llm().GenerateText(_trained.Pipeline, options).Fit(PromptData(ml));
+            var before = Completions(ml, transformer.Transform(PromptData(ml)));
+            Assert.Equal(before, Completions(ml, transformer.Transform(PromptData(ml))));   // seeded per batch: reproducible
+            ml.Model.Save(transformer, PromptData(ml).Schema, path);
+
+            var fresh = new MLContext(seed: 99);
+            var loaded = fresh.Model.Load(path, out var schema);
+            Assert.Equal(before, Completions(fresh, loaded.Transform(PromptData(fresh))));
+            var loadedGeneration = Assert.IsType<TextGenerationTransformer>(loaded is TransformerChain<ITransformer> chain ? chain.Single() : loaded);
+            Assert.Equal(["q"], loadedGeneration.GenerationOptions.StopStrings);
+            Assert.Equal(4, loadedGeneration.BatchSize);
+            Assert.Equal("to be", loadedGeneration.Generator.PreparePrompt("TO BE"));   // the normalizer was saved with it
+
+            // Appended after the fitted language model, in one zip with the whole pipeline.
+            ml.Model.Save(_trained.Pipeline.Append(transformer), new MLContext().Data.LoadFromEnumerable(new[] { new TestData.TextRow() }).Schema, path);
+            var whole = (IEnumerable<ITransformer>)fresh.Model.Load(path, out _);
+            var appended = whole.OfType<TextGenerationTransformer>().Single();
+            Assert.Equal(before, Completions(fresh, appended.Transform(PromptData(fresh))));
+            Assert.Equal(5, whole.Count());
+
+            // A PredictionEngine generates one row at a time: greedy gives the batched result.
+            var greedy = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, new GenerationOptions { DoSample = false, MaxNewTokens = 12 }).Fit(PromptData(ml));
+            ml.Model.Save(greedy, PromptData(ml).Schema, path);
+            var engine = fresh.Model.CreatePredictionEngine<PromptRow, CompletionRow>(fresh.Model.Load(path, out _));
+            var batched = Completions(ml, greedy.Transform(PromptData(ml)));
+            for (int i = 0; i < Prompts.Length; i++)
+            {
+                Assert.Equal(batched[i], engine.Predict(new PromptRow { Prompt = Prompts[i], Id = i }).Completion);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void SeveralReturnSequencesMakeAVectorColumn()
+    {
+        var ml = new MLContext(seed: 1);
+        var beams = new GenerationOptions { DoSample = false, MaxNewTokens = 10, NumBeams = 3, NumReturnSequences = 3 };
+        var estimator = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, beams, batchSize: 4);
+        var output = estimator.Fit(PromptData(ml)).Transform(PromptData(ml));
+        Assert.Equal(new VectorDataViewType(TextDataViewType.Instance, 3), output.Schema["Completion"].Type);
+        var rows = ml.Data.CreateEnumerable<CompletionsRow>(output, reuseRowObject: false).ToArray();
+        var generator = ml.Llm().CreateGenerator(_trained.Pipeline);
+        for (int i = 0; i < Prompts.Length; i++)
+        {
+            Assert.Equal(generator.Generate([Prompts[i]], beams), rows[i].Completion);
+        }
+    }
+
+    [Fact]
+    public void BadColumnsAndOptionsAreReportedByName()
+    {
+        var ml = new MLContext(seed: 1);
+        var estimator = ml.Llm().GenerateText("Completion", "Question", _trained.Pipeline);
+        var ex = Assert.ThrowsAny<ArgumentException>(() => estimator.Fit(PromptData(ml)));
+        Assert.Contains("Question", ex.Message, StringComparison.Ordinal);
+        var batch = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, batchSize: 0));
+        Assert.Equal("TextGenerationOptions.BatchSize is 0; expected an integer of at least 1. (Parameter 'BatchSize')", batch.Message);
+        var generation = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, new GenerationOptions { NumBeams = 0 }));
+        Assert.Equal("GenerationOptions.NumBeams is 0; expected an integer of at least 1 (1 turns beam search off). (Parameter 'NumBeams')", generation.Message);
+    }
+}
