@@ -2,9 +2,12 @@
 // budget with ASHA, with TPE (the model-based tuner) and with random search, and nanoGPT's hand-tuned CPU configuration
 // (4 layers, 4 heads, 128 wide, context 64, batch 12, lr 1e-3 → 1e-4, warmup 100, β2 0.99, 2000 iterations) trained for
 // the same budget. Every method's best model is scored on the whole validation split (the last 10%, nanoGPT's split).
+// With totalTokens > 0 the budget is compute instead of time: each sweep gets totalTokens training tokens over all its
+// trials (SetMaxTotalTokens) and the hand-tuned run trains on as many, so a loaded machine does not skew the comparison
+// (budgetSeconds stays as a cap). Final scores: the first scoreChars characters of the validation split (0 = all).
 //
 // dotnet run -c Release --project benchmarks/Sweeps -- [budgetSeconds=600] [seeds=1,2,3] [methods=asha,tpe,random,hand]
-//     [trialTokens=budget·2000] [outDir]
+//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -20,12 +23,22 @@ string[] methods = (args.Length > 2 ? args[2] : "asha,tpe,random,hand").Split(',
 long trialTokens = args.Length > 3 ? long.Parse(args[3], CultureInfo.InvariantCulture) : (long)(budget * 2000);
 string outDir = args.Length > 4 ? args[4] : Path.Combine(Path.GetTempPath(), "llm-sweeps-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss"));
 Directory.CreateDirectory(outDir);
+long totalTokens = args.Length > 5 ? long.Parse(args[5], CultureInfo.InvariantCulture) : 0;
+int scoreChars = args.Length > 6 ? int.Parse(args[6], CultureInfo.InvariantCulture) : 0;
+// Evaluations: every 50 steps on 20 batches (nanoGPT's eval_iters for its CPU run); with a small compute budget, every
+// 10 steps on 5 batches so the rungs and the curves have points.
+int evaluationInterval = totalTokens > 0 ? 10 : 50;
+int evaluationBatches = totalTokens > 0 ? 5 : 20;
 
 const int Context = 64;
 string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"));
 int split = (int)(text.Length * 0.9);
+// The vocabulary is the characters of the whole text, as nanoGPT's prepare.py builds it; every trial uses it.
+var vocabulary = LmTokenizer.Character([text]);
 Console.WriteLine($"Machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}; load average at start: {LoadAverage()}");
-Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {trialTokens / 9}·3^k tokens; output {outDir}");
+long rung = totalTokens > 0 ? trialTokens / 3 : trialTokens / 9;
+Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run" + (totalTokens > 0 ? $" (cap), {totalTokens} training tokens per sweep and for the hand-tuned run" : "") +
+    $"; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {rung}·3^k tokens; evaluation every {evaluationInterval} steps on {evaluationBatches} batches; output {outDir}");
 
 var results = new List<(string Method, int Seed, double Loss, int Trials, int Stopped, string Best)>();
 foreach (int seed in seeds)
@@ -35,6 +48,7 @@ foreach (int seed in seeds)
         var ml = new MLContext(seed);
         var trainText = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[..split]) });
         var validationText = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..]) });
+        var scoreText = scoreChars > 0 ? ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..Math.Min(text.Length, split + scoreChars)]) }) : validationText;
         var clock = Stopwatch.StartNew();
         ITransformer model;
         int trials = 1;
@@ -45,9 +59,11 @@ foreach (int seed in seeds)
             var pipeline = Pipeline(ml, new SweepSpace(), new CausalLmTrainerOptions
             {
                 MaxSteps = 2000,
+                DecaySteps = 2000,                                     // nanoGPT's lr_decay_iters
+                MaxTokens = totalTokens > 0 ? totalTokens : null,
                 TimeBudget = TimeSpan.FromSeconds(budget),
                 Seed = seed,
-            }, validationText);
+            }, PrepareValidation(ml, validationText));
             model = pipeline.Fit(trainText);
             var lm = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
             best = $"nanoGPT config, {lm.History.Count} steps, {lm.History[^1].Tokens} tokens";
@@ -64,11 +80,13 @@ foreach (int seed in seeds)
                 .SetProgress(new ConsoleProgress());
             experiment = method switch
             {
-                "asha" => experiment.SetAshaTuner(minTokens: trialTokens / 9, reductionFactor: 3),
-                "tpe" => experiment.SetTreeParzenTuner(startupTrials: 4),
+                "asha" => experiment.SetAshaTuner(minTokens: rung, reductionFactor: 3),
+                "tpe" => experiment.SetTreeParzenTuner(startupTrials: 2),
                 "random" => experiment.SetRandomSearchTuner(),
                 _ => throw new ArgumentException($"Unknown method '{method}'; expected asha, tpe, random or hand."),
             };
+            if (totalTokens > 0)
+                experiment.SetMaxTotalTokens(totalTokens);
             var bestTrial = experiment.RunAsync().GetAwaiter().GetResult();
             model = bestTrial.Model ?? throw new InvalidOperationException("The best trial has no model.");
             trials = experiment.Result.Trials.Count;
@@ -77,8 +95,11 @@ foreach (int seed in seeds)
             Console.WriteLine(experiment.Result.ToTable());
         }
 
-        double loss = ml.Llm().Evaluate(model, validationText).Loss;
-        Console.WriteLine($"== {method}, seed {seed}: validation loss {loss:F4} (whole split) after {clock.Elapsed.TotalSeconds:F0} s, {trials} trials ({stopped} stopped); {best}; load {LoadAverage()}");
+        // The whole validation split in consecutive, non-overlapping blocks, scored by the language model alone.
+        var lmOnly = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
+        var validationBlocks = PrepareValidation(ml, scoreText);
+        double loss = ml.Llm().Evaluate(lmOnly, validationBlocks).Loss;
+        Console.WriteLine($"== {method}, seed {seed}: validation loss {loss:F4} ({(scoreChars > 0 ? $"first {scoreChars} characters of the split" : "whole split")}) after {clock.Elapsed.TotalSeconds:F0} s, {trials} trials ({stopped} stopped); {best}; load {LoadAverage()}");
         results.Add((method, seed, loss, trials, stopped, best));
         (model as IDisposable)?.Dispose();
     }
@@ -97,34 +118,34 @@ foreach (string method in methods)
 
 Console.WriteLine($"Load average at end: {LoadAverage()}");
 
-// The whole pipeline is swept: the packing stride of the training windows (a pipeline option) and the trainer's options.
-// Validation blocks are always consecutive, non-overlapping windows of 64 + 1 characters.
-static IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOptions baseOptions, IDataView? validationText)
+// The pipeline: character tokenizer (the fixed vocabulary) → packing into consecutive blocks of 64 + 1 → GPT. Inside a
+// sweep the validation text goes through the same fitted transforms; outside, validationBlocks are given.
+IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOptions options, IDataView? validationBlocks)
 {
-    var tokenize = ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Kind = LmTokenizerKind.Character });
-    var pack = ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context, Stride = o.Stride });
-    var options = baseOptions;
     options.Model = GptConfig.ShakespeareChar() with { LayerCount = o.Layers, EmbeddingSize = o.EmbeddingSize, HeadCount = 4 };
     options.BatchSize = o.BatchSize;
     options.LearningRate = o.LearningRate;
     options.MinLearningRate = o.LearningRate / 10;
     options.WarmupSteps = o.WarmupSteps;
     options.Beta2 = o.Beta2;
-    options.EvaluationInterval = 50;
-    options.EvaluationBatches = 20;
-    options.LogInterval = 50;
+    options.EvaluationInterval = evaluationInterval;
+    options.EvaluationBatches = evaluationBatches;
+    options.LogInterval = evaluationInterval;
     options.CheckpointInterval = 100_000;
-    options.NumberOfThreads = Environment.ProcessorCount;
-    if (validationText is not null)
-    {
-        // Outside a sweep the validation data must be tokenized and packed by hand (the sweep does it through the
-        // transforms fitted before the trainer).
-        var prep = tokenize.Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context)).Fit(validationText);
-        options.ValidationSet = prep.Transform(validationText);
-    }
-
-    return tokenize.Append(pack).Append(ml.Llm().Trainers.CausalLm(options));
+    // One torch thread: on the shared, loaded machine two threads' OpenMP barriers stall (benchmarks/README.md).
+    options.NumberOfThreads = 1;
+    options.PeakFlops = 1e11;         // MFU is not reported here; skip the per-process matmul-peak measurement
+    if (validationBlocks is not null)
+        options.ValidationSet = validationBlocks;
+    return ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Tokenizer = vocabulary })
+        .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context))
+        .Append(ml.Llm().Trainers.CausalLm(options));
 }
+
+IDataView PrepareValidation(MLContext ml, IDataView validationText) =>
+    ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { Tokenizer = vocabulary })
+        .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: Context))
+        .Fit(validationText).Transform(validationText);
 
 static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
@@ -148,10 +169,6 @@ public sealed class SweepSpace
 
     [Choice(new object[] { 0.95, 0.99 }, 0.99)]
     public double Beta2 { get; set; } = 0.99;
-
-    /// <summary>Packing: training windows start every Stride characters (nanoGPT samples random offsets).</summary>
-    [Choice(new object[] { 8, 32, 64 }, 8)]
-    public int Stride { get; set; } = 8;
 }
 
 internal sealed record TextRow(string Text);

@@ -193,6 +193,21 @@ public sealed class LlmCatalog
         new(factory, searchSpace);
 
     /// <summary>
+    /// A sweep over the options class <typeparamref name="TOptions"/> (its ML.NET search-space attributes,
+    /// <c>[Range]</c>/<c>[Choice]</c>): an <see cref="LlmExperiment"/> with the data and the pipeline set, the factory
+    /// receiving each trial's options as a <typeparamref name="TOptions"/>. Set a tuner and a budget, then
+    /// <see cref="LlmExperiment.RunAsync"/>.
+    /// </summary>
+    public LlmExperiment Sweep<TOptions>(IDataView train, IDataView? validation, Func<MLContext, TOptions, IEstimator<ITransformer>> factory)
+        where TOptions : class, new()
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        return CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(new Llm.Sweeping.SearchSpace<TOptions>(), (ctx, p) => factory(ctx, p.AsType<TOptions>()));
+    }
+
+    /// <summary>
     /// Exports the language model of <paramref name="model"/> (a <see cref="CausalLmTransformer"/> or a chain ending in
     /// one) to an ONNX folder that ONNX Runtime, ONNX Runtime GenAI and <c>ApplyOnnxModel</c> run; see <see cref="OnnxExporter"/>.
     /// </summary>

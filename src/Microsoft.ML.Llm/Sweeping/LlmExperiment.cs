@@ -35,6 +35,7 @@ public sealed class LlmExperiment
     private TimeSpan? _timeBudget;
     private int? _maxTrials;
     private long? _maxTokens;
+    private long? _maxTotalTokens;
     private SweepObjective _objective = SweepObjective.ValidationLoss;
     private int? _seed;
     private string? _directory;
@@ -132,6 +133,19 @@ public sealed class LlmExperiment
         return this;
     }
 
+    /// <summary>
+    /// The sweep's compute budget: training tokens over all trials (recorded trials of a resumed sweep included). The
+    /// trial running when it is reached is stopped at its next progress report and keeps its partial result. Unlike
+    /// the time budget it does not depend on the machine's load, so sweeps compared under it got the same compute.
+    /// </summary>
+    public LlmExperiment SetMaxTotalTokens(long maxTotalTokens)
+    {
+        if (maxTotalTokens <= 0)
+            throw new ArgumentOutOfRangeException(nameof(maxTotalTokens), maxTotalTokens, $"The sweep's total token budget must be a positive number of tokens; got {maxTotalTokens}.");
+        _maxTotalTokens = maxTotalTokens;
+        return this;
+    }
+
     /// <summary>What to optimise (default <see cref="SweepObjective.ValidationLoss"/>).</summary>
     public LlmExperiment SetObjective(SweepObjective objective)
     {
@@ -191,8 +205,8 @@ public sealed class LlmExperiment
             throw new InvalidOperationException($"The objective '{_objective.Name}' is measured on validation data, but SetDataset was given none; pass the validation data or use SweepObjective.FromModel.");
         static bool Finite(ITuner? t) => t is GridSearchTuner or AshaTuner { Sampler: GridSearchTuner };
         bool finiteTuner = Finite(_tuner) || (_tuner is null && _tunerFactory is not null && Finite(_tunerFactory(_pipeline.SearchSpace, 0)));
-        if (_maxTrials is null && _timeBudget is null && !finiteTuner)
-            throw new InvalidOperationException("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).");
+        if (_maxTrials is null && _timeBudget is null && _maxTotalTokens is null && !finiteTuner)
+            throw new InvalidOperationException("The experiment has no budget: call SetMaxTrials(n), SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t) (a grid search ends by itself).");
     }
 
     private TrialResult Run(CancellationToken cancellationToken)
@@ -218,6 +232,9 @@ public sealed class LlmExperiment
                 break;
             var elapsed = before + clock.Elapsed;
             if (_timeBudget is { } budget && elapsed >= budget)
+                break;
+            long spent = _trials.Sum(t => t.Tokens);
+            if (_maxTotalTokens is { } total && spent >= total)
                 break;
 
             var settings = new TrialSettings
@@ -260,7 +277,7 @@ public sealed class LlmExperiment
                 var remaining = _timeBudget is { } b ? b - (before + clock.Elapsed) : (TimeSpan?)null;
                 if (remaining is { } r)
                     deadline.CancelAfter(r > TimeSpan.Zero ? r : TimeSpan.Zero);
-                result = RunTrial(settings, early, best, before + clock.Elapsed, clock, before, deadline.Token, cancellationToken);
+                result = RunTrial(settings, early, best, before + clock.Elapsed, clock, before, _maxTotalTokens - spent, deadline.Token, cancellationToken);
                 SweepFiles.WriteResult(result);
             }
 
@@ -288,7 +305,7 @@ public sealed class LlmExperiment
 
             WriteSummary();
             Report(id, best, before + clock.Elapsed, null, result);
-            if (deadline.IsCancellationRequested)
+            if (deadline.IsCancellationRequested || result.StopReason == TokenBudgetReason)
                 break;
         }
 
@@ -312,8 +329,10 @@ public sealed class LlmExperiment
     /// <summary>Each trial's seed: a fixed function of the sweep's seed and the trial number.</summary>
     private static int TrialSeed(int seed, int trialId) => (int)(((uint)seed * 2654435761u + (uint)trialId * 40503u) & int.MaxValue);
 
+    private const string TokenBudgetReason = "sweep token budget";
+
     private TrialResult RunTrial(TrialSettings settings, IEarlyStoppingTuner? early, TrialResult? best, TimeSpan elapsedAtStart, Stopwatch clock, TimeSpan before,
-        CancellationToken deadline, CancellationToken caller)
+        long? tokensLeft, CancellationToken deadline, CancellationToken caller)
     {
         var started = Stopwatch.StartNew();
         var curve = new List<CurvePoint>();
@@ -338,6 +357,12 @@ public sealed class LlmExperiment
                         stop.Cancel();
                     }
                 }
+            }
+
+            if (stopReason is null && tokensLeft is { } left && p.Tokens >= left)
+            {
+                stopReason = TokenBudgetReason;
+                stop.Cancel();
             }
 
             Report(settings.TrialId, best, before + clock.Elapsed, p, null);

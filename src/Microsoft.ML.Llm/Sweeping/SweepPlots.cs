@@ -8,7 +8,7 @@ public static class SweepPlots
     /// <summary>
     /// Draws each trial's learning curve (its objective at each evaluation against training tokens) and saves a PNG
     /// (temporary name, then renamed). Completed trials are solid lines, the best one thick; trials stopped early are
-    /// dashed and end in a cross where they were cut; failed trials that reported something are dotted.
+    /// dashed and end in a + where they were cut; failed trials that reported something are dotted.
     /// </summary>
     /// <exception cref="ArgumentException">No trial reported any value.</exception>
     public static void SaveLearningCurves(SweepResult result, string path, int width = TrainingPlots.DefaultWidth, int height = TrainingPlots.DefaultHeight)
@@ -54,7 +54,7 @@ public static class SweepPlots
             plot.YLabel(result.ObjectiveName);
             int stopped = result.Trials.Count(t => t.Status == TrialStatus.Stopped);
             int failed = result.Trials.Count(t => t.Status == TrialStatus.Failed);
-            plot.Title($"{result.Trials.Count} trials ({stopped} stopped early ×, {failed} failed)" +
+            plot.Title($"{result.Trials.Count} trials ({stopped} stopped early, cut at +; {failed} failed)" +
                 (best is null ? "" : FormattableString.Invariant($"; best {best.Metric:G5} (trial {best.TrialId})")));
             plot.ShowLegend(Alignment.UpperRight);
             string? folder = Path.GetDirectoryName(Path.GetFullPath(path));

@@ -206,6 +206,31 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task CancellingTheSweepLeavesTheRunningTrialUnrecordedAndAResumeRunsIt()
+    {
+        var ml = new MLContext(seed: 1);
+        using var cancel = new CancellationTokenSource();
+        var cancelling = new Recorder<SweepProgress>([], r =>
+        {
+            if (r.Trial == 2 && r.Training is not null)
+                cancel.Cancel();
+        });
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Experiment(ml, _dir, maxTrials: 2).SetProgress(cancelling).RunAsync(cancel.Token));
+        Assert.True(File.Exists(Path.Combine(_dir, "trials", "trial-0001", "result.json")));
+        Assert.False(File.Exists(Path.Combine(_dir, "trials", "trial-0002", "result.json")));
+
+        int built = 0;
+        var resumed = Experiment(ml, _dir, maxTrials: 2, (ctx, p) =>
+        {
+            built++;
+            return Pipeline(ctx, p.AsType<PipelineSpace>());
+        });
+        await resumed.RunAsync();
+        Assert.Equal(1, built);
+        Assert.Equal([TrialStatus.Completed, TrialStatus.Completed], resumed.Result.Trials.Select(t => t.Status));
+    }
+
+    [Fact]
     public async Task AshaStopsTheWorseTrialAtARungAndItKeepsItsPartialCurve()
     {
         var ml = new MLContext(seed: 1);
@@ -236,7 +261,7 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
-    public async Task TheTimeBudgetCutsTheRunningTrialWhoseModelComesBackFromItsCheckpoint()
+    public async Task TheTimeBudgetStopsTheRunningTrialWhichKeepsItsPartialResult()
     {
         var ml = new MLContext(seed: 1);
         var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(1e-3, 1e-2, logBase: true) };
@@ -252,10 +277,10 @@ public sealed class LlmExperimentTests : IDisposable
                         BatchSize = BatchSize,
                         LearningRate = p["LearningRate"].AsType<double>(),
                         MaxSteps = 1_000_000,                // far more than the budget allows
-                        EvaluationInterval = 2,
+                        EvaluationInterval = 1,
                         NumberOfThreads = 1,
                     })))
-            .SetTrainingTimeInSeconds(4)
+            .SetTrainingTimeInSeconds(6)
             .SetSweepDirectory(_dir);
         var best = await experiment.RunAsync();
 
@@ -264,12 +289,74 @@ public sealed class LlmExperimentTests : IDisposable
         Assert.Equal("sweep time budget", trial.StopReason);
         Assert.NotEmpty(trial.Curve);
         Assert.Same(trial, best);
+        Assert.NotNull(best.Model);   // refitted from the checkpoint written when the budget cut it
+    }
 
-        // The stopped trial's pipeline: refitted with its trainer resumed from the checkpoint written on cancellation
-        // (no step left to take, the best weights restored), so it scores the validation text at the trial's metric.
+    [Fact]
+    public async Task AStoppedBestTrialsPipelineIsRefittedFromItsCheckpointByAPluggedInTuner()
+    {
+        // A user tuner (ITuner is pluggable): random proposals, and every trial stopped at its second evaluation, so
+        // the best trial is a stopped one and its pipeline must come back from the checkpoint written on cancellation.
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new UniformDoubleOption(2e-3, 5e-3, logBase: true) };
+        var tuner = new StopAtSecondEvaluation(new RandomSearchTuner(space, seed: 4));
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(train, validation)
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new PipelineSpace { VocabularySize = 280 }, p["LearningRate"].AsType<double>()))
+            .SetTuner(tuner)
+            .SetMaxTrials(2)
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSweepDirectory(_dir);
+        var best = await experiment.RunAsync();
+
+        Assert.All(experiment.Result.Trials, t =>
+        {
+            Assert.Equal(TrialStatus.Stopped, t.Status);
+            Assert.Equal("second evaluation", t.StopReason);
+            Assert.Equal([320L, 640], t.Curve.Select(p => p.Tokens));
+        });
+        Assert.Equal([1, 2], tuner.Updated);
         Assert.NotNull(best.Model);
         Assert.Equal(best.Metric, ml.Llm().Evaluate(best.Model!, validation).Loss, 4);
-        Assert.True(File.Exists(Path.Combine(trial.TrialSettings.Directory, "model.zip")));
+        Assert.True(File.Exists(Path.Combine(best.TrialSettings.Directory, "model.zip")));
+    }
+
+    private sealed class StopAtSecondEvaluation(ITuner sampler) : IEarlyStoppingTuner
+    {
+        private readonly Dictionary<int, int> _reports = [];
+
+        public List<int> Updated { get; } = [];
+
+        public Parameter? Propose(TrialSettings settings) => sampler.Propose(settings);
+
+        public void Update(TrialResult result) => Updated.Add(result.TrialId);
+
+        public bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason)
+        {
+            int n = _reports[settings.TrialId] = _reports.GetValueOrDefault(settings.TrialId) + 1;
+            reason = n >= 2 ? "second evaluation" : null;
+            return n >= 2;
+        }
+    }
+
+    [Fact]
+    public async Task TheTotalTokenBudgetStopsTheTrialThatReachesIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var (train, validation) = Text(ml);
+        var experiment = ml.Llm().Sweep<PipelineSpace>(train, validation, (ctx, o) => Pipeline(ctx, o))
+            .SetMaxTokens(20 * TokensPerStep)
+            .SetSeed(1)
+            .SetSweepDirectory(_dir)
+            .SetMaxTotalTokens(25 * TokensPerStep);
+        await experiment.RunAsync();
+
+        // Trial 1 trains its 20 steps (1280 tokens); trial 2 has 320 tokens left and is stopped at its report at step 5.
+        var trials = experiment.Result.Trials;
+        Assert.Equal(2, trials.Count);
+        Assert.Equal((TrialStatus.Completed, 20 * TokensPerStep), (trials[0].Status, trials[0].Tokens));
+        Assert.Equal((TrialStatus.Stopped, "sweep token budget", 5 * TokensPerStep), (trials[1].Status, trials[1].StopReason, trials[1].Tokens));
     }
 
     [Fact]
@@ -283,13 +370,15 @@ public sealed class LlmExperimentTests : IDisposable
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetTrainingTimeInSeconds(0)).Message);
         Assert.StartsWith("Each trial's token budget must be a positive number of tokens; got 0.",
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTokens(0)).Message);
+        Assert.StartsWith("The sweep's total token budget must be a positive number of tokens; got -1.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTotalTokens(-1)).Message);
         Assert.Equal("The experiment has no data: call SetDataset(train, validation) before RunAsync.",
             Assert.Throws<InvalidOperationException>(() => { _ = experiment.RunAsync(); }).Message);
 
         var (train, validation) = Text(ml);
         var noBudget = ml.Llm().CreateExperiment().SetDataset(train, validation)
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
-        Assert.Equal("The experiment has no budget: call SetMaxTrials(n) or SetTrainingTimeInSeconds(s) (a grid search ends by itself).",
+        Assert.Equal("The experiment has no budget: call SetMaxTrials(n), SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t) (a grid search ends by itself).",
             Assert.Throws<InvalidOperationException>(() => { _ = noBudget.RunAsync(); }).Message);
         var noValidation = ml.Llm().CreateExperiment().SetDataset(train, null).SetMaxTrials(1)
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
@@ -329,8 +418,12 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     /// <summary>Collects reports synchronously.</summary>
-    private sealed class Recorder<T>(List<T> into) : IProgress<T>
+    private sealed class Recorder<T>(List<T> into, Action<T>? also = null) : IProgress<T>
     {
-        public void Report(T value) => into.Add(value);
+        public void Report(T value)
+        {
+            into.Add(value);
+            also?.Invoke(value);
+        }
     }
 }

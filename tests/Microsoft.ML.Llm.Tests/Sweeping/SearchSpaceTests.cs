@@ -205,4 +205,30 @@ public class SearchSpaceTests
         var pipelineEmpty = Assert.Throws<ArgumentException>(() => ml.Llm().CreateSweepableEstimator((_, _) => ml.Llm().Trainers.CausalLm(), new Sweeping.SearchSpace()));
         Assert.StartsWith("The search space given to SweepableEstimator is empty", pipelineEmpty.Message);
     }
+
+    [Fact]
+    public void TheReadySpaceCoversTheIssuesOptionsAndEveryPointIsAValidPipeline()
+    {
+        var space = new Sweeping.SearchSpace<Sweeping.CausalLmSearchSpace>();
+        Assert.Equal(
+            ["LearningRate", "MinLearningRateRatio", "WarmupSteps", "WeightDecay", "BatchSize", "GradientAccumulationSteps", "Beta2", "Precision",
+             "LayerCount", "EmbeddingSize", "HeadCount", "ContextLength", "Dropout", "VocabularySize", "Packing"],
+            space.Keys);
+        var defaults = space.Default.AsType<Sweeping.CausalLmSearchSpace>();
+        Assert.Equal((6e-4, 12, 4, 128, TrainingPrecision.Fp32), (defaults.LearningRate, defaults.BatchSize, defaults.LayerCount, defaults.EmbeddingSize, defaults.Precision));
+
+        var random = new Random(2);
+        var ml = new MLContext(seed: 1);
+        for (int i = 0; i < 200; i++)
+        {
+            var x = Enumerable.Range(0, space.FeatureSpaceDim).Select(_ => random.NextDouble()).ToArray();
+            var point = space.SampleFromFeatureSpace(x).AsType<Sweeping.CausalLmSearchSpace>();
+            var options = point.ApplyTo(new CausalLmTrainerOptions());
+            options.Model!.Validate();                           // width divisible by heads at every point
+            _ = ml.Llm().Trainers.CausalLm(options);            // the trainer's option checks pass
+            Assert.Equal(point.LearningRate * point.MinLearningRateRatio, options.MinLearningRate!.Value, 15);
+            Assert.Equal(point.ContextLength, point.PackerOptions().ContextLength);
+            Assert.InRange(point.TokenizerOptions().VocabularySize, 256, 16384);
+        }
+    }
 }
