@@ -9,6 +9,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
+using Microsoft.ML.Llm.Internal;
 using Onnx;
 using static System.FormattableString;
 using static Microsoft.ML.Llm.OnnxGraphBuilder;
@@ -55,14 +56,9 @@ public static class OnnxExporter
     public static void Export(GptModel model, LmTokenizer? tokenizer, string folder, OnnxExportOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(folder);
         options ??= new OnnxExportOptions();
         options.Validate();
-        string target = Path.GetFullPath(folder.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
-        if (File.Exists(target))
-            throw new IOException($"The ONNX export path '{target}' is a file; give a folder that does not exist yet (nothing was written).");
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
-            throw new IOException($"The ONNX export folder '{target}' exists and is not empty; choose a new folder (nothing was written).");
+        string target = AtomicFolder.CheckTarget(folder, "ONNX export");
         if (!options.IncludeTokenizer)
             tokenizer = null;
         try
@@ -74,20 +70,7 @@ public static class OnnxExporter
             throw new NotSupportedException($"The model's tokenizer cannot be written beside the ONNX model: {e.Message} Set OnnxExportOptions.IncludeTokenizer = false to export the model alone (nothing was written).", e);
         }
 
-        string parent = Path.GetDirectoryName(target)!;
-        string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            Directory.CreateDirectory(temp);
-        }
-        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
-        {
-            throw e is UnauthorizedAccessException
-                ? new UnauthorizedAccessException($"Cannot write the ONNX export '{target}': creating '{temp}' was denied ({e.Message}). Choose a writable folder.", e)
-                : new IOException($"Cannot write the ONNX export '{target}': creating '{temp}' failed ({e.Message}). Choose a writable folder.", e);
-        }
-
-        try
+        AtomicFolder.Write(target, "ONNX export", temp =>
         {
             ModelProto proto;
             using (var scope = NewDisposeScope())
@@ -100,15 +83,7 @@ public static class OnnxExporter
                 File.WriteAllText(Path.Combine(temp, GenAIConfigFileName), genai.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             }
 
-            if (Directory.Exists(target))
-                Directory.Delete(target);   // empty (checked above)
-            Directory.Move(temp, target);
-        }
-        finally
-        {
-            if (Directory.Exists(temp))
-                Directory.Delete(temp, recursive: true);
-        }
+        });
     }
 
     /// <summary>ONNX Runtime's contrib operator domain (MatMulNBits).</summary>

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Llm.Data;
 using Microsoft.ML.Llm.Interchange;
+using Microsoft.ML.Llm.Internal;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm;
@@ -155,12 +156,7 @@ public static class HuggingFaceCheckpoint
     public static void Save(GptModel model, LmTokenizer? tokenizer, string folder)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(folder);
-        string target = Path.GetFullPath(folder.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
-            throw new IOException($"The export folder '{target}' exists and is not empty; choose a new folder (nothing was written).");
-        if (File.Exists(target))
-            throw new IOException($"The export path '{target}' is a file; choose a new folder (nothing was written).");
+        string target = AtomicFolder.CheckTarget(folder, "export");
         tokenizer?.CheckHuggingFaceExportable();
         if (tokenizer is not null && tokenizer.VocabularySize > model.VocabularySize)
             throw new ArgumentException($"The tokenizer has {tokenizer.VocabularySize} tokens but the model's vocabulary is {model.VocabularySize}.", nameof(tokenizer));
@@ -168,11 +164,7 @@ public static class HuggingFaceCheckpoint
         int? eos = tokenizer?.EndOfTextId;
         var config = HuggingFaceLayout.WriteConfig(model.Config, eos, eos);
 
-        string parent = Path.GetDirectoryName(target)!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicFolder.Write(target, "export", temp =>
         {
             var indented = new JsonSerializerOptions { WriteIndented = true };
             File.WriteAllText(Path.Combine(temp, ConfigFile), config.ToJsonString(indented));
@@ -181,15 +173,7 @@ public static class HuggingFaceCheckpoint
             using (var scope = NewDisposeScope())
                 SafetensorsFile.Save(Path.Combine(temp, WeightsFile), HuggingFaceLayout.ToHuggingFace(model, architecture));
             tokenizer?.SaveHuggingFace(temp, model.Config.ContextLength);
-            if (Directory.Exists(target))
-                Directory.Delete(target);   // empty (checked above)
-            Directory.Move(temp, target);
-        }
-        finally
-        {
-            if (Directory.Exists(temp))
-                Directory.Delete(temp, recursive: true);
-        }
+        });
     }
 
     private static List<string> WeightFiles(string folder, out Dictionary<string, string>? weightMap)

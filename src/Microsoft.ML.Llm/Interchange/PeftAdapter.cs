@@ -9,6 +9,7 @@
 
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Llm.Internal;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Llm.Interchange;
@@ -27,13 +28,8 @@ internal static class PeftAdapter
     public static void Save(GptModel model, string folder)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(folder);
         var lora = model.Lora ?? throw new InvalidOperationException("The model has no LoRA adapters to export (train with CausalLmTrainerOptions.Lora, or call GptModel.AddLora).");
-        string target = Path.GetFullPath(folder.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
-            throw new IOException($"The export folder '{target}' exists and is not empty; choose a new folder (nothing was written).");
-        if (File.Exists(target))
-            throw new IOException($"The export path '{target}' is a file; choose a new folder (nothing was written).");
+        string target = AtomicFolder.CheckTarget(folder, "export");
 
         var modules = Modules(model);
         bool gpt2 = model.Config.Style == GptStyle.Gpt2;
@@ -58,11 +54,7 @@ internal static class PeftAdapter
             ["inference_mode"] = true,
         };
 
-        string parent = Path.GetDirectoryName(target)!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicFolder.Write(target, "export", temp =>
         {
             File.WriteAllText(Path.Combine(temp, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             using (var scope = NewDisposeScope())
@@ -77,15 +69,7 @@ internal static class PeftAdapter
                 SafetensorsFile.Save(Path.Combine(temp, WeightsFile), tensors);
             }
 
-            if (Directory.Exists(target))
-                Directory.Delete(target);   // empty (checked above)
-            Directory.Move(temp, target);
-        }
-        finally
-        {
-            if (Directory.Exists(temp))
-                Directory.Delete(temp, recursive: true);
-        }
+        });
     }
 
     /// <summary>
