@@ -7,7 +7,7 @@
 // (config.json + model.safetensors + tokenizer files). Without one, the sample first trains a small character-level
 // base model on Tiny Shakespeare for 300 steps (~30 s), with an end-of-text token, so it runs on its own.
 // The task: "Reverse: abcd" → "dcba" and "Upper: abcd" → "ABCD" over random 3-5 letter words (letters only, so any
-// tokenizer that covers Shakespeare's characters covers it). Fine-tuning is LoRA by default (rank-16 adapters on every
+// tokenizer that covers Shakespeare's characters covers it). Fine-tuning is LoRA by default (rank-32 adapters on every
 // linear layer, the base weights frozen); --full trains every weight instead.
 using System.Diagnostics;
 using System.Globalization;
@@ -19,7 +19,8 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 bool full = args.Contains("--full");
 var positional = args.Where(a => a != "--full").ToArray();
 string? modelPath = positional.Length > 0 && positional[0] != "-" ? positional[0] : null;
-long steps = positional.Length > 1 ? long.Parse(positional[1], CultureInfo.InvariantCulture) : 1200;
+// LoRA trains 2.5× more steps than full fine-tuning: the copy skill (reversal) appears only after ~600 adapter steps.
+long steps = positional.Length > 1 ? long.Parse(positional[1], CultureInfo.InvariantCulture) : full ? 1200 : 3000;
 string outDir = Path.Combine(AppContext.BaseDirectory, "out");
 Directory.CreateDirectory(outDir);
 var ml = new MLContext(seed: 1);
@@ -79,17 +80,17 @@ var prep = ml.Transforms.Text.TokenizeChat("Chat", new ChatTokenizerOptions
 }).Append(ml.Transforms.Text.PackTokens("Tokens", "Chat", new TokenPackerOptions { ContextLength = context, Mode = PackingMode.Padded }));
 var prepModel = prep.Fit(train);
 var blocks = ml.Data.Cache(prepModel.Transform(train));
-// LoRA (the default): PEFT's usual recipe scaled to this small model — rank 16, alpha 32 (scale 2), dropout 0.05, on
-// every linear layer of the blocks; only the adapters train, so a higher learning rate than full fine-tuning's suits.
+// LoRA (the default): rank 32, alpha 64 (scale 2), dropout 0.05, on every linear layer of the blocks; only the adapters
+// train, at twice full fine-tuning's learning rate (5e-3 and 1e-2 were worse here: the loss stalls near 2.6).
 // A base given as a path lets the adapters be saved alone, naming it (LoraSaveMode.Adapters).
-var lora = full ? null : new LoraOptions { Rank = 16, Alpha = 32, Dropout = 0.05, TargetModules = ["all-linear"] };
+var lora = full ? null : new LoraOptions { Rank = 32, Alpha = 64, Dropout = 0.05, TargetModules = ["all-linear"] };
 var options = new CausalLmTrainerOptions
 {
     InitialModel = modelPath is null ? baseModel : modelPath,
     Lora = lora,
     BatchSize = 16,
     MaxSteps = steps,
-    LearningRate = full ? 1e-3 : 3e-3,
+    LearningRate = full ? 1e-3 : 2e-3,
     WarmupSteps = 50,
     Beta2 = 0.99,
     WeightDecay = 0.0,

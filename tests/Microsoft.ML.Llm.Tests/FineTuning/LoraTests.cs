@@ -298,6 +298,12 @@ public sealed class LoraTests : IDisposable
         // The Hugging Face base has exactly Vocab embedding rows (ours pads to 64): compare the real tokens' logits.
         Assert.True(Same(Logits(adapted.Model).narrow(-1, 0, Vocab), Logits(imported.Model).narrow(-1, 0, Vocab)));
         Assert.Equal(adapted.Model.Lora!.Scaling, imported.Model.Lora!.Scaling);
+
+        // Imported onto a Hugging Face folder, the adapters save alone, naming the folder, and reload onto it.
+        string zip = Path.Combine(_temp, "peft-adapters.zip");
+        _ml.Model.Save(imported, null, zip);
+        using var reloaded = (CausalLmTransformer)_ml.Model.Load(zip, out _);
+        Assert.True(Same(Logits(imported.Model), Logits(reloaded.Model)));
     }
 
     [Fact]
