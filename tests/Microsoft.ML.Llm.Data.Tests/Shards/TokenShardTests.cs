@@ -74,7 +74,7 @@ public class TokenShardTests
     [Fact]
     public void RandomReadsStayCorrectAcrossReleasesOfTheMappedPages()
     {
-        // More random block reads than TokenShardSet.ReleaseInterval (1 024), so the mapped pages are dropped from the
+        // More random block reads than TokenShardSet.ReleaseInterval (64), so the mapped pages are dropped from the
         // process (MADV_DONTNEED) several times while reading; every block must still read back exactly.
         var ml = new MLContext(seed: 1);
         var blocks = Enumerable.Range(0, 3000).Select(b => Enumerable.Range(0, 8).Select(t => (b * 8 + t) % 60_000).ToArray()).ToArray();
