@@ -57,12 +57,7 @@ public static class SweepPlots
             plot.Title($"{result.Trials.Count} trials ({stopped} stopped early, cut at +; {failed} failed)" +
                 (best is null ? "" : FormattableString.Invariant($"; best {best.Metric:G5} (trial {best.TrialId})")));
             plot.ShowLegend(Alignment.UpperRight);
-            string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-            if (folder is not null)
-                Directory.CreateDirectory(folder);
-            string temporary = path + ".tmp";
-            plot.SavePng(temporary, width, height);
-            File.Move(temporary, path, overwrite: true);
+            TrainingPlots.SavePng(plot, path, width, height);
         }
         finally
         {

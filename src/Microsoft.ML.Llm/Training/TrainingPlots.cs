@@ -77,17 +77,24 @@ public static class TrainingPlots
             plot.Title($"step {history[^1].Step}");
             plot.ShowLegend(Alignment.UpperRight);
 
-            string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-            if (folder is not null)
-                Directory.CreateDirectory(folder);
-            string temporary = path + ".tmp";
-            plot.SavePng(temporary, width, height);
-            File.Move(temporary, path, overwrite: true);
+            SavePng(plot, path, width, height);
         }
         finally
         {
             plot.Dispose();
         }
+    }
+
+    /// <summary>Writes <paramref name="plot"/> as a PNG under a temporary name, then renames it over <paramref name="path"/>
+    /// (a reader never sees half a picture).</summary>
+    internal static void SavePng(Plot plot, string path, int width, int height)
+    {
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is not null)
+            Directory.CreateDirectory(folder);
+        string temporary = path + ".tmp";
+        plot.SavePng(temporary, width, height);
+        File.Move(temporary, path, overwrite: true);
     }
 
     /// <summary>Sets the bundled font on <paramref name="plot"/> (the sweep's pictures use it too).</summary>
