@@ -78,11 +78,18 @@ finally
 void Report(string name, GptModel lm, int[][]? validation, int[] prompt, int count, bool tokenizer)
 {
     long fp32Size = 0;
-    foreach (var quantization in new[] { OnnxWeightQuantization.None, OnnxWeightQuantization.Int8, OnnxWeightQuantization.Int8MatMulNBits })
+    foreach (var (quantization, block) in new[]
     {
-        string folder = Path.Combine(root, $"{name.Split(' ')[0]}-{quantization}");
+        (OnnxWeightQuantization.None, 0), (OnnxWeightQuantization.Int8, 0),
+        (OnnxWeightQuantization.Int8MatMulNBits, 32), (OnnxWeightQuantization.Int8MatMulNBits, 64),
+    })
+    {
+        string folder = Path.Combine(root, $"{name.Split(' ')[0]}-{quantization}-{block}");
         var clock = Stopwatch.StartNew();
-        OnnxExporter.Export(lm, null, folder, new OnnxExportOptions { Quantization = quantization, IncludeTokenizer = tokenizer });
+        var options = new OnnxExportOptions { Quantization = quantization, IncludeTokenizer = tokenizer };
+        if (block > 0)
+            options.BlockSize = block;
+        OnnxExporter.Export(lm, null, folder, options);
         double exportSeconds = clock.Elapsed.TotalSeconds;
         long size = Directory.GetFiles(folder, "model.onnx*").Sum(f => new FileInfo(f).Length);
         if (quantization == OnnxWeightQuantization.None)
@@ -104,15 +111,15 @@ void Report(string name, GptModel lm, int[][]? validation, int[] prompt, int cou
         }
 
         string ratio = quantization == OnnxWeightQuantization.None ? "" : $"{(double)fp32Size / size:F2}×";
-        Console.WriteLine($"| {name} | ONNX {Label(quantization)} (export {exportSeconds:F1} s) | {size / 1e6:F2} | {ratio} | {perplexity} | {best:F1} | | {Load()} |");
+        Console.WriteLine($"| {name} | ONNX {Label(quantization, block)} (export {exportSeconds:F1} s) | {size / 1e6:F2} | {ratio} | {perplexity} | {best:F1} | | {Load()} |");
     }
 }
 
-static string Label(OnnxWeightQuantization q) => q switch
+static string Label(OnnxWeightQuantization q, int block) => q switch
 {
     OnnxWeightQuantization.None => "fp32",
     OnnxWeightQuantization.Int8 => "int8 per-channel, MatMulInteger",
-    _ => "int8 blocks of 32, MatMulNBits",
+    _ => $"int8 blocks of {block}, MatMulNBits",
 };
 
 static double TorchTokensPerSecond(MLContext ml, CausalLmTransformer lm, int[] prompt, int count)

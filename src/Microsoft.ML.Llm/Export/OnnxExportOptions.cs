@@ -36,7 +36,7 @@ public sealed class OnnxExportOptions
         public const OnnxWeightQuantization Quantization = OnnxWeightQuantization.None;
         public const bool IncludeTokenizer = true;
         public const bool WriteGenAIConfig = true;
-        public const int BlockSize = 32;
+        public const int BlockSize = 64;
 
         /// <summary>Protobuf messages are limited to 2 GiB; above this many bytes of weights they go to an external data file.</summary>
         public const long ExternalDataThreshold = 2L * 1024 * 1024 * 1024 - 64L * 1024 * 1024;
@@ -65,7 +65,8 @@ public sealed class OnnxExportOptions
 
     /// <summary>
     /// The block size of <see cref="OnnxWeightQuantization.Int8MatMulNBits"/>: a power of two from 16 (MatMulNBits' rule)
-    /// that divides every linear layer's input size; 32 by default. Smaller blocks are more accurate and a little larger.
+    /// that divides every linear layer's input size; 64 by default (one fp32 scale per 64 weights: 3.5-3.7× smaller than
+    /// fp32, the target; 32 gives 3.3-3.5×). Smaller blocks are a little more accurate and larger.
     /// </summary>
     public int BlockSize { get; set; } = Defaults.BlockSize;
 
