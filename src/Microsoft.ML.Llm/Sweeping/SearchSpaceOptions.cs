@@ -35,6 +35,14 @@ public abstract class OptionBase
     private protected static double Clamp01(double x) => double.IsNaN(x) ? 0.5 : Math.Clamp(x, 0, 1);
 
     private protected static string Format(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>Checks that a feature vector has this option's <paramref name="length"/> coordinates.</summary>
+    private protected static void CheckLength(double[] feature, int length)
+    {
+        ArgumentNullException.ThrowIfNull(feature);
+        if (feature.Length != length)
+            throw new ArgumentException($"The feature vector has {feature.Length} coordinates; this option takes {length}.", nameof(feature));
+    }
 }
 
 /// <summary>A floating-point range, uniform on a linear or a logarithmic scale (AutoML's <c>UniformDoubleOption</c>).</summary>
@@ -101,13 +109,6 @@ public sealed class UniformDoubleOption : OptionBase
 
     internal override IEnumerable<double[]> GridCoordinates(int gridSize) =>
         [gridSize == 1 || Max == Min ? [0.5] : Enumerable.Range(0, gridSize).Select(i => (double)i / (gridSize - 1)).ToArray()];
-
-    private static void CheckLength(double[] feature, int length)
-    {
-        ArgumentNullException.ThrowIfNull(feature);
-        if (feature.Length != length)
-            throw new ArgumentException($"The feature vector has {feature.Length} coordinates; this option takes {length}.", nameof(feature));
-    }
 }
 
 /// <summary>An integer range, uniform on a linear or a logarithmic scale (AutoML's <c>UniformIntOption</c>).</summary>
@@ -147,9 +148,7 @@ public sealed class UniformIntOption : OptionBase
     /// <inheritdoc/>
     public override Parameter SampleFromFeatureSpace(double[] feature)
     {
-        ArgumentNullException.ThrowIfNull(feature);
-        if (feature.Length != 1)
-            throw new ArgumentException($"The feature vector has {feature.Length} coordinates; this option takes 1.", nameof(feature));
+        CheckLength(feature, 1);
         return Parameter.FromInt(ValueAt(Clamp01(feature[0])));
     }
 
@@ -232,9 +231,7 @@ public sealed class ChoiceOption : OptionBase
     /// <inheritdoc/>
     public override Parameter SampleFromFeatureSpace(double[] feature)
     {
-        ArgumentNullException.ThrowIfNull(feature);
-        if (feature.Length != 1)
-            throw new ArgumentException($"The feature vector has {feature.Length} coordinates; this option takes 1.", nameof(feature));
+        CheckLength(feature, 1);
         var choices = Choices;
         int k = (int)Math.Min(choices.Count - 1, Math.Floor(Clamp01(feature[0]) * choices.Count));
         return choices[k];
