@@ -288,13 +288,11 @@ public sealed class LlmChatClient : IChatClient
         return new Request(_generator.EncodePrompt(prompt, generation), generation);
     }
 
-    // Generates token by token; yields text that can no longer become part of a stop string, cut at the first stop.
+    // Generates token by token; yields text that can no longer become part of a stop string, cut at the first stop
+    // (CompletionText, as TextGenerator's own streams do).
     private IEnumerable<string> Run(Request request, CancellationToken cancellationToken)
     {
-        var stops = request.Options.StopStrings;
-        var tokens = new List<int>();
-        string text = "";
-        int emitted = 0;
+        var text = new CompletionText(_generator.Tokenizer, request.Options.StopStrings);
         request.FinishReason = ChatFinishReason.Length;
         using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options, cancellationToken).GetEnumerator())
         {
@@ -304,64 +302,24 @@ public sealed class LlmChatClient : IChatClient
                 if (!stream.MoveNext())
                 {
                     // The stream ended before the token limit: an end-of-sequence id.
-                    if (tokens.Count < request.Options.MaxNewTokens)
+                    if (request.OutputTokens < request.Options.MaxNewTokens)
                         request.FinishReason = ChatFinishReason.Stop;
                     break;
                 }
-                tokens.Add(stream.Current);
-                request.OutputTokens = tokens.Count;
-                text = _generator.Tokenizer.Decode(tokens.ToArray());
-                int stop = FindStop(text, stops, emitted);
-                if (stop >= 0)
+                request.OutputTokens++;
+                string piece = text.Add(stream.Current);
+                if (piece.Length > 0)
+                    yield return piece;
+                if (text.Stopped)
                 {
                     request.FinishReason = ChatFinishReason.Stop;
-                    if (stop > emitted)
-                        yield return text[emitted..stop];
                     yield break;
                 }
-                // A byte-level token may end mid-way through a UTF-8 sequence: hold back trailing replacement characters.
-                int safe = text.Length;
-                while (safe > emitted && text[safe - 1] == '\uFFFD')
-                    safe--;
-                int until = HoldBack(text, safe, emitted, stops);
-                if (until > emitted)
-                {
-                    yield return text[emitted..until];
-                    emitted = until;
-                }
             }
         }
-        if (text.Length > emitted)
-            yield return text[emitted..];
-    }
-
-    // The first position where a stop string occurs, searching from where it could start given the emitted text.
-    private static int FindStop(string text, IList<string> stops, int emitted)
-    {
-        int best = -1;
-        foreach (var stop in stops)
-        {
-            int at = text.IndexOf(stop, emitted, StringComparison.Ordinal);
-            if (at >= 0 && (best < 0 || at < best))
-                best = at;
-        }
-        return best;
-    }
-
-    // The end of the text that can be emitted: the earliest position from which the rest of text[..safe] is a proper
-    // prefix of some stop string (it may still become that stop), or safe when there is none.
-    private static int HoldBack(string text, int safe, int emitted, IList<string> stops)
-    {
-        for (int p = emitted; p < safe; p++)
-        {
-            var tail = text.AsSpan(p, safe - p);
-            foreach (var stop in stops)
-            {
-                if (stop.Length > tail.Length && stop.AsSpan().StartsWith(tail, StringComparison.Ordinal))
-                    return p;
-            }
-        }
-        return safe;
+        string rest = text.Flush();
+        if (rest.Length > 0)
+            yield return rest;
     }
 
     private ChatResponseUpdate Update(Request request, IList<AIContent> contents) => new(ChatRole.Assistant, contents)
