@@ -28,9 +28,12 @@ int timedSteps = args.Length > 0 && !args[0].StartsWith("--", StringComparison.O
 var precisions = (Option("--precisions") ?? "Fp32,Bf16Mixed").Split(',').Select(p => Enum.Parse<TrainingPrecision>(p, ignoreCase: true)).ToArray();
 int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 string? only = Option("--only");
+// --autograd-gradients: weight gradients through autograd's own linear/embedding backward (a fresh dW, then AccumulateGrad)
+// instead of the accumulating functions (GradientAccumulation.cs), for a side-by-side comparison.
+GradientBuffers.Fused = !args.Contains("--autograd-gradients");
 torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
-Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");
+Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}; weight gradients: {(GradientBuffers.Fused ? "accumulated in place" : "autograd's")}");
 
 double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
 Console.WriteLine($"Measured 2048³ matmul peak: fp32 {peak32:F1} GFLOP/s, bf16 {peak16:F1} GFLOP/s (best of 5)");
@@ -51,7 +54,7 @@ TimeWeightCast("Shakespeare char", GptConfig.ShakespeareChar(65));
 Console.WriteLine($"Load average at end: {LoadAverage()}");
 
 if (!args.Contains("--skip-anatomy"))
-    StepAnatomy.Parent(anatomySteps, peak32);
+    StepAnatomy.Parent(anatomySteps, peak32, Option("--anatomy-precision") is { } ap ? Enum.Parse<TrainingPrecision>(ap, ignoreCase: true) : null);
 return 0;
 
 static void TimeWeightCast(string name, GptConfig config)
