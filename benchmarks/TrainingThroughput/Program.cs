@@ -28,12 +28,10 @@ int timedSteps = args.Length > 0 && !args[0].StartsWith("--", StringComparison.O
 var precisions = (Option("--precisions") ?? "Fp32,Bf16Mixed").Split(',').Select(p => Enum.Parse<TrainingPrecision>(p, ignoreCase: true)).ToArray();
 int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 string? only = Option("--only");
-// --autograd-gradients: weight gradients through autograd's own linear/embedding backward (a fresh dW, then AccumulateGrad)
-// instead of the accumulating functions (GradientAccumulation.cs), for a side-by-side comparison.
-GradientBuffers.Fused = !args.Contains("--autograd-gradients");
+
 torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
-Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}; weight gradients: {(GradientBuffers.Fused ? "accumulated in place" : "autograd's")}");
+Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");
 
 double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
 Console.WriteLine($"Measured 2048³ matmul peak: fp32 {peak32:F1} GFLOP/s, bf16 {peak16:F1} GFLOP/s (best of 5)");

@@ -112,21 +112,15 @@ internal static class StepAnatomy
         var rng = new Random(1);
         var cpu = new Device(DeviceType.CPU);
         var data = new List<(long[] X, long[] Y)>();
-        for (int i = 0; i < Warmup + 2 * steps; i++)
+        for (int i = 0; i < Warmup + steps; i++)
         {
             data.Add((Enumerable.Range(0, Batch * Context).Select(_ => (long)rng.Next(Vocabulary)).ToArray(),
                       Enumerable.Range(0, Batch * Context).Select(_ => (long)rng.Next(Vocabulary)).ToArray()));
         }
 
-        // "ab": odd steps run autograd's own weight-gradient path, even steps the accumulating one, so both see the same
-        // machine (the result line reports the accumulating steps; AB_ lines the autograd steps).
-        bool ab = Environment.GetEnvironmentVariable("ANATOMY_AB") == "1";
-        var autogradPhases = new List<double[]>();
         var phases = new List<double[]>();
-        for (int i = 0; i < Warmup + (ab ? 2 * steps : steps); i++)
+        for (int i = 0; i < Warmup + steps; i++)
         {
-            bool autogradStep = ab && i % 2 == 1;
-            GradientBuffers.Fused = !autogradStep;
             var t = new double[4];
             var sw = Stopwatch.StartNew();
             using var scope = NewDisposeScope();
@@ -161,10 +155,8 @@ internal static class StepAnatomy
 
             t[3] = sw.Elapsed.TotalMilliseconds;
             if (i >= Warmup)
-                (autogradStep ? autogradPhases : phases).Add(t);
+                phases.Add(t);
         }
-
-        GradientBuffers.Fused = true;
 
         double Median(IEnumerable<double> v)
         {
@@ -179,12 +171,6 @@ internal static class StepAnatomy
             peak = self.PeakWorkingSet64;
         Console.WriteLine(string.Create(inv,
             $"RESULT step_ms={stepMs:F0} tokens_per_s={Batch * Context * 1000 / stepMs:F1} data_ms={Median(phases.Select(p => p[0])):F1} forward_ms={Median(phases.Select(p => p[1])):F0} backward_ms={Median(phases.Select(p => p[2])):F0} optimizer_ms={Median(phases.Select(p => p[3])):F0} peak_rss_mb={peak / 1e6:F0} flops_per_token={model.FlopsPerToken:R}"));
-        if (ab)
-        {
-            Console.WriteLine(string.Create(inv,
-                $"AB autograd weight gradients: step_ms={Median(autogradPhases.Select(p => p.Sum())):F0} forward_ms={Median(autogradPhases.Select(p => p[1])):F0} backward_ms={Median(autogradPhases.Select(p => p[2])):F0} optimizer_ms={Median(autogradPhases.Select(p => p[3])):F0}"));
-        }
-
         if (kernels)
         {
             KernelBreakdown(config, threads, precision);
@@ -226,8 +212,12 @@ internal static class StepAnatomy
         var lnb = P(c);
         var targets = randint(0, config.ResolvedVocabularySize, [rows], generator: gen);
         var ids = randint(0, config.ResolvedVocabularySize, [Batch, Context], generator: gen);
-        Tensor X(long width) => randn([rows, width], generator: gen).requires_grad_(true);
-        Tensor Q() => randn([Batch, config.HeadCount, Context, c / config.HeadCount], generator: gen).requires_grad_(true);
+        // Inputs are made once (leaves reused across runs), so the timings hold no random-number generation.
+        var x1 = randn([rows, c], generator: gen).requires_grad_(true);
+        var x4 = randn([rows, 4 * c], generator: gen).requires_grad_(true);
+        var q = randn([Batch, config.HeadCount, Context, c / config.HeadCount], generator: gen).requires_grad_(true);
+        Tensor X(long width) => width == c ? x1 : x4;
+        Tensor Q() => q;
         Tensor Low(Tensor t) => Autocast.ComputeTypeOf(precision) is { } lt ? t.to(lt) : t;
         var kinds = new (string Name, int PerStep, Func<Tensor> Forward)[]
         {
@@ -238,15 +228,9 @@ internal static class StepAnatomy
             ("layer_norm", 2 * layers + 1, () => nn.functional.layer_norm(Autocast.Float32(X(c)), [c], ln, lnb, 1e-5)),
             ("scaled_dot_product_attention (causal)", layers, () => Autocast.Attention(Q(), Q(), Q(), null, 0, isCausal: true)),
             ("gelu (tanh) on the c_fc output", layers, () => nn.functional.gelu(Low(X(4 * c)), GELU.Approximate.tanh)),
-            ("token embedding (tied wte), AccumulatingEmbedding", 1, () => AccumulatingEmbedding.Run(ids, wte)),
+            ("token embedding (tied wte; dense (V, C) gradient)", 1, () => embedding.call(ids)),
             ("lm_head + cross_entropy (tied wte)", 1, () => nn.functional.cross_entropy(Autocast.Float32(Autocast.Linear(X(c), wte)), targets)),
-            ("for comparison: token embedding through autograd (dense (V, C) gradient)", 0, () => embedding.call(ids)),
-            ("for comparison: mlp c_fc through autograd (cast, fresh dW, AccumulateGrad)", 0, () => AutogradLinear(X(c), wFc)),
-            ("for comparison: lm_head + cross_entropy through autograd", 0, () => nn.functional.cross_entropy(Autocast.Float32(AutogradLinear(X(c), wte)), targets)),
         };
-        Tensor AutogradLinear(Tensor x, Tensor w) => Autocast.ComputeTypeOf(precision) is { } t
-            ? nn.functional.linear(x.to(t), w.to(t))
-            : nn.functional.linear(x, w);
         Console.WriteLine($"KERNELS Forward and backward per layer kind at B·T = {rows}, {threads} threads, {precision} (fp32 parameters, gradients accumulated into fp32 buffers; median of 5 after 2 warm-ups):");
         Console.WriteLine("KERNELS ");
         Console.WriteLine("| layer kind | per step | forward ms | forward + backward ms | backward ÷ forward | ms per step |");
@@ -276,7 +260,7 @@ internal static class StepAnatomy
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {k.Name} | {k.PerStep} | {mf:F2} | {mb:F2} | {(mb - mf) / mf:F1} | {mb * k.PerStep:F1} |"));
         }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| sum of the model's kinds | | | | | {total:F1} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| sum | | | | | {total:F1} |"));
         Console.WriteLine("KERNELS ");
     }
 

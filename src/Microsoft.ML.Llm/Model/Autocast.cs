@@ -40,13 +40,9 @@ internal static class Autocast
         return new Scope(previous);
     }
 
-    /// <summary>y = x·Wᵀ + b, in the compute dtype under autocast (input, weight and bias cast), else as given.
-    /// Training a weight (grad mode on, the weight wants a gradient), the backward adds dW straight into the weight's
-    /// fp32 <c>.grad</c> (<see cref="AccumulatingLinear"/>).</summary>
+    /// <summary>y = x·Wᵀ + b, in the compute dtype under autocast (input, weight and bias cast), else as given.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
-        if (AccumulatingLinear.Applies(weight))
-            return AccumulatingLinear.Run(x, weight, bias, computeType);
         if (computeType is not { } t)
             return nn.functional.linear(x, weight, bias);
         return nn.functional.linear(Cast(x, t), Cast(weight, t), bias is null ? null : Cast(bias, t));

@@ -460,11 +460,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
             mask = allowed.unsqueeze(1);                                                    // (B, 1, T, T): broadcast over heads
         }
 
-        // Training, the lookup's backward adds the B·T rows' gradients into wte's .grad instead of building a dense
-        // (V, C) gradient per step (AccumulatingEmbedding; 154 MB for GPT-2's vocabulary).
-        var x = AccumulatingLinear.Applies(wte.weight!)
-            ? AccumulatingEmbedding.Run(idx, wte.weight!)           // (B, T, C) token embeddings
-            : wte.call(idx);
+        var x = wte.call(idx);                                      // (B, T, C) token embeddings
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
