@@ -49,14 +49,23 @@ public class FastStepTests
             },
             lr: lr, beta1: 0.9, beta2: 0.95, eps: 1e-8);
 
-    [Fact]
-    public void FusedAdamWMatchesTorchSharpAdamWOnTheSameGradients()
+    /// <summary>Also with chunks much smaller than the model (1,000 elements: several chunks per tensor, and a chunk that
+    /// straddles the end of the decayed range), so the per-chunk decay covers exactly the decayed parameters.</summary>
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(1000L)]
+    [InlineData(777L)]
+    public void FusedAdamWMatchesTorchSharpAdamWOnTheSameGradients(long chunkElements)
     {
         using var a = TinyModel();
         using var b = TinyModel();
         Assert.Equal(0.0, MaxDifference(a, b));
         using var reference = Reference(a, 1e-2, 0.1);
         using var fused = new FusedAdamW(b.DecayParameters.ToList(), b.NoDecayParameters.ToList(), 1e-2, 0.9, 0.95, 1e-8, 0.1);
+        if (chunkElements > 0)
+            fused.ChunkElements = chunkElements;
+        long decayed = b.DecayParameters.Sum(p => p.numel());
+        Assert.True(chunkElements == 0 || decayed % chunkElements != 0, "a chunk must straddle the decay boundary");
 
         // The parameters now live in the flat buffer: equal values, and each is a view (an update moves them).
         Assert.Equal(0.0, MaxDifference(a, b));
