@@ -28,7 +28,6 @@ int timedSteps = args.Length > 0 && !args[0].StartsWith("--", StringComparison.O
 var precisions = (Option("--precisions") ?? "Fp32,Bf16Mixed").Split(',').Select(p => Enum.Parse<TrainingPrecision>(p, ignoreCase: true)).ToArray();
 int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 string? only = Option("--only");
-
 torch.set_num_threads(threads);
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
 Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");

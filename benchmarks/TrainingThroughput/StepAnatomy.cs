@@ -216,20 +216,18 @@ internal static class StepAnatomy
         var x1 = randn([rows, c], generator: gen).requires_grad_(true);
         var x4 = randn([rows, 4 * c], generator: gen).requires_grad_(true);
         var q = randn([Batch, config.HeadCount, Context, c / config.HeadCount], generator: gen).requires_grad_(true);
-        Tensor X(long width) => width == c ? x1 : x4;
-        Tensor Q() => q;
         Tensor Low(Tensor t) => Autocast.ComputeTypeOf(precision) is { } lt ? t.to(lt) : t;
         var kinds = new (string Name, int PerStep, Func<Tensor> Forward)[]
         {
-            ("linear c_attn 768→2304", layers, () => Autocast.Linear(X(c), wAttn)),
-            ("linear attn c_proj 768→768", layers, () => Autocast.Linear(X(c), wProj)),
-            ("linear mlp c_fc 768→3072", layers, () => Autocast.Linear(X(c), wFc)),
-            ("linear mlp c_proj 3072→768", layers, () => Autocast.Linear(X(4 * c), wFcProj)),
-            ("layer_norm", 2 * layers + 1, () => nn.functional.layer_norm(Autocast.Float32(X(c)), [c], ln, lnb, 1e-5)),
-            ("scaled_dot_product_attention (causal)", layers, () => Autocast.Attention(Q(), Q(), Q(), null, 0, isCausal: true)),
-            ("gelu (tanh) on the c_fc output", layers, () => nn.functional.gelu(Low(X(4 * c)), GELU.Approximate.tanh)),
+            ("linear c_attn 768→2304", layers, () => Autocast.Linear(x1, wAttn)),
+            ("linear attn c_proj 768→768", layers, () => Autocast.Linear(x1, wProj)),
+            ("linear mlp c_fc 768→3072", layers, () => Autocast.Linear(x1, wFc)),
+            ("linear mlp c_proj 3072→768", layers, () => Autocast.Linear(x4, wFcProj)),
+            ("layer_norm", 2 * layers + 1, () => nn.functional.layer_norm(Autocast.Float32(x1), [c], ln, lnb, 1e-5)),
+            ("scaled_dot_product_attention (causal)", layers, () => Autocast.Attention(q, q, q, null, 0, isCausal: true)),
+            ("gelu (tanh) on the c_fc output", layers, () => nn.functional.gelu(Low(x4), GELU.Approximate.tanh)),
             ("token embedding (tied wte; dense (V, C) gradient)", 1, () => embedding.call(ids)),
-            ("lm_head + cross_entropy (tied wte)", 1, () => nn.functional.cross_entropy(Autocast.Float32(Autocast.Linear(X(c), wte)), targets)),
+            ("lm_head + cross_entropy (tied wte)", 1, () => nn.functional.cross_entropy(Autocast.Float32(Autocast.Linear(x1, wte)), targets)),
         };
         Console.WriteLine($"KERNELS Forward and backward per layer kind at B·T = {rows}, {threads} threads, {precision} (fp32 parameters, gradients accumulated into fp32 buffers; median of 5 after 2 warm-ups):");
         Console.WriteLine("KERNELS ");

@@ -52,8 +52,8 @@ internal sealed class FusedAdamW : IDisposable
     private readonly Tensor _grads;      // the gradients' storage
     private readonly Tensor _expAvg;     // first moment
     private readonly Tensor _expAvgSq;   // second moment
-    private Tensor _scratch;
-    private bool _gradientsReleased;    // the denominator; allocated once (a fresh 4·N-byte buffer per step costs page faults)
+    private Tensor _scratch;             // the denominator, one chunk; allocated once (a fresh buffer per step costs page faults)
+    private bool _gradientsReleased;
 
     /// <summary>Flattens <paramref name="decay"/> and <paramref name="noDecay"/> (all float32, on one device) into the
     /// buffers and re-points the parameters and their gradients to views of them.</summary>
