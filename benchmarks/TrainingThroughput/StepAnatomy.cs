@@ -97,6 +97,7 @@ internal static class StepAnatomy
         if (optimizerKind == "fused")
         {
             fused = new FusedAdamW(decay, noDecay, 1e-4, 0.9, 0.95, 1e-8, 0.1);
+            model.PreallocatedGradients = true;   // as TrainingRun does once the gradients are the optimizer's dense views
         }
         else
         {
@@ -130,10 +131,7 @@ internal static class StepAnatomy
             sw.Restart();
             Tensor loss;
             using (Autocast.Enable(precision))
-            {
-                var logits = model.forward(x);
-                loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1));
-            }
+                loss = model.TrainingLoss(x, null, y) / (Batch * Context);   // as the trainer: fused with the flat optimizer
 
             t[1] = sw.Elapsed.TotalMilliseconds;
             sw.Restart();
@@ -208,6 +206,8 @@ internal static class StepAnatomy
         var wte = P(vocab, c);
         using var embedding = nn.Embedding(vocab, c);
         embedding.weight!.grad = zeros(vocab, c);
+        using var sparseEmbedding = nn.Embedding(vocab, c, sparse: true);   // as the trainer looks tokens up (GptModel.PreallocatedGradients)
+        sparseEmbedding.weight!.grad = zeros(vocab, c);
         var ln = P(c);
         var lnb = P(c);
         var targets = randint(0, config.ResolvedVocabularySize, [rows], generator: gen);
@@ -226,8 +226,10 @@ internal static class StepAnatomy
             ("layer_norm", 2 * layers + 1, () => nn.functional.layer_norm(Autocast.Float32(x1), [c], ln, lnb, 1e-5)),
             ("scaled_dot_product_attention (causal)", layers, () => Autocast.Attention(q, q, q, null, 0, isCausal: true)),
             ("gelu (tanh) on the c_fc output", layers, () => nn.functional.gelu(Low(x4), GELU.Approximate.tanh)),
-            ("token embedding (tied wte; dense (V, C) gradient)", 1, () => embedding.call(ids)),
-            ("lm_head + cross_entropy (tied wte)", 1, () => nn.functional.cross_entropy(Autocast.Float32(Autocast.Linear(x1, wte)), targets)),
+            ("token embedding, dense (V, C) gradient (before 2026-12-03)", 0, () => embedding.call(ids)),
+            ("token embedding, sparse gradient (the trainer's)", 1, () => sparseEmbedding.call(ids)),
+            ("lm_head + cross_entropy, unfused (before 2026-12-03)", 0, () => nn.functional.cross_entropy(Autocast.Float32(Autocast.Linear(x1, wte)), targets)),
+            ("lm_head + cross_entropy fused (the trainer's OutputLayerLoss)", 1, () => OutputLayerLoss.Run(x1, wte, targets) / rows),
         };
         Console.WriteLine($"KERNELS Forward and backward per layer kind at B·T = {rows}, {threads} threads, {precision} (fp32 parameters, gradients accumulated into fp32 buffers; median of 5 after 2 warm-ups):");
         Console.WriteLine("KERNELS ");

@@ -307,6 +307,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
     private readonly GptNorm ln_f;
     private readonly Linear? lm_head;
     private TrainingPrecision _precision;
+    private Embedding? _sparseWte;   // see PreallocatedGradients; deliberately not a registered submodule (null at RegisterComponents)
 
     /// <summary>Builds the model described by <paramref name="config"/> and initialises its weights.</summary>
     /// <param name="config">The architecture; validated here.</param>
@@ -420,6 +421,65 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
     /// <summary>The token embedding (also the output layer's weight when <see cref="GptConfig.TiedEmbeddings"/>).</summary>
     internal Parameter TokenEmbeddingWeight => wte.weight!;
 
+    /// <summary>
+    /// Set by the trainer while <see cref="FusedAdamW"/> holds every gradient as a dense view of its buffer: training
+    /// passes may then add gradients into <c>.grad</c> in place instead of handing autograd full-size temporaries.
+    /// Two things use it, both for GPT-2's 50304 × 768 vocabulary matrix (154 MB in fp32):
+    /// <list type="bullet">
+    /// <item>Tokens are looked up through a twin of <c>wte</c> that shares its weight and produces a <em>sparse</em>
+    /// gradient (the B·T rows looked up) instead of a dense V × C matrix that is almost all zeros. The dense backward
+    /// zero-fills and writes 154 MB per micro-batch for 256 rows of real gradient: 60-95 ms against 0.2 ms sparse on the
+    /// 2-core machine (benchmarks/TrainingThroughput). Autograd adds the rows into the dense <c>.grad</c> in place
+    /// (libtorch's dense += sparse walks an uncoalesced gradient serially per output row: deterministic).</item>
+    /// <item><see cref="TrainingLoss"/> runs the output layer and the cross-entropy as one function
+    /// (<see cref="OutputLayerLoss"/>) whose backward adds the weight's gradient straight into <c>.grad</c>.</item>
+    /// </list>
+    /// Neither is safe without a preallocated dense <c>.grad</c>: autograd would store the sparse tensor itself (which
+    /// optimizers, clipping and all-reduce do not take), and the fused loss would have nowhere to add. So it is off by
+    /// default; a frozen embedding (LoRA) keeps the plain lookup.
+    /// </summary>
+    internal bool PreallocatedGradients
+    {
+        get => _preallocatedGradients;
+        set
+        {
+            if (value == _preallocatedGradients)
+                return;
+            _preallocatedGradients = value;
+            if (value)
+            {
+                var weight = wte.weight!;   // a new handle on the weight; the twin owns it from here
+                if (!weight.requires_grad)
+                {
+                    weight.Dispose();
+                    return;
+                }
+
+                // A 1 × 1 table whose weight is then replaced by wte's (shared, not copied): building the twin at full
+                // size, or through Embedding_from_pretrained, would allocate and initialise a second 154 MB table first.
+                // The lookup reads its table's shape from the weight, so the 1 × 1 options do not limit it.
+                _sparseWte = nn.Embedding(1, 1, sparse: true, device: weight.device);
+                using var placeholder = _sparseWte.weight!;
+                _sparseWte.weight = weight;
+            }
+            else
+            {
+                _sparseWte?.Dispose();   // releases the twin's handle on the weight, not the weight
+                _sparseWte = null;
+            }
+        }
+    }
+
+    private bool _preallocatedGradients;
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            PreallocatedGradients = false;
+        base.Dispose(disposing);
+    }
+
     /// <summary>Computes next-token logits for every position.</summary>
     /// <param name="idx">(B, T) int64 token ids, T ≤ <see cref="GptConfig.ContextLength"/>.</param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits; the padded columns are meaningless.</returns>
@@ -437,6 +497,13 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
     /// </param>
     /// <returns>(B, T, <see cref="GptConfig.PaddedVocabularySize"/>) logits.</returns>
     public Tensor forward(Tensor idx, Tensor? documentIds)
+    {
+        var (x, context) = Embed(idx, documentIds);
+        return RunTransformer(x, context);
+    }
+
+    /// <summary>The embeddings of a full (uncached) pass and what its attention needs: the mask and the positions.</summary>
+    private (Tensor X, AttentionContext Context) Embed(Tensor idx, Tensor? documentIds)
     {
         CheckInput(idx, documentIds);
         long T = idx.shape[1];
@@ -460,7 +527,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
             mask = allowed.unsqueeze(1);                                                    // (B, 1, T, T): broadcast over heads
         }
 
-        var x = wte.call(idx);                                      // (B, T, C) token embeddings
+        var x = (training && _sparseWte is not null ? _sparseWte : wte).call(idx);   // (B, T, C) token embeddings
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
@@ -471,7 +538,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
             (cos, sin) = RotaryAngles(positions, x.dtype);         // (T, hs) or (B, 1, T, hs)
         }
 
-        return RunTransformer(x, new AttentionContext(mask, IsCausal: mask is null, cos, sin, Cache: null));
+        return (x, new AttentionContext(mask, IsCausal: mask is null, cos, sin, Cache: null));
     }
 
     /// <summary>
@@ -567,7 +634,11 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The transformer proper, shared by both forward passes: dropout, the blocks, the final norm, the output layer.</summary>
-    private Tensor RunTransformer(Tensor x, AttentionContext context, bool lastPositionOnly = false)
+    private Tensor RunTransformer(Tensor x, AttentionContext context, bool lastPositionOnly = false) =>
+        OutputLayer(RunBlocks(x, context, lastPositionOnly));
+
+    /// <summary>Dropout, the blocks and the final norm: the hidden states the output layer reads.</summary>
+    private Tensor RunBlocks(Tensor x, AttentionContext context, bool lastPositionOnly)
     {
         x = drop.call(x);
         bool checkpoint = ActivationCheckpointing && training && is_grad_enabled() && context.Cache is null;
@@ -581,13 +652,39 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
             x = x.narrow(1, x.shape[1] - 1, 1);                      // (B, 1, C): only the next token's logits are wanted
         }
 
-        x = ln_f.call(x);
+        return ln_f.call(x);
+    }
 
-        // The output layer is wteᵀ when tied, else its own lm_head. Under autocast its matmul runs in the low precision
-        // and the logits come back in fp32, as PyTorch's cross_entropy (fp32 op list) and sampling would upcast them anyway.
-        return lm_head is null
-            ? Autocast.Float32(Autocast.Linear(x, wte.weight!))     // (B, T, V): tied
-            : Autocast.Float32(Autocast.Linear(x, lm_head));        // (B, T, V): untied
+    /// <summary>
+    /// The output layer: wteᵀ when tied, else its own lm_head. Under autocast its matmul runs in the low precision and
+    /// the logits come back in fp32, as PyTorch's cross_entropy (fp32 op list) and sampling would upcast them anyway.
+    /// </summary>
+    private Tensor OutputLayer(Tensor x) => lm_head is null
+        ? Autocast.Float32(Autocast.Linear(x, wte.weight!))        // (B, T, V): tied
+        : Autocast.Float32(Autocast.Linear(x, lm_head));           // (B, T, V): untied
+
+    /// <summary>
+    /// The summed next-token cross-entropy of a training batch: <c>cross_entropy(forward(idx, documentIds), targets,
+    /// ignore_index: -1, reduction: sum)</c>. While <see cref="PreallocatedGradients"/> holds in a training pass, the
+    /// output layer and the loss run fused (<see cref="OutputLayerLoss"/>), which never keeps the (B, T, V) logits'
+    /// intermediates or a temporary output-weight gradient; otherwise as written above.
+    /// </summary>
+    /// <param name="idx">(B, T) int64 token ids.</param>
+    /// <param name="documentIds">Optional (B, T) document ids (see <see cref="forward(Tensor, Tensor?)"/>).</param>
+    /// <param name="targets">(B, T) int64 next-token ids; −1 = not a target.</param>
+    /// <returns>A 0-d fp32 tensor: the sum over the targets of −log p(target).</returns>
+    internal Tensor TrainingLoss(Tensor idx, Tensor? documentIds, Tensor targets)
+    {
+        if (!(_preallocatedGradients && training && is_grad_enabled()))
+        {
+            var logits = forward(idx, documentIds);
+            return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), ignore_index: -1, reduction: nn.Reduction.Sum);
+        }
+
+        var (x, context) = Embed(idx, documentIds);
+        var hidden = RunBlocks(x, context, lastPositionOnly: false);                  // (B, T, C)
+        var weight = lm_head is null ? wte.weight! : lm_head.weight!;   // kept by the function until backward
+        return OutputLayerLoss.Run(hidden.view(-1, hidden.shape[^1]), weight, targets.view(-1));
     }
 
     /// <summary>

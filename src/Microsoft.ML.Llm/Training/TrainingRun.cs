@@ -140,6 +140,7 @@ internal sealed class TrainingRun : IDisposable
 
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        _model.PreallocatedGradients = true;   // every .grad is now a dense view of the optimizer's buffer (see the property)
         _throughput = new ThroughputMeter(_model, device, Autocast.ComputeTypeOf(options.Precision) ?? ScalarType.Float32, options.PeakFlops);
 
         if (options.ResumeFrom is { } resumeFrom)
@@ -273,10 +274,9 @@ internal sealed class TrainingRun : IDisposable
                 Tensor microLoss;
                 using (_precision.Autocast())
                 {
-                    // Under autocast the model's matmuls run in bf16/fp16 and its logits come back in fp32, so the
-                    // cross-entropy (log-softmax and the mean) runs in fp32 as PyTorch's autocast runs it.
-                    var logits = _model.forward(x, d);                                          // (B, T, Vp) fp32
-                    microLoss = MeanLoss(logits, y);
+                    // Under autocast the model's matmuls run in bf16/fp16 and the cross-entropy (log-softmax and
+                    // the mean) in fp32, as PyTorch's autocast runs it.
+                    microLoss = MeanLoss(_model.TrainingLoss(x, d, y), y);
                 }
 
                 // Scale so the accumulated gradient is the mean over all micro-batches (nanoGPT train.py).
@@ -307,20 +307,14 @@ internal sealed class TrainingRun : IDisposable
     }
 
     /// <summary>
-    /// The mean cross-entropy over the micro-batch's targets (−1 = not a target). With a loss mask or document masking a
-    /// micro-batch can hold no target at all (a prompt longer than the block): torch's mean would then be 0/0 = NaN and
-    /// its gradient would poison the weights, so the sum is divided by at least one target and such a micro-batch adds
-    /// nothing. Without masks every target counts, and torch's own mean is used.
+    /// The mean cross-entropy over the micro-batch's targets (−1 = not a target), from their summed loss. With a loss mask
+    /// or document masking a micro-batch can hold no target at all (a prompt longer than the block): a plain mean would
+    /// then be 0/0 = NaN and its gradient would poison the weights, so the sum is divided by at least one target and such
+    /// a micro-batch adds nothing. Without masks every position is a target, and the count is known on the host.
     /// </summary>
-    private Tensor MeanLoss(Tensor logits, Tensor targets)
-    {
-        var flatLogits = logits.view(-1, logits.shape[^1]);
-        var flatTargets = targets.view(-1);
-        if (!_maskedTargets)
-            return nn.functional.cross_entropy(flatLogits, flatTargets, ignore_index: -1);
-        var sum = nn.functional.cross_entropy(flatLogits, flatTargets, ignore_index: -1, reduction: nn.Reduction.Sum);
-        return sum / flatTargets.ne(-1).sum().clamp_min(1).to(sum.dtype);
-    }
+    private Tensor MeanLoss(Tensor sum, Tensor targets) => _maskedTargets
+        ? sum / targets.ne(-1).sum().clamp_min(1).to(sum.dtype)
+        : sum / targets.numel();
 
     /// <summary>After a step: evaluate (every EvaluationInterval steps and at the step limit), record the history row,
     /// report progress, write a checkpoint every CheckpointInterval steps.</summary>
@@ -433,6 +427,7 @@ internal sealed class TrainingRun : IDisposable
             WriteLossPlot();
         }
 
+        _model.PreallocatedGradients = false;
         _optimizer.ReleaseGradients();   // the returned model keeps no gradient memory
         _model.ActivationCheckpointing = false;
         _model.eval();

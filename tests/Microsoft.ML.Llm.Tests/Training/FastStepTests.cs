@@ -222,6 +222,55 @@ public class FastStepTests
         Assert.True(plain.Rng.eq(checkpointed.Rng).all().item<bool>());
     }
 
+    [Theory]
+    [InlineData(GptStyle.Gpt2, TrainingPrecision.Fp32)]
+    [InlineData(GptStyle.Modern, TrainingPrecision.Fp32)]
+    [InlineData(GptStyle.Gpt2, TrainingPrecision.Bf16Mixed)]
+    [InlineData(GptStyle.Modern, TrainingPrecision.Bf16Mixed)]
+    public void PreallocatedGradientsGiveTheUnfusedLossAndGradients(GptStyle style, TrainingPrecision precision)
+    {
+        // GPT-2 style: tied output layer (wte gets the sparse lookup's rows and the fused loss's dW in one buffer);
+        // Modern style untied: wte only the rows, lm_head only dW. Some targets are -1, and the loss is scaled before
+        // backward (as the trainer's 1/micro-steps), so the saved gradient must take the upstream factor.
+        (Dictionary<string, Tensor> Grads, float Loss) Run(bool preallocated)
+        {
+            torch.manual_seed(11);
+            using var model = new GptModel(GptConfig.Tiny(vocabularySize: 40, contextLength: 16) with { Style = style, TiedEmbeddings = style == GptStyle.Gpt2 });
+            model.train();
+            foreach (var p in model.parameters())
+                p.grad = zeros_like(p);                     // dense preallocated gradients, as FusedAdamW's views
+            var names = model.named_parameters().Select(p => p.name).Concat(model.named_modules().Select(m => m.name)).ToList();
+            model.PreallocatedGradients = preallocated;
+            using var scope = NewDisposeScope();
+            var generator = new Generator(5);
+            var x = randint(0, 40, [3, 16], generator: generator);
+            var y = randint(0, 40, [3, 16], generator: generator);
+            y[0, ..5] = tensor(-1L);                        // not targets
+            Tensor loss;
+            using (Autocast.Enable(precision))
+                loss = model.TrainingLoss(x, null, y);
+            (loss / 7).backward();
+            Assert.Equal(preallocated, model.PreallocatedGradients);
+            Assert.Equal(names, model.named_parameters().Select(p => p.name).Concat(model.named_modules().Select(m => m.name)));   // the lookup twin is neither a parameter nor a submodule
+            var grads = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.detach().clone().MoveToOuterDisposeScope());
+            Assert.All(model.parameters(), p => Assert.False(p.grad!.is_sparse));
+            return (grads, loss.item<float>());
+        }
+
+        var unfused = Run(false);
+        var fused = Run(true);
+        Assert.Equal(unfused.Loss, fused.Loss, 1e-4f);
+        Assert.Equal(unfused.Grads.Keys, fused.Grads.Keys);
+        float scale = unfused.Grads.Values.Max(g => g.abs().max().item<float>());
+        float tolerance = precision == TrainingPrecision.Fp32 ? 1e-6f : 2e-3f * scale;
+        foreach (var (name, g) in unfused.Grads)
+        {
+            float difference = (g - fused.Grads[name]).abs().max().item<float>();
+            Assert.True(difference <= tolerance, $"{name}: max |Δgrad| = {difference} (tolerance {tolerance})");
+            Assert.True(g.abs().sum().item<float>() > 0, $"{name} has a gradient");
+        }
+    }
+
     [Fact]
     public void TrainerWithCheckpointingAndSparseLogsKeepsEveryStepsExactLoss()
     {
