@@ -1,7 +1,7 @@
 // An OpenAI-compatible server for a model zip: POST /v1/chat/completions and /v1/completions (JSON, or server-sent
 // events with stream: true) and GET /v1/models. Both generation endpoints go through LlmChatClient (the chat template
-// for chat, a pass-through template for raw completions), which serves the model one request at a time: TorchSharp
-// modules are not thread-safe, so concurrent requests queue, asynchronously, in order of arrival.
+// for chat, a pass-through template for raw completions) over one GenerationBatcher: concurrent requests queue,
+// asynchronously, while the model is busy and are decoded together in one batch (up to --max-batch-size rows) when it frees.
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics;
@@ -32,6 +32,8 @@ public static class ChatServerApp
             MaxRequestBodyBytes = Number(configuration, "max-body-bytes", ChatServerOptions.Defaults.MaxRequestBodyBytes),
             TimeoutSeconds = Number(configuration, "timeout-seconds", ChatServerOptions.Defaults.TimeoutSeconds),
             Seed = Number(configuration, "seed", ChatServerOptions.Defaults.Seed),
+            MaxBatchSize = Number(configuration, "max-batch-size", ChatServerOptions.Defaults.MaxBatchSize),
+            MaxQueueLength = Number(configuration, "max-queue-length", ChatServerOptions.Defaults.MaxQueueLength),
         };
         return Build(options, args);
     }
@@ -46,7 +48,8 @@ public static class ChatServerApp
         var model = options.Model ?? ml.Model.Load(options.ModelPath!, out _);
         string modelId = options.ModelId ?? (options.ModelPath is null ? LlmChatClientOptions.Defaults.ModelId : Path.GetFileNameWithoutExtension(options.ModelPath));
         var generator = ml.Llm().CreateGenerator(model);
-        var server = new ChatServer(generator, modelId, template, options);
+        var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { MaxBatchSize = options.MaxBatchSize, MaxQueueLength = options.MaxQueueLength });
+        var server = new ChatServer(batcher, modelId, template, options);
 
         var builder = WebApplication.CreateSlimBuilder(args ?? []);
         builder.WebHost.UseUrls(options.Urls);
@@ -56,6 +59,7 @@ public static class ChatServerApp
             kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(30);
         });
         var app = builder.Build();
+        app.Lifetime.ApplicationStopped.Register(batcher.Dispose);   // its worker stops with the server
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = WriteError, StatusCodeSelector = StatusOf });
         app.MapGet("/v1/models", server.Models);
         app.MapPost("/v1/chat/completions", (HttpContext context) => server.HandleAsync(context, chat: true));
@@ -110,7 +114,7 @@ public static class ChatServerApp
     }
 }
 
-/// <summary>The endpoints: request parsing, limits, and the two <see cref="LlmChatClient"/>s that generate.</summary>
+/// <summary>The endpoints: request parsing, limits, and the two <see cref="LlmChatClient"/>s (over one batcher) that generate.</summary>
 internal sealed class ChatServer
 {
     // A raw completion is a one-turn conversation whose template writes the user's text and nothing else.
@@ -122,13 +126,16 @@ internal sealed class ChatServer
     private readonly ChatServerOptions _limits;
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    public ChatServer(TextGenerator generator, string modelId, ChatTemplate template, ChatServerOptions limits)
+    public ChatServer(GenerationBatcher batcher, string modelId, ChatTemplate template, ChatServerOptions limits)
     {
         _modelId = modelId;
         _limits = limits;
-        _chat = new LlmChatClient(generator, new LlmChatClientOptions { Template = template, ModelId = modelId });
-        _completion = new LlmChatClient(generator, new LlmChatClientOptions { Template = PassThrough, ModelId = modelId, UseTemplateStopStrings = false });
+        _chat = new LlmChatClient(batcher.Generator, new LlmChatClientOptions { Template = template, ModelId = modelId, Batcher = batcher });
+        _completion = new LlmChatClient(batcher.Generator, new LlmChatClientOptions { Template = PassThrough, ModelId = modelId, UseTemplateStopStrings = false, Batcher = batcher });
     }
+
+    /// <summary>The batcher both endpoints generate through.</summary>
+    public GenerationBatcher Batcher => _chat.Batcher;
 
     public IResult Models() => Results.Json(new
     {

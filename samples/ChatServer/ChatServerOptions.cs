@@ -2,7 +2,8 @@ namespace Microsoft.ML.Llm.Samples.ChatServer;
 
 /// <summary>
 /// What the server serves and its limits. From the command line: <c>--model path.zip --model-id name --template chatml
-/// --max-tokens 1024 --max-prompt-tokens 2048 --max-body-bytes 1048576 --timeout-seconds 300 --urls http://127.0.0.1:5000</c>.
+/// --max-tokens 1024 --max-prompt-tokens 2048 --max-body-bytes 1048576 --timeout-seconds 300 --max-batch-size 8
+/// --max-queue-length 256 --urls http://127.0.0.1:5000</c>.
 /// </summary>
 public sealed class ChatServerOptions
 {
@@ -18,6 +19,8 @@ public sealed class ChatServerOptions
         public const long MaxRequestBodyBytes = 1 << 20;
         public const int TimeoutSeconds = 300;
         public const int Seed = 0;
+        public const int MaxBatchSize = GenerationBatcherOptions.Defaults.MaxBatchSize;
+        public const int MaxQueueLength = GenerationBatcherOptions.Defaults.MaxQueueLength;
     }
 
     /// <summary>The model zip (<c>mlContext.Model.Save</c> of a chain ending in a CausalLmTransformer). Required unless <see cref="Model"/> is set.</summary>
@@ -56,6 +59,12 @@ public sealed class ChatServerOptions
     /// <summary>The MLContext seed (sampling without a request seed is unseeded anyway).</summary>
     public int Seed { get; set; } = Defaults.Seed;
 
+    /// <summary>The most concurrent requests decoded together in one batch.</summary>
+    public int MaxBatchSize { get; set; } = Defaults.MaxBatchSize;
+
+    /// <summary>The most requests waiting for the model; more wait for room (and get 408 past <see cref="TimeoutSeconds"/>).</summary>
+    public int MaxQueueLength { get; set; } = Defaults.MaxQueueLength;
+
     /// <summary>Checks the limits; throws naming the option and value.</summary>
     public void Validate()
     {
@@ -69,6 +78,8 @@ public sealed class ChatServerOptions
         Positive(nameof(MaxPromptTokens), MaxPromptTokens);
         Positive(nameof(MaxRequestBodyBytes), MaxRequestBodyBytes);
         Positive(nameof(TimeoutSeconds), TimeoutSeconds);
+        Positive(nameof(MaxBatchSize), MaxBatchSize);
+        Positive(nameof(MaxQueueLength), MaxQueueLength);
         if (DefaultChatMaxTokens > MaxTokens || DefaultCompletionMaxTokens > MaxTokens)
             throw new ArgumentException($"The default max tokens ({DefaultChatMaxTokens} chat, {DefaultCompletionMaxTokens} completion) exceed MaxTokens {MaxTokens}.");
 

@@ -35,26 +35,23 @@ namespace Microsoft.ML.Llm;
 /// non-streamed text.
 /// </para>
 /// <para>
-/// Thread safety: a TorchSharp model must not run two forward passes at once, so requests to every
-/// <see cref="LlmChatClient"/> over the same trained model (whatever generator they were made with) are served one at a
-/// time, in order of arrival; concurrent callers wait (asynchronously). Don't call a generator of that model directly
-/// while a client over it is busy.
+/// Concurrency: requests go through a <see cref="GenerationBatcher"/>, so concurrent <see cref="GetResponseAsync"/> and
+/// <see cref="GetStreamingResponseAsync"/> calls (each with its own options and cancellation) are decoded together in
+/// one batch, each reply the one it would be alone. Every client over the same trained model that was not given a
+/// batcher (<see cref="LlmChatClientOptions.Batcher"/>) shares one with the default bounds; batchers over one model
+/// take turns, one forward pass at a time. Don't call a generator of that model directly while a client over it is busy.
 /// </para>
 /// </remarks>
 public sealed class LlmChatClient : IChatClient
 {
-    // One gate per model: clients over the same model (a chat client and a raw-completion client in a server, or two
-    // generators made from one trained model) share it.
-    private static readonly ConditionalWeakTable<GptModel, SemaphoreSlim> Gates = new();
-
     private readonly TextGenerator _generator;
     private readonly GenerationOptions _baseOptions;
-    private readonly SemaphoreSlim _gate;
+    private readonly GenerationBatcher _batcher;
 
     /// <summary>A chat client over <paramref name="generator"/>.</summary>
     /// <param name="generator">The generator (from <c>mlContext.Llm().CreateGenerator(model)</c>).</param>
     /// <param name="options">Template, model id and default generation settings; null for the defaults.</param>
-    /// <exception cref="ArgumentException">An option is invalid (names the option and the value).</exception>
+    /// <exception cref="ArgumentException">An option is invalid (names the option and the value), or the batcher serves another model.</exception>
     public LlmChatClient(TextGenerator generator, LlmChatClientOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(generator);
@@ -69,11 +66,16 @@ public sealed class LlmChatClient : IChatClient
         UseTemplateStopStrings = options.UseTemplateStopStrings;
         StopAtEndOfText = options.StopAtEndOfText;
         Metadata = new ChatClientMetadata(nameof(LlmChatClient), providerUri: null, defaultModelId: ModelId);
-        _gate = Gates.GetValue(generator.Model, _ => new SemaphoreSlim(1, 1));
+        if (options.Batcher is { } batcher && batcher.Generator.Model != generator.Model)
+            throw new ArgumentException("LlmChatClientOptions.Batcher serves another model than the generator's; give a batcher over the same trained model, or null for the shared one.", nameof(options));
+        _batcher = options.Batcher ?? GenerationBatcher.Shared(generator);
     }
 
     /// <summary>The generator that writes the replies.</summary>
     public TextGenerator Generator => _generator;
+
+    /// <summary>The batcher that decodes this client's requests together with concurrent ones.</summary>
+    public GenerationBatcher Batcher => _batcher;
 
     /// <summary>The template that renders conversations.</summary>
     public ChatTemplate Template { get; }
@@ -209,22 +211,10 @@ public sealed class LlmChatClient : IChatClient
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var request = Prepare(messages, options);
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        string text;
-        try
-        {
-            text = await Task.Run(() =>
-            {
-                var reply = new StringBuilder();
-                foreach (var piece in Run(request, cancellationToken))
-                    reply.Append(piece);
-                return reply.ToString();
-            }, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        var reply = new StringBuilder();
+        await foreach (var piece in Run(request, cancellationToken).ConfigureAwait(false))
+            reply.Append(piece);
+        string text = reply.ToString();
         var message = new ChatMessage(ChatRole.Assistant, text) { MessageId = request.MessageId, CreatedAt = request.CreatedAt };
         return new ChatResponse(message)
         {
@@ -245,20 +235,11 @@ public sealed class LlmChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var request = Prepare(messages, options);
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            using var pieces = Run(request, cancellationToken).GetEnumerator();
-            while (pieces.MoveNext())
-                yield return Update(request, [new TextContent(pieces.Current)]);
-            var last = Update(request, [new UsageContent(request.Usage())]);
-            last.FinishReason = request.FinishReason;
-            yield return last;
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        await foreach (var piece in Run(request, cancellationToken).ConfigureAwait(false))
+            yield return Update(request, [new TextContent(piece)]);
+        var last = Update(request, [new UsageContent(request.Usage())]);
+        last.FinishReason = request.FinishReason;
+        yield return last;
     }
 
     /// <inheritdoc/>
@@ -288,38 +269,23 @@ public sealed class LlmChatClient : IChatClient
         return new Request(_generator.EncodePrompt(prompt, generation), generation);
     }
 
-    // Generates token by token; yields text that can no longer become part of a stop string, cut at the first stop
-    // (CompletionText, as TextGenerator's own streams do).
-    private IEnumerable<string> Run(Request request, CancellationToken cancellationToken)
+    // Generates token by token in the batcher's next batch; yields text that can no longer become part of a stop string,
+    // cut at the first stop (CompletionText, as TextGenerator's own streams do).
+    private async IAsyncEnumerable<string> Run(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var text = new CompletionText(_generator.Tokenizer, request.Options.StopStrings);
-        request.FinishReason = ChatFinishReason.Length;
-        using (var stream = _generator.StreamTokens(request.PromptTokens, request.Options, cancellationToken).GetEnumerator())
+        bool stopped = false;
+        await foreach (var piece in _batcher.StreamAsync(request.PromptTokens, request.Options, _generator.Tokenizer, cancellationToken).ConfigureAwait(false))
         {
-            while (true)
+            if (piece.Token >= 0)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                if (!stream.MoveNext())
-                {
-                    // The stream ended before the token limit: an end-of-sequence id.
-                    if (request.OutputTokens < request.Options.MaxNewTokens)
-                        request.FinishReason = ChatFinishReason.Stop;
-                    break;
-                }
                 request.OutputTokens++;
-                string piece = text.Add(stream.Current);
-                if (piece.Length > 0)
-                    yield return piece;
-                if (text.Stopped)
-                {
-                    request.FinishReason = ChatFinishReason.Stop;
-                    yield break;
-                }
+                stopped |= piece.Stopped;
             }
+            if (piece.Text.Length > 0)
+                yield return piece.Text;
         }
-        string rest = text.Flush();
-        if (rest.Length > 0)
-            yield return rest;
+        // Length: the token limit was reached without an end-of-text or a stop sequence; otherwise Stop.
+        request.FinishReason = !stopped && request.OutputTokens >= request.Options.MaxNewTokens ? ChatFinishReason.Length : ChatFinishReason.Stop;
     }
 
     private ChatResponseUpdate Update(Request request, IList<AIContent> contents) => new(ChatRole.Assistant, contents)

@@ -43,6 +43,13 @@ public sealed class LlmChatClientOptions
     /// </summary>
     public bool UseTemplateStopStrings { get; set; } = Defaults.UseTemplateStopStrings;
 
+    /// <summary>
+    /// The batcher that decodes this client's requests together with concurrent ones (a server gives its chat and
+    /// completion clients one batcher, sized to its load). Null: the batcher shared by every client over the same
+    /// trained model, with <see cref="GenerationBatcherOptions"/>' defaults. It must serve the client's model.
+    /// </summary>
+    public GenerationBatcher? Batcher { get; set; }
+
     /// <summary>Whether the tokenizer's end-of-text token (appended after every assistant turn in fine-tuning) ends a reply.</summary>
     public bool StopAtEndOfText { get; set; } = Defaults.StopAtEndOfText;
 }

@@ -1,0 +1,164 @@
+namespace Microsoft.ML.Llm.Tests.Generation;
+
+/// <summary>
+/// <see cref="GenerationBatcher"/>: concurrent requests with their own options decoded in one batch, each equal to the
+/// generator's result alone; cancelled or abandoned rows leave without disturbing the others; the batch bound holds.
+/// </summary>
+/// <remarks>
+/// To make the batches deterministic, a "holder" stream is started first and not read: with a stream buffer of one
+/// piece its batch waits for it, so the requests made meanwhile queue; reading the holder to its end frees the model
+/// and the queued requests run in batches of <see cref="GenerationBatcherOptions.MaxBatchSize"/>, in order of arrival.
+/// </remarks>
+[Collection("Torch")]
+public class GenerationBatcherTests
+{
+    private static readonly string[] Prompts =
+        ["to be", "whether tis nobler in", "a", "the slings and arrows of out", "or not", "the question", "to suffer", "outrageous fortune outrageous fortune "];
+
+    [Fact]
+    public async Task SixteenConcurrentMixedRequestsEqualTheirSoloOutputsInBatchesOfAtMostEight()
+    {
+        // Context 24 with up to 30 new tokens: long rows slide their window; the last prompt is past the context (truncated).
+        using var model = GenerationTestModel.Create(GptStyle.Modern, contextLength: 24);
+        var generator = GenerationTestModel.Generator(model);
+        var requests = Enumerable.Range(0, 16).Select(i => (Prompt: Prompts[(i + i / 4) % Prompts.Length], Options: OptionsOf(i), Stream: i % 3 == 1)).ToArray();
+        var solo = requests.Select(r => generator.Generate(r.Prompt, r.Options)).ToArray();
+        Assert.Contains(solo, s => s.Length < 8);                      // some rows end early (stop string, end of sequence, limit)
+        Assert.Contains(solo, s => s.Length == 30);
+
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1 });
+        var holderOptions = new GenerationOptions { DoSample = false, MaxNewTokens = 20 };
+        await using var holder = batcher.GenerateStreamingAsync("to be", holderOptions).GetAsyncEnumerator();
+        Assert.True(await holder.MoveNextAsync());
+        var holderText = new List<string> { holder.Current };
+
+        var tasks = requests.Select(async r =>
+        {
+            if (!r.Stream)
+            {
+                return await batcher.GenerateAsync(r.Prompt, r.Options);
+            }
+
+            var pieces = new List<string>();
+            await foreach (var piece in batcher.GenerateStreamingAsync(r.Prompt, r.Options))
+            {
+                Assert.NotEmpty(piece);
+                Assert.DoesNotContain('\uFFFD', piece);
+                pieces.Add(piece);
+            }
+
+            return string.Concat(pieces);
+        }).ToArray();
+        Assert.Equal(16, batcher.QueueLength);                         // all waiting: the holder's batch waits for its reader
+
+        while (await holder.MoveNextAsync())
+        {
+            holderText.Add(holder.Current);
+        }
+
+        var results = await Task.WhenAll(tasks);
+        Assert.Equal(generator.Generate("to be", holderOptions), string.Concat(holderText));
+        for (int i = 0; i < 16; i++)
+        {
+            Assert.True(solo[i] == results[i], $"request {i} ({(requests[i].Stream ? "streamed" : "whole")}, '{requests[i].Prompt}'): batched '{results[i]}', alone '{solo[i]}'");
+        }
+
+        Assert.Equal(8, batcher.LargestBatch);                         // the bound held: 16 waited, 8 ran together
+        Assert.Equal(3, batcher.BatchCount);                           // the holder alone, then two batches of 8
+        Assert.Equal(17, batcher.RequestCount);
+        Assert.Equal(0, batcher.QueueLength);
+    }
+
+    [Fact]
+    public async Task ACancelledOrAbandonedRequestLeavesItsBatchAndTheOthersFinish()
+    {
+        using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
+        var generator = GenerationTestModel.Generator(model);
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1, MaxBatchSize = 4 });
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 25 };
+        var sampled = new GenerationOptions { MaxNewTokens = 25, Seed = 4, TopK = 8, Temperature = 0.8f };
+
+        var holder = batcher.GenerateStreamingAsync("a", greedy).GetAsyncEnumerator();
+        Assert.True(await holder.MoveNextAsync());
+
+        // Same batch: a stream cancelled after its first piece, a stream abandoned after its first piece, two whole requests.
+        using var cancel = new CancellationTokenSource();
+        var cancelled = Task.Run(async () =>
+        {
+            int received = 0;
+            await foreach (var piece in batcher.GenerateStreamingAsync("to be", greedy, cancel.Token))
+            {
+                received++;
+                cancel.Cancel();
+            }
+
+            return received;
+        });
+        var abandoned = batcher.GenerateStreamingAsync("or not", greedy).GetAsyncEnumerator();
+        var first = abandoned.MoveNextAsync();
+        var whole = batcher.GenerateAsync("whether tis nobler in", greedy);
+        var seeded = batcher.GenerateAsync("the question", sampled);
+        await Task.Delay(50);
+        Assert.Equal(4, batcher.QueueLength);
+        await holder.DisposeAsync();   // after one piece: the holder leaves its batch, which ends, and the four run together
+
+        var exception = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(cancel.Token, ((OperationCanceledException)exception).CancellationToken);
+        Assert.True(await first);
+        await abandoned.DisposeAsync();
+        Assert.Equal(generator.Generate("whether tis nobler in", greedy), await whole);
+        Assert.Equal(generator.Generate("the question", sampled), await seeded);
+        Assert.Equal(4, batcher.LargestBatch);
+        Assert.Equal(2, batcher.BatchCount);
+
+        // The model is free: a later request runs to its limit, and one cancelled before it starts never runs.
+        Assert.Equal(generator.Generate("to be", greedy), await batcher.GenerateAsync("to be", greedy));
+        using var before = new CancellationTokenSource();
+        before.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => batcher.GenerateAsync("to be", greedy, before.Token));
+    }
+
+    [Fact]
+    public async Task BeamSearchRunsAloneAndStreamingItIsRefused()
+    {
+        using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
+        var generator = GenerationTestModel.Generator(model);
+        using var batcher = new GenerationBatcher(generator);
+        var beams = new GenerationOptions { DoSample = false, MaxNewTokens = 10, NumBeams = 3 };
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 10 };
+        var results = await Task.WhenAll(batcher.GenerateAsync("to be", beams), batcher.GenerateAsync("to be", greedy), batcher.GenerateAsync("a", greedy));
+        Assert.Equal([generator.Generate("to be", beams), generator.Generate("to be", greedy), generator.Generate("a", greedy)], results);
+        Assert.Equal(3, batcher.RequestCount);
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () =>
+        {
+            await foreach (var _ in batcher.GenerateStreamingAsync("to be", beams))
+            {
+            }
+        });
+        Assert.StartsWith("Streaming yields one completion as it is generated; GenerationOptions.NumBeams is 3 and NumReturnSequences 1 (both must be 1).", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void OptionsOutOfRangeAreRefusedNamingTheOption()
+    {
+        using var model = GenerationTestModel.Create(contextLength: 16);
+        var generator = GenerationTestModel.Generator(model);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationBatcher(generator, new GenerationBatcherOptions { MaxBatchSize = 0 }));
+        Assert.StartsWith("GenerationBatcherOptions.MaxBatchSize is 0; expected an integer of at least 1.", e.Message, StringComparison.Ordinal);
+        e = Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationBatcher(generator, new GenerationBatcherOptions { MaxBatchWaitMilliseconds = -1 }));
+        Assert.StartsWith("GenerationBatcherOptions.MaxBatchWaitMilliseconds is -1; expected an integer of at least 0.", e.Message, StringComparison.Ordinal);
+        var batcher = new GenerationBatcher(generator);
+        batcher.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => batcher.GenerateAsync("to be").GetAwaiter().GetResult());
+    }
+
+    // Greedy and seeded sampling, different limits, stop strings and end-of-sequence ids, row by row.
+    private static GenerationOptions OptionsOf(int i) => (i % 4) switch
+    {
+        0 => new GenerationOptions { DoSample = false, MaxNewTokens = 30 - i },
+        1 => new GenerationOptions { MaxNewTokens = 12 + i, Seed = 100 + i, Temperature = 0.7f, TopK = 10 },
+        2 => new GenerationOptions { DoSample = false, MaxNewTokens = 30, RepetitionPenalty = 1.5f, StopStrings = ["ss", "tt", "rr"], EosTokenIds = [GenerationTestModel.Tokenizer.Encode("n")[0]] },
+        _ => new GenerationOptions { MaxNewTokens = 5 + i, Seed = 7, TopP = 0.9f, RepetitionPenalty = 1.3f, NoRepeatNgramSize = 3 },
+    };
+}
