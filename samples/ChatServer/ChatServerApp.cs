@@ -58,6 +58,7 @@ public static class ChatServerApp
             kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
             kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(30);
         });
+        builder.Services.AddSingleton(batcher);                        // for hosts and tests that look at its counters
         var app = builder.Build();
         app.Lifetime.ApplicationStopped.Register(batcher.Dispose);   // its worker stops with the server
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = WriteError, StatusCodeSelector = StatusOf });

@@ -269,6 +269,47 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task ConcurrentRequestsWithTheirOwnOptionsShareABatchAndEachGetsItsSoloReply()
+    {
+        var generator = fixture.Ml.Llm().CreateGenerator(fixture.Model);
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { MaxBatchSize = 4 });
+        using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false, Batcher = batcher });
+        Assert.Same(batcher, client.Batcher);
+        var options = Enumerable.Range(0, 8).Select(i => i % 2 == 0
+            ? new ChatOptions { Temperature = 0, MaxOutputTokens = 5 + 3 * i }
+            : new ChatOptions { Temperature = 0.8f, TopK = 5, Seed = 11 + i, MaxOutputTokens = 40, StopSequences = ["."] }).ToArray();
+        var solo = new List<ChatResponse>();
+        foreach (var option in options)
+            solo.Add(await client.GetResponseAsync(Question, option));   // one at a time: batches of one
+        Assert.Equal(8, batcher.BatchCount);
+
+        var tasks = options.Select(async (option, i) =>
+        {
+            if (i % 3 != 0)
+                return await client.GetResponseAsync(Question, option);
+            var updates = new List<ChatResponseUpdate>();
+            await foreach (var update in client.GetStreamingResponseAsync(Question, option))
+                updates.Add(update);
+            return updates.ToChatResponse();
+        }).ToArray();
+        var batched = await Task.WhenAll(tasks);
+        for (int i = 0; i < 8; i++)
+        {
+            Assert.Equal(solo[i].Text, batched[i].Text);
+            Assert.Equal(solo[i].FinishReason, batched[i].FinishReason);
+            Assert.Equal(solo[i].Usage!.OutputTokenCount, batched[i].Usage!.OutputTokenCount);
+        }
+        Assert.Equal(4, batcher.LargestBatch);
+        Assert.Contains(solo, r => r.FinishReason == ChatFinishReason.Stop);
+        Assert.Contains(solo, r => r.FinishReason == ChatFinishReason.Length);
+
+        using var otherModel = Generation.GenerationTestModel.Create();
+        using var other = new GenerationBatcher(Generation.GenerationTestModel.Generator(otherModel));
+        Assert.StartsWith("LlmChatClientOptions.Batcher serves another model than the generator's;",
+            Assert.Throws<ArgumentException>(() => Client(new LlmChatClientOptions { Batcher = other })).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task WorksInAChatClientBuilderPipelineAndAnswersGetService()
     {
         using var inner = Client(new LlmChatClientOptions { ModelId = "tiny" });
