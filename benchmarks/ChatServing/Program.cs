@@ -5,12 +5,17 @@
 // The model is Shakespeare-char shaped (4 layers, 4 heads, 128 wide; context 256) over bytes, or has GPT-2 124M's body
 // (third argument "gpt2"), randomly initialised: generation costs the same as a trained one's, and greedy decoding with
 // no end-of-text runs exactly the asked tokens.
+// Then throughput under load: 1 and 8 concurrent clients, each sending its requests one after another to
+// POST /v1/completions (different prompts, the same token count), side by side: total generated tokens/s, per-request
+// latency, and how the server's GenerationBatcher grouped them (mean rows per batch). Fourth argument: requests per
+// client (default 4).
 using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.ML;
 using Microsoft.ML.Llm;
 using Microsoft.ML.Llm.Data;
@@ -21,6 +26,7 @@ int requests = args.Length > 0 ? int.Parse(args[0]) : 20;
 int newTokens = args.Length > 1 ? int.Parse(args[1]) : 64;
 // Third argument "gpt2": a GPT-2 124M-bodied model (12 layers, 12 heads, 768 wide, context 512; byte vocabulary).
 bool gpt2 = args.Length > 2 && args[2] == "gpt2";
+int perClient = args.Length > 3 ? int.Parse(args[3]) : 4;
 const string Prompt = "ROMEO: But soft, what light thro";
 Console.WriteLine($"Machine: {RuntimeInformation.OSDescription}, {Environment.ProcessorCount} logical cores, .NET {Environment.Version}, " +
     $"torch threads {torch.get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at start");
@@ -120,6 +126,46 @@ foreach (var (name, direct, server) in pairs)
     Console.WriteLine($"| {name} | {dMean:F1} | {sMean:F1} | {dMed:F1} | {sMed:F1} | {(sMean / dMean - 1) * 100:+0.0;-0.0}% | {(sMed / dMed - 1) * 100:+0.0;-0.0}% | {sMed - dMed:+0.00;-0.00} |");
 }
 Console.WriteLine();
+
+// Throughput: N clients, each sending perClient requests in turn; every text is checked against the direct call.
+string[] prompts = ["ROMEO: But soft, what light thro", "JULIET: O Romeo, Romeo! wherefore", "HAMLET: To be, or not to be, th", "MACBETH: Is this a dagger which",
+    "LEAR: Blow, winds, and crack your", "PORTIA: The quality of mercy is", "PROSPERO: We are such stuff as d", "OTHELLO: Speak of me as I am; no"];
+var expectedText = prompts.ToDictionary(p => p, p => generator.Generate(p, greedy));
+var batcher = app.Services.GetRequiredService<GenerationBatcher>();
+Console.WriteLine($"Throughput through the server (POST /v1/completions, greedy, {newTokens} new tokens, {perClient} requests per client, server batch bound {batcher.MaxBatchSize}):");
+Console.WriteLine();
+Console.WriteLine("| clients | requests | generated tokens | wall s | tokens/s (total) | latency mean ms | latency median ms | latency max ms | rows per batch (mean) | tokens/s vs 1 client |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+double single = 0;
+foreach (int clients in (int[])[1, 8])
+{
+    await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Complete(prompts[c % prompts.Length])));   // warm-up round
+    long batchesBefore = batcher.BatchCount, rowsBefore = batcher.RequestCount;
+    var latencies = new System.Collections.Concurrent.ConcurrentBag<double>();
+    long tokens = 0;
+    var wall = Stopwatch.StartNew();
+    await Task.WhenAll(Enumerable.Range(0, clients).Select(async c =>
+    {
+        for (int r = 0; r < perClient; r++)
+        {
+            string prompt = prompts[(c + r) % prompts.Length];
+            var clock = Stopwatch.StartNew();
+            var (text, count) = await Complete(prompt);
+            latencies.Add(clock.Elapsed.TotalMilliseconds);
+            Interlocked.Add(ref tokens, count);
+            if (text != expectedText[prompt])
+                throw new InvalidOperationException($"{clients} clients: the server's text for '{prompt}' differs from the direct call's:\n{text}\n---\n{expectedText[prompt]}");
+        }
+    }));
+    double seconds = wall.Elapsed.TotalSeconds, rate = tokens / seconds;
+    if (clients == 1)
+        single = rate;
+    var sorted = latencies.Order().ToList();
+    double rows = (double)(batcher.RequestCount - rowsBefore) / Math.Max(1, batcher.BatchCount - batchesBefore);
+    Console.WriteLine($"| {clients} | {sorted.Count} | {tokens} | {seconds:F2} | {rate:F1} | {sorted.Average():F1} | {Median(sorted):F1} | {sorted[^1]:F1} | {rows:F2} | {rate / single:F2}x |");
+}
+
+Console.WriteLine();
 Console.WriteLine($"Load average at end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
 await app.StopAsync();
 Directory.Delete(root, recursive: true);
@@ -130,6 +176,13 @@ async Task<JsonElement> PostJson(string path, string body)
     using var response = await http.PostAsync(path, content);
     response.EnsureSuccessStatusCode();
     return (await response.Content.ReadFromJsonAsync<JsonElement>()).Clone();
+}
+
+async Task<(string Text, int Tokens)> Complete(string prompt)
+{
+    string body = JsonSerializer.Serialize(new { model = "bench", prompt, max_tokens = newTokens, temperature = 0 });
+    var json = await PostJson("/v1/completions", body);
+    return (json.GetProperty("choices")[0].GetProperty("text").GetString()!, json.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
 }
 
 async Task<string> PostStream(string path, string body)

@@ -31,7 +31,7 @@ namespace Microsoft.ML.Llm;
 /// </para>
 /// <para>
 /// One forward pass at a time per model: batchers (and <see cref="LlmChatClient"/>s) over the same trained model take
-/// turns. Decoding runs on one thread-pool worker per batcher.
+/// turns. Decoding runs on one thread per batcher, started by the first request and ended after two idle seconds.
 /// </para>
 /// </remarks>
 public sealed class GenerationBatcher : IDisposable
@@ -47,7 +47,8 @@ public sealed class GenerationBatcher : IDisposable
     private readonly Channel<Request> _queue;
     private readonly SemaphoreSlim _gate;
     private readonly CancellationTokenSource _disposed = new();
-    private readonly Task _worker;
+    private readonly object _workerLock = new();
+    private Thread? _worker;                 // the decoding thread while there is work (it ends after an idle spell)
     private int _largestBatch;
     private long _batchCount;
     private long _rowCount;
@@ -68,7 +69,6 @@ public sealed class GenerationBatcher : IDisposable
             SingleReader = true,
             FullMode = BoundedChannelFullMode.Wait,
         });
-        _worker = Task.Run(WorkAsync);
     }
 
     /// <summary>The generator whose model, tokenizer and prompt transforms serve the requests.</summary>
@@ -198,12 +198,20 @@ public sealed class GenerationBatcher : IDisposable
 
         _queue.Writer.TryComplete();
         _disposed.Cancel();
-        try
+        Thread? worker;
+        lock (_workerLock)
         {
-            _worker.Wait(TimeSpan.FromSeconds(30));
+            worker = _worker;
         }
-        catch (AggregateException)
+
+        if (worker is not null && worker != Thread.CurrentThread)
         {
+            worker.Join(TimeSpan.FromSeconds(30));
+        }
+
+        while (_queue.Reader.TryRead(out var left))
+        {
+            left.End(new OperationCanceledException(_disposed.Token));
         }
     }
 
@@ -227,6 +235,25 @@ public sealed class GenerationBatcher : IDisposable
                 throw new ObjectDisposedException(nameof(GenerationBatcher));
             }
         }
+
+        EnsureWorker();
+    }
+
+    // Starts the decoding thread unless it runs. One thread (not thread-pool continuations) calls into libtorch, so the
+    // forward passes keep one OpenMP team; it ends after IdleMilliseconds without requests, so an unused batcher holds
+    // no thread and its model can be collected.
+    private void EnsureWorker()
+    {
+        lock (_workerLock)
+        {
+            if (_worker is not null || _disposed.IsCancellationRequested)
+            {
+                return;
+            }
+
+            _worker = new Thread(Work) { IsBackground = true, Name = nameof(GenerationBatcher) };
+            _worker.Start();
+        }
     }
 
     private static async Task<string> ReadAllAsync(Request request, CancellationToken cancellationToken)
@@ -248,28 +275,30 @@ public sealed class GenerationBatcher : IDisposable
         }
     }
 
+    private const int IdleMilliseconds = 2000;
+
     // The worker: takes what waits when the model frees (after a short wait for the callers of the last batch to
-    // come back), runs it as one batch, repeats.
-    private async Task WorkAsync()
+    // come back), runs it as one batch, repeats; leaves after an idle spell.
+    private void Work()
     {
         var pending = new List<Request>();
         int lastBatch = 0;
         var reader = _queue.Reader;
         while (true)
         {
-            if (pending.Count == 0)
+            if (pending.Count == 0 && !WaitForRequest(IdleMilliseconds))
             {
-                try
+                lock (_workerLock)
                 {
-                    if (!await reader.WaitToReadAsync(_disposed.Token).ConfigureAwait(false))
+                    // Nothing came during the idle spell: end, unless a request slipped in meanwhile.
+                    if (reader.Count == 0 || _disposed.IsCancellationRequested)
                     {
+                        _worker = null;
                         break;
                     }
                 }
-                catch (OperationCanceledException)
-                {
-                    break;
-                }
+
+                continue;
             }
 
             Drain(pending);
@@ -280,21 +309,7 @@ public sealed class GenerationBatcher : IDisposable
                 while (pending.Count < expected)
                 {
                     int left = _options.MaxBatchWaitMilliseconds - (int)clock.ElapsedMilliseconds;
-                    if (left <= 0)
-                    {
-                        break;
-                    }
-
-                    using var wait = CancellationTokenSource.CreateLinkedTokenSource(_disposed.Token);
-                    wait.CancelAfter(left);
-                    try
-                    {
-                        if (!await reader.WaitToReadAsync(wait.Token).ConfigureAwait(false))
-                        {
-                            break;
-                        }
-                    }
-                    catch (OperationCanceledException)
+                    if (left <= 0 || !WaitForRequest(left))
                     {
                         break;
                     }
@@ -307,24 +322,10 @@ public sealed class GenerationBatcher : IDisposable
             pending.RemoveAll(r => r.TryEndIfCancelled());
             if (pending.Count == 0)
             {
-                if (_disposed.IsCancellationRequested)
-                {
-                    break;
-                }
-
                 continue;
             }
 
-            List<Request> batch;
-            if (pending[0].Solo)
-            {
-                batch = [pending[0]];
-            }
-            else
-            {
-                batch = pending.Where(r => !r.Solo).Take(_options.MaxBatchSize).ToList();
-            }
-
+            var batch = pending[0].Solo ? [pending[0]] : pending.Where(r => !r.Solo).Take(_options.MaxBatchSize).ToList();
             pending.RemoveAll(batch.Contains);
             lastBatch = batch.Count;
             InterlockedMax(ref _largestBatch, batch.Count);
@@ -332,12 +333,13 @@ public sealed class GenerationBatcher : IDisposable
             Interlocked.Add(ref _rowCount, batch.Count);
             try
             {
-                await _gate.WaitAsync(_disposed.Token).ConfigureAwait(false);
+                _gate.Wait(_disposed.Token);
             }
             catch (OperationCanceledException)
             {
                 batch.ForEach(r => r.End(new OperationCanceledException(_disposed.Token)));
-                break;
+                batch.ForEach(r => r.Dispose());
+                continue;
             }
 
             try
@@ -350,7 +352,7 @@ public sealed class GenerationBatcher : IDisposable
                 }
                 else if (rows.Count > 0)
                 {
-                    await RunBatchAsync(rows).ConfigureAwait(false);
+                    RunBatch(rows);
                 }
             }
             catch (Exception e)
@@ -368,11 +370,27 @@ public sealed class GenerationBatcher : IDisposable
         foreach (var request in pending)
         {
             request.End(new OperationCanceledException(_disposed.Token));
+            request.Dispose();
+        }
+    }
+
+    // Blocks the worker until a request waits (true), the time passes or the batcher is disposed (false).
+    private bool WaitForRequest(int milliseconds)
+    {
+        if (_queue.Reader.Count > 0)
+        {
+            return true;
         }
 
-        while (reader.TryRead(out var left))
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(_disposed.Token);
+        wait.CancelAfter(milliseconds);
+        try
         {
-            left.End(new OperationCanceledException(_disposed.Token));
+            return _queue.Reader.WaitToReadAsync(wait.Token).AsTask().GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
         }
     }
 
@@ -400,7 +418,7 @@ public sealed class GenerationBatcher : IDisposable
     /// Decodes the rows of <paramref name="requests"/> together, as <see cref="Decoding.Sample"/> does for one set of
     /// options, but with each row's own options, random generator, limits and stops.
     /// </summary>
-    private async Task RunBatchAsync(List<Request> requests)
+    private void RunBatch(List<Request> requests)
     {
         var model = _generator.Model;
         int context = model.Config.ContextLength;
@@ -442,7 +460,7 @@ public sealed class GenerationBatcher : IDisposable
             for (int r = 0; r < rows.Count; r++)
             {
                 var request = rows[r];
-                if (pieces[r] is { } piece && !await request.TryDeliverAsync(new GeneratedPiece(request.LastToken, piece, request.Text.Stopped)).ConfigureAwait(false))
+                if (pieces[r] is { } piece && !request.TryDeliver(new GeneratedPiece(request.LastToken, piece, request.Text.Stopped)))
                 {
                     continue;                                         // cancelled or abandoned while its reader was away
                 }
@@ -459,7 +477,7 @@ public sealed class GenerationBatcher : IDisposable
 
                 if (request.Sequence.Finished)
                 {
-                    await FinishAsync(request).ConfigureAwait(false);
+                    Finish(request);
                     continue;
                 }
 
@@ -486,12 +504,12 @@ public sealed class GenerationBatcher : IDisposable
         }
     }
 
-    private static async Task FinishAsync(Request request)
+    private static void Finish(Request request)
     {
         if (!request.Text.Stopped)
         {
             string rest = request.Text.Flush();
-            if (rest.Length > 0 && !await request.TryDeliverAsync(new GeneratedPiece(-1, rest)).ConfigureAwait(false))
+            if (rest.Length > 0 && !request.TryDeliver(new GeneratedPiece(-1, rest)))
             {
                 return;
             }
@@ -585,8 +603,8 @@ public sealed class GenerationBatcher : IDisposable
             return true;
         }
 
-        /// <summary>Writes a piece, waiting while the buffer is full; false (the request ended) when it is cancelled meanwhile.</summary>
-        public async ValueTask<bool> TryDeliverAsync(GeneratedPiece piece)
+        /// <summary>Writes a piece, blocking the worker while the buffer is full; false (the request ended) when it is cancelled meanwhile.</summary>
+        public bool TryDeliver(GeneratedPiece piece)
         {
             if (Output.Writer.TryWrite(piece))
             {
@@ -595,7 +613,7 @@ public sealed class GenerationBatcher : IDisposable
 
             try
             {
-                await Output.Writer.WriteAsync(piece, _cancellation.Token).ConfigureAwait(false);
+                Output.Writer.WriteAsync(piece, _cancellation.Token).AsTask().GetAwaiter().GetResult();
                 return true;
             }
             catch (OperationCanceledException)
