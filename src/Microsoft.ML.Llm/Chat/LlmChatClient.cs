@@ -212,7 +212,7 @@ public sealed class LlmChatClient : IChatClient
     {
         var request = Prepare(messages, options);
         var reply = new StringBuilder();
-        await foreach (var piece in Run(request, cancellationToken).ConfigureAwait(false))
+        await foreach (var piece in Run(request, whole: true, cancellationToken).ConfigureAwait(false))
             reply.Append(piece);
         string text = reply.ToString();
         var message = new ChatMessage(ChatRole.Assistant, text) { MessageId = request.MessageId, CreatedAt = request.CreatedAt };
@@ -235,7 +235,7 @@ public sealed class LlmChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var request = Prepare(messages, options);
-        await foreach (var piece in Run(request, cancellationToken).ConfigureAwait(false))
+        await foreach (var piece in Run(request, whole: false, cancellationToken).ConfigureAwait(false))
             yield return Update(request, [new TextContent(piece)]);
         var last = Update(request, [new UsageContent(request.Usage())]);
         last.FinishReason = request.FinishReason;
@@ -271,10 +271,10 @@ public sealed class LlmChatClient : IChatClient
 
     // Generates token by token in the batcher's next batch; yields text that can no longer become part of a stop string,
     // cut at the first stop (CompletionText, as TextGenerator's own streams do).
-    private async IAsyncEnumerable<string> Run(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<string> Run(Request request, bool whole, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         bool stopped = false;
-        await foreach (var piece in _batcher.StreamAsync(request.PromptTokens, request.Options, _generator.Tokenizer, cancellationToken).ConfigureAwait(false))
+        await foreach (var piece in _batcher.StreamAsync(request.PromptTokens, request.Options, _generator.Tokenizer, whole, cancellationToken).ConfigureAwait(false))
         {
             if (piece.Token >= 0)
             {

@@ -113,12 +113,12 @@ public sealed class GenerationBatcher : IDisposable
         options.Validate();
         if (options.NumBeams > 1 || options.NumReturnSequences > 1)
         {
-            var solo = new Request(null, options, _generator.Tokenizer, cancellationToken, _disposed.Token, 1) { SoloPrompt = prompt };
+            var solo = new Request(null, options, _generator.Tokenizer, cancellationToken, _disposed.Token, null) { SoloPrompt = prompt };
             await EnqueueAsync(solo, cancellationToken).ConfigureAwait(false);
             return await ReadAllAsync(solo, cancellationToken).ConfigureAwait(false);
         }
 
-        var request = NewRequest(_generator.EncodePrompt(prompt, options), options, _generator.Tokenizer, cancellationToken);
+        var request = NewRequest(_generator.EncodePrompt(prompt, options), options, _generator.Tokenizer, whole: true, cancellationToken);
         await EnqueueAsync(request, cancellationToken).ConfigureAwait(false);
         return await ReadAllAsync(request, cancellationToken).ConfigureAwait(false);
     }
@@ -142,7 +142,7 @@ public sealed class GenerationBatcher : IDisposable
                 nameof(options));
         }
 
-        await foreach (var piece in StreamAsync(_generator.EncodePrompt(prompt, options), options, _generator.Tokenizer, cancellationToken).ConfigureAwait(false))
+        await foreach (var piece in StreamAsync(_generator.EncodePrompt(prompt, options), options, _generator.Tokenizer, whole: false, cancellationToken).ConfigureAwait(false))
         {
             if (piece.Text.Length > 0)
             {
@@ -155,11 +155,13 @@ public sealed class GenerationBatcher : IDisposable
     /// The pieces of one request over prepared prompt tokens: one per generated token (its id and the text it
     /// completed, possibly empty), then, unless a stop string ended it, one with token −1 and the held-back rest.
     /// <paramref name="options"/> must be validated, with one beam and one return sequence; it is not copied.
+    /// <paramref name="whole"/>: the caller reads every piece as soon as it can (a whole response, not a stream to a
+    /// client), so its pieces are never held back by <see cref="GenerationBatcherOptions.StreamBufferSize"/>.
     /// </summary>
-    internal async IAsyncEnumerable<GeneratedPiece> StreamAsync(int[] prompt, GenerationOptions options, LmTokenizer tokenizer,
+    internal async IAsyncEnumerable<GeneratedPiece> StreamAsync(int[] prompt, GenerationOptions options, LmTokenizer tokenizer, bool whole,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var request = NewRequest(prompt, options, tokenizer, cancellationToken);
+        var request = NewRequest(prompt, options, tokenizer, whole, cancellationToken);
         try
         {
             await EnqueueAsync(request, cancellationToken).ConfigureAwait(false);
@@ -215,10 +217,10 @@ public sealed class GenerationBatcher : IDisposable
         }
     }
 
-    private Request NewRequest(int[] prompt, GenerationOptions options, LmTokenizer tokenizer, CancellationToken cancellationToken)
+    private Request NewRequest(int[] prompt, GenerationOptions options, LmTokenizer tokenizer, bool whole, CancellationToken cancellationToken)
     {
         var prepared = Decoding.PreparePrompt(_generator.Model, prompt, options, nameof(prompt));
-        return new Request(prepared, options, tokenizer, cancellationToken, _disposed.Token, _options.StreamBufferSize);
+        return new Request(prepared, options, tokenizer, cancellationToken, _disposed.Token, whole ? null : _options.StreamBufferSize);
     }
 
     private async Task EnqueueAsync(Request request, CancellationToken cancellationToken)
@@ -540,18 +542,16 @@ public sealed class GenerationBatcher : IDisposable
         private Generator? _random;
         private int _ended;
 
-        public Request(int[]? prompt, GenerationOptions options, LmTokenizer tokenizer, CancellationToken caller, CancellationToken disposed, int buffer)
+        public Request(int[]? prompt, GenerationOptions options, LmTokenizer tokenizer, CancellationToken caller, CancellationToken disposed, int? buffer)
         {
             Sequence = prompt is null ? null : new GeneratedSequence(prompt);
             Options = options;
             Text = new CompletionText(tokenizer, options.StopStrings);
             _cancellation = CancellationTokenSource.CreateLinkedTokenSource(caller, disposed);
-            Output = Channel.CreateBounded<GeneratedPiece>(new BoundedChannelOptions(buffer)
-            {
-                SingleReader = true,
-                SingleWriter = true,
-                FullMode = BoundedChannelFullMode.Wait,
-            });
+            // A whole response's pieces (at most MaxNewTokens + 1) are read as they come: no bound, the worker never waits.
+            Output = buffer is { } capacity
+                ? Channel.CreateBounded<GeneratedPiece>(new BoundedChannelOptions(capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait })
+                : Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         }
 
         public GeneratedSequence? Sequence { get; }

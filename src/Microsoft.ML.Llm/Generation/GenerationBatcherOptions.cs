@@ -48,7 +48,9 @@ public sealed class GenerationBatcherOptions
     /// <summary>
     /// How many pieces a request's stream may hold unread before its batch waits for the reader: a reader that stops
     /// reading (a suspended stream, a slow network client) pauses its batch, as it held the model before batching,
-    /// instead of buffering without bound; cancelling or disposing its stream lets the batch go on without it.
+    /// instead of buffering without bound; cancelling or disposing its stream lets the batch go on without it. Whole
+    /// responses (<see cref="GenerationBatcher.GenerateAsync"/>, <c>LlmChatClient.GetResponseAsync</c>) are read as they
+    /// come and never hold their batch.
     /// </summary>
     public int StreamBufferSize { get; set; } = Defaults.StreamBufferSize;
 

@@ -271,8 +271,9 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     [Fact]
     public async Task ConcurrentRequestsWithTheirOwnOptionsShareABatchAndEachGetsItsSoloReply()
     {
-        var generator = fixture.Ml.Llm().CreateGenerator(fixture.Model);
-        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { MaxBatchSize = 4 });
+        using var batcher = fixture.Ml.Llm().CreateBatcher(fixture.Model, maxBatchSize: 4);
+        Assert.Equal(4, batcher.MaxBatchSize);
+        Assert.Equal(GenerationBatcherOptions.Defaults.MaxQueueLength, batcher.MaxQueueLength);
         using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false, Batcher = batcher });
         Assert.Same(batcher, client.Batcher);
         var options = Enumerable.Range(0, 8).Select(i => i % 2 == 0
