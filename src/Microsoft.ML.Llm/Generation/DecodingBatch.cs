@@ -135,6 +135,18 @@ internal sealed class DecodingBatch : IDisposable
         // cache, so they stay (they cost a little attention work only).
     }
 
+    /// <summary>
+    /// Adds the rows of <paramref name="other"/> (prefilled on its own) after this batch's rows: requests join a running
+    /// batch. The shorter side's cached positions move right, behind more padding, so that every row ends at the same
+    /// column; each row keeps its own positions, so it computes what it would alone. <paramref name="other"/> stays
+    /// the caller's to dispose.
+    /// </summary>
+    public void Join(DecodingBatch other)
+    {
+        var (shift, otherShift) = _cache!.AppendRows(other._cache!);
+        _padding = [.. _padding.Select(p => p + shift), .. other._padding.Select(p => p + otherShift)];
+    }
+
     public void Dispose() => _cache?.Dispose();
 
     private float[] Run(Tensor idx, Tensor? mask, Tensor? positions)

@@ -354,7 +354,7 @@ public sealed class GenerationBatcher : IDisposable
                 }
                 else if (rows.Count > 0)
                 {
-                    RunBatch(rows);
+                    RunBatch(rows, batch, pending);
                 }
             }
             catch (Exception e)
@@ -418,9 +418,11 @@ public sealed class GenerationBatcher : IDisposable
 
     /// <summary>
     /// Decodes the rows of <paramref name="requests"/> together, as <see cref="Decoding.Sample"/> does for one set of
-    /// options, but with each row's own options, random generator, limits and stops.
+    /// options, but with each row's own options, random generator, limits and stops. Requests that arrive meanwhile join
+    /// between two tokens while there is room (<see cref="GenerationBatcherOptions.JoinRunningBatch"/>); they are added
+    /// to <paramref name="members"/> (which the worker ends and disposes), those that must run alone to <paramref name="pending"/>.
     /// </summary>
-    private void RunBatch(List<Request> requests)
+    private void RunBatch(List<Request> requests, List<Request> members, List<Request> pending)
     {
         var model = _generator.Model;
         int context = model.Config.ContextLength;
@@ -429,9 +431,42 @@ public sealed class GenerationBatcher : IDisposable
         model.eval();
         var rows = requests;                                          // row r of the batch is rows[r]
         float[] logits = batch.Prefill(rows.Select(r => r.Sequence!.Window(context)).ToList());
-        var pieces = new string?[rows.Count];
+        bool first = true;
         while (true)
         {
+            if (!first && _options.JoinRunningBatch && rows.Count < _options.MaxBatchSize && _queue.Reader.Count > 0)
+            {
+                var joining = new List<Request>();
+                while (rows.Count + joining.Count < _options.MaxBatchSize && _queue.Reader.TryRead(out var next))
+                {
+                    if (next.Solo)
+                    {
+                        pending.Add(next);                            // beam search and the like run alone, later
+                        continue;
+                    }
+
+                    members.Add(next);
+                    if (!next.TryEndIfCancelled())
+                    {
+                        joining.Add(next);
+                    }
+                }
+
+                if (joining.Count > 0)
+                {
+                    // Their prompts run on their own, then their keys and values join the batch's cache.
+                    using var fresh = new DecodingBatch(model);
+                    float[] joined = fresh.Prefill(joining.Select(r => r.Sequence!.Window(context)).ToList());
+                    batch.Join(fresh);
+                    logits = [.. logits, .. joined];
+                    rows = [.. rows, .. joining];
+                    Interlocked.Add(ref _rowCount, joining.Count);
+                    InterlockedMax(ref _largestBatch, rows.Count);
+                }
+            }
+
+            first = false;
+            var pieces = new string?[rows.Count];
             // Each row's next token, with its own options and generator.
             for (int r = 0; r < rows.Count; r++)
             {

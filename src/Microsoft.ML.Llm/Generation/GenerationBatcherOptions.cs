@@ -23,6 +23,9 @@ public sealed class GenerationBatcherOptions
 
         /// <summary>Pieces a stream may have generated and not yet read before its batch waits for the reader.</summary>
         public const int StreamBufferSize = 4;
+
+        /// <summary>Whether waiting requests join a running batch that has room.</summary>
+        public const bool JoinRunningBatch = true;
     }
 
     /// <summary>
@@ -53,6 +56,14 @@ public sealed class GenerationBatcherOptions
     /// come and never hold their batch.
     /// </summary>
     public int StreamBufferSize { get; set; } = Defaults.StreamBufferSize;
+
+    /// <summary>
+    /// Whether requests that arrive while a batch runs join it, between two tokens, when it has fewer than
+    /// <see cref="MaxBatchSize"/> rows (their prompts are prefilled on their own, then their cached keys and values
+    /// join the batch's behind left padding): a new request does not wait for the longest running one to end. Off:
+    /// static batching, a batch runs until its last row ends.
+    /// </summary>
+    public bool JoinRunningBatch { get; set; } = Defaults.JoinRunningBatch;
 
     internal GenerationBatcherOptions Clone() => (GenerationBatcherOptions)MemberwiseClone();
 

@@ -144,6 +144,45 @@ public sealed class KvCache : IDisposable
         return resized;
     }
 
+    /// <summary>
+    /// Appends the rows of <paramref name="other"/> (same model, both filled) after this cache's rows. The shorter one's
+    /// positions move right so that both end at the same column, <see cref="Length"/> becoming the longer length; the
+    /// columns opened on the left are zeros, which the caller masks as padding. Returns how far this cache's rows and
+    /// <paramref name="other"/>'s rows moved.
+    /// </summary>
+    internal (long Shift, long OtherShift) AppendRows(KvCache other)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (keys is null || values is null || other.keys is null || other.values is null)
+        {
+            throw new InvalidOperationException("Both KV caches must hold positions before their rows are joined.");
+        }
+
+        long length = Math.Max(Length, other.Length);
+        long shift = length - Length, otherShift = length - other.Length;
+        using var scope = NewDisposeScope();
+        for (int i = 0; i < keys.Length; i++)
+        {
+            keys[i] = Join(keys[i], shift, other.keys[i], other.batchSize, other.Length, otherShift);
+            values[i] = Join(values[i], shift, other.values[i], other.batchSize, other.Length, otherShift);
+        }
+
+        batchSize += other.batchSize;
+        Length = length;
+        return (shift, otherShift);
+    }
+
+    private Tensor Join(Tensor mine, long shift, Tensor theirs, long theirBatch, long theirLength, long theirShift)
+    {
+        var shape = mine.shape;
+        shape[0] = batchSize + theirBatch;
+        var joined = zeros(shape, dtype: mine.dtype, device: mine.device).DetachFromDisposeScope();
+        joined.narrow(0, 0, batchSize).narrow(2, shift, Length).copy_(mine.narrow(2, 0, Length));
+        joined.narrow(0, batchSize, theirBatch).narrow(2, theirShift, theirLength).copy_(theirs.narrow(2, 0, theirLength));
+        mine.Dispose();
+        return joined;
+    }
+
     /// <summary>Counts the positions that the forward pass just appended to every layer.</summary>
     internal void Advance(long newTokens) => Length += newTokens;
 

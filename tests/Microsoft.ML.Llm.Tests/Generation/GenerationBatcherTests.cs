@@ -15,8 +15,10 @@ public class GenerationBatcherTests
     private static readonly string[] Prompts =
         ["to be", "whether tis nobler in", "a", "the slings and arrows of out", "or not", "the question", "to suffer", "outrageous fortune outrageous fortune "];
 
-    [Fact]
-    public async Task SixteenConcurrentMixedRequestsEqualTheirSoloOutputsInBatchesOfAtMostEight()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SixteenConcurrentMixedRequestsEqualTheirSoloOutputsInBatchesOfAtMostEight(bool join)
     {
         // Context 24 with up to 30 new tokens: long rows slide their window; the last prompt is past the context (truncated).
         using var model = GenerationTestModel.Create(GptStyle.Modern, contextLength: 24);
@@ -26,7 +28,7 @@ public class GenerationBatcherTests
         Assert.Contains(solo, s => s.Length < 8);                      // some rows end early (stop string, end of sequence, limit)
         Assert.Contains(solo, s => s.Length == 30);
 
-        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1 });
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1, JoinRunningBatch = join });
         var holderOptions = new GenerationOptions { DoSample = false, MaxNewTokens = 20 };
         await using var holder = batcher.GenerateStreamingAsync("to be", holderOptions).GetAsyncEnumerator();
         Assert.True(await holder.MoveNextAsync());
@@ -64,7 +66,15 @@ public class GenerationBatcherTests
         }
 
         Assert.Equal(8, batcher.LargestBatch);                         // the bound held: 16 waited, 8 ran together
-        Assert.Equal(3, batcher.BatchCount);                           // the holder alone, then two batches of 8
+        if (join)
+        {
+            Assert.InRange(batcher.BatchCount, 1, 2);                  // the waiting requests joined the holder's batch as rows left
+        }
+        else
+        {
+            Assert.Equal(3, batcher.BatchCount);                       // the holder alone, then two batches of 8
+        }
+
         Assert.Equal(17, batcher.RequestCount);
         Assert.Equal(0, batcher.QueueLength);
     }
@@ -74,7 +84,8 @@ public class GenerationBatcherTests
     {
         using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
         var generator = GenerationTestModel.Generator(model);
-        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1, MaxBatchSize = 4 });
+        // Static batches (no joining), so that the four below share one batch whatever the timing.
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1, MaxBatchSize = 4, JoinRunningBatch = false });
         var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 25 };
         var sampled = new GenerationOptions { MaxNewTokens = 25, Seed = 4, TopK = 8, Temperature = 0.8f };
 
@@ -116,6 +127,46 @@ public class GenerationBatcherTests
         using var before = new CancellationTokenSource();
         before.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => batcher.GenerateAsync("to be", greedy, before.Token));
+    }
+
+    [Fact]
+    public async Task RequestsJoinARunningBatchBetweenTwoTokensAndEachGetsItsSoloResult()
+    {
+        // The running row is 9 tokens ahead of the joiners and their prompts differ in length: the joiners' cached keys
+        // and values go behind left padding, or the running row's behind more when a joiner's prompt is longer.
+        using var model = GenerationTestModel.Create(GptStyle.Modern, contextLength: 40);
+        var generator = GenerationTestModel.Generator(model);
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { StreamBufferSize = 1, MaxBatchSize = 4 });
+        var holderOptions = new GenerationOptions { DoSample = false, MaxNewTokens = 20 };
+        var joiners = new (string Prompt, GenerationOptions Options)[]
+        {
+            ("whether tis nobler in the mind to", new GenerationOptions { DoSample = false, MaxNewTokens = 25 }),
+            ("to", new GenerationOptions { MaxNewTokens = 12, Seed = 3, TopK = 6 }),
+            ("the slings", new GenerationOptions { DoSample = false, MaxNewTokens = 6, RepetitionPenalty = 1.3f }),
+        };
+
+        var holder = batcher.GenerateStreamingAsync("a", holderOptions).GetAsyncEnumerator();
+        var holderText = new List<string>();
+        for (int i = 0; i < 9; i++)
+        {
+            Assert.True(await holder.MoveNextAsync());
+            holderText.Add(holder.Current);
+        }
+
+        var tasks = joiners.Select(j => batcher.GenerateAsync(j.Prompt, j.Options)).ToArray();
+        Assert.Equal(3, batcher.QueueLength);                          // the holder's batch waits for its reader
+        while (await holder.MoveNextAsync())
+        {
+            holderText.Add(holder.Current);
+        }
+
+        await holder.DisposeAsync();
+        var results = await Task.WhenAll(tasks);
+        Assert.Equal(generator.Generate("a", holderOptions), string.Concat(holderText));
+        Assert.Equal(joiners.Select(j => generator.Generate(j.Prompt, j.Options)), results);
+        Assert.Equal(1, batcher.BatchCount);                           // one batch: the three joined the holder's
+        Assert.Equal(4, batcher.LargestBatch);
+        Assert.Equal(4, batcher.RequestCount);
     }
 
     [Fact]
