@@ -7,7 +7,8 @@
 // no end-of-text runs exactly the asked tokens.
 // Then throughput under load: 1 and 8 concurrent clients, each sending its requests one after another to
 // POST /v1/completions (different prompts, the same token count), side by side: total generated tokens/s, per-request
-// latency, and how the server's GenerationBatcher grouped them (mean rows per batch). Fourth argument: requests per
+// latency, and how the server's GenerationBatcher grouped them (requests per batch: with requests joining a running
+// batch, more than its row bound). Fourth argument: requests per
 // client (default 4).
 using System.Diagnostics;
 using System.Net.Http.Json;
@@ -134,7 +135,7 @@ var expectedText = prompts.ToDictionary(p => p, p => generator.Generate(p, greed
 var batcher = app.Services.GetRequiredService<GenerationBatcher>();
 Console.WriteLine($"Throughput through the server (POST /v1/completions, greedy, {newTokens} new tokens, {perClient} requests per client, server batch bound {batcher.MaxBatchSize}):");
 Console.WriteLine();
-Console.WriteLine("| clients | requests | generated tokens | wall s | tokens/s (total) | latency mean ms | latency median ms | latency max ms | rows per batch (mean) | tokens/s vs 1 client |");
+Console.WriteLine("| clients | requests | generated tokens | wall s | tokens/s (total) | latency mean ms | latency median ms | latency max ms | requests per batch (mean) | tokens/s vs 1 client |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
 double single = 0;
 foreach (int clients in (int[])[1, 8])

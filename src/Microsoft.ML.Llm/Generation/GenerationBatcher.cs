@@ -24,8 +24,11 @@ namespace Microsoft.ML.Llm;
 /// a logit by ~1e-6).
 /// </para>
 /// <para>
-/// Batching is static: a batch runs until its last row ends; requests that arrive meanwhile wait for the next one.
-/// Requests that cannot share a batch (beam search, several return sequences) run alone, in their turn. Streams
+/// Requests that arrive while a batch runs join it between two tokens while it has fewer than
+/// <see cref="GenerationBatcherOptions.MaxBatchSize"/> rows (<see cref="GenerationBatcherOptions.JoinRunningBatch"/>):
+/// their prompts are prefilled on their own and their cached keys and values join the batch's behind left padding, so
+/// a new request need not wait for the longest running one. Requests that cannot share a batch (beam search, several
+/// return sequences) run alone, in their turn. Streams
 /// receive each token's text as it is decoded, in complete UTF-8 characters, held back while it may be the start of a
 /// stop string (as <see cref="TextGenerator.GenerateStreamingAsync"/>).
 /// </para>
