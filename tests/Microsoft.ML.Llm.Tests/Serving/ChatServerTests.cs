@@ -316,6 +316,8 @@ public sealed class ChatServerTests(ChatServerFixture server) : IClassFixture<Ch
         Assert.Equal("--template is 'llama'; expected default, chatml, or the path of a tokenizer_config.json (or its folder).",
             Assert.Throws<ArgumentException>(() => ChatServerApp.Build(["--model", server.ZipPath, "--template", "llama"])).Message);
         Assert.Equal("No model: give --model path/to/model.zip.", Assert.Throws<ArgumentException>(() => ChatServerApp.Build([])).Message);
+        Assert.StartsWith("ChatServerOptions.MaxBatchSize is 0; expected a positive number.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => ChatServerApp.Build(["--model", server.ZipPath, "--max-batch-size", "0"])).Message, StringComparison.Ordinal);
     }
 
     private async Task<JsonDocument> PostAsync(string path, string body, HttpStatusCode status)
