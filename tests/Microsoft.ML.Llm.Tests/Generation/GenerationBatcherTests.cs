@@ -51,7 +51,9 @@ public class GenerationBatcherTests
 
             return string.Concat(pieces);
         }).ToArray();
-        Assert.Equal(16, batcher.QueueLength);                         // all waiting: the holder's batch waits for its reader
+        // All waiting: the holder's batch waits for its reader. With joining, up to 7 may have joined it at the step
+        // it was computing when they arrived.
+        Assert.InRange(batcher.QueueLength, join ? 9 : 16, 16);
 
         while (await holder.MoveNextAsync())
         {
@@ -109,7 +111,11 @@ public class GenerationBatcherTests
         var first = abandoned.MoveNextAsync();
         var whole = batcher.GenerateAsync("whether tis nobler in", greedy);
         var seeded = batcher.GenerateAsync("the question", sampled);
-        await Task.Delay(50);
+        for (int wait = 0; wait < 500 && batcher.QueueLength < 4; wait++)
+        {
+            await Task.Delay(10);                                      // the cancelled one is enqueued from the thread pool
+        }
+
         Assert.Equal(4, batcher.QueueLength);
         await holder.DisposeAsync();   // after one piece: the holder leaves its batch, which ends, and the four run together
 
@@ -154,7 +160,7 @@ public class GenerationBatcherTests
         }
 
         var tasks = joiners.Select(j => batcher.GenerateAsync(j.Prompt, j.Options)).ToArray();
-        Assert.Equal(3, batcher.QueueLength);                          // the holder's batch waits for its reader
+        Assert.InRange(batcher.QueueLength, 0, 3);                     // they join at the holder's next step (or the one it was computing)
         while (await holder.MoveNextAsync())
         {
             holderText.Add(holder.Current);
