@@ -176,6 +176,32 @@ public class GenerationBatcherTests
     }
 
     [Fact]
+    public async Task AFullQueueMakesCallersWaitForRoomCancellably()
+    {
+        using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
+        var generator = GenerationTestModel.Generator(model);
+        using var batcher = new GenerationBatcher(generator, new GenerationBatcherOptions { MaxQueueLength = 1, StreamBufferSize = 1, JoinRunningBatch = false });
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 8 };
+        var holder = batcher.GenerateStreamingAsync("a", greedy).GetAsyncEnumerator();
+        Assert.True(await holder.MoveNextAsync());
+
+        var queued = batcher.GenerateAsync("to be", greedy);
+        using var cancel = new CancellationTokenSource();
+        var waiting = batcher.GenerateAsync("or not", greedy, cancel.Token);   // no room: waits to enter the queue
+        var third = batcher.GenerateAsync("the question", greedy);
+        await Task.Delay(100);
+        Assert.Equal(1, batcher.QueueLength);
+        Assert.False(waiting.IsCompleted);
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+
+        await holder.DisposeAsync();
+        Assert.Equal(generator.Generate("to be", greedy), await queued);
+        Assert.Equal(generator.Generate("the question", greedy), await third);
+        Assert.Equal(3, batcher.RequestCount);                         // the cancelled caller never entered
+    }
+
+    [Fact]
     public async Task BeamSearchRunsAloneAndStreamingItIsRefused()
     {
         using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
