@@ -249,12 +249,15 @@ public sealed partial class TextGenerator
         var results = new string[prompts.Count * n];
         if (options.NumBeams > 1)
         {
-            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation);
+            // A beam whose text completes a stop string is finished, as an end-of-sequence id finishes it.
+            Func<int[], bool>? hitsStop = options.StopStrings.Count == 0 ? null
+                : generated => CompletionText.ContainsStop(_tokenizer.Decode(generated), options.StopStrings);
+            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation, hitsStop);
             for (int p = 0; p < prompts.Count; p++)
             {
                 for (int i = 0; i < n; i++)
                 {
-                    // With stop strings, beam search settles whole token sequences first; the text is cut at the first stop.
+                    // The text of a hypothesis ended by a stop string is cut before it.
                     var text = new CompletionText(_tokenizer, options.StopStrings);
                     var sb = new StringBuilder();
                     foreach (int token in hypotheses[p][i].Tokens)
