@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 using static System.FormattableString;
 using static TorchSharp.torch;
@@ -371,30 +372,41 @@ internal static class Decoding
     private static List<(double Score, int Row, int Token)> DrawCandidates(float[] logits, int vocabulary, int first, int end,
         List<double> rowScore, int count, Generator generator)
     {
-        var scores = new List<double>();
-        var flat = new List<int>();                              // (row − first) · vocabulary + token
-        for (int r = first; r < end; r++)
+        int capacity = (end - first) * vocabulary;
+        double[] scores = ArrayPool<double>.Shared.Rent(capacity);
+        int[] flat = ArrayPool<int>.Shared.Rent(capacity);          // (row − first) · vocabulary + token
+        try
         {
-            if (double.IsNegativeInfinity(rowScore[r]))
+            int candidates = 0;
+            for (int r = first; r < end; r++)
             {
-                continue;
-            }
-
-            var row = logits.AsSpan(r * vocabulary, vocabulary);
-            for (int v = 0; v < vocabulary; v++)
-            {
-                if (!float.IsNegativeInfinity(row[v]))
+                if (double.IsNegativeInfinity(rowScore[r]))
                 {
-                    scores.Add(rowScore[r] + row[v]);
-                    flat.Add((r - first) * vocabulary + v);
+                    continue;
+                }
+
+                var row = logits.AsSpan(r * vocabulary, vocabulary);
+                for (int v = 0; v < vocabulary; v++)
+                {
+                    if (!float.IsNegativeInfinity(row[v]))
+                    {
+                        scores[candidates] = rowScore[r] + row[v];
+                        flat[candidates] = (r - first) * vocabulary + v;
+                        candidates++;
+                    }
                 }
             }
-        }
 
-        var drawn = TokenSampling.DrawWithoutReplacement(CollectionsMarshal.AsSpan(scores), count, generator);
-        var top = drawn.Select(i => (Score: scores[i], Row: first + flat[i] / vocabulary, Token: flat[i] % vocabulary)).ToList();
-        top.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Row != b.Row ? a.Row.CompareTo(b.Row) : a.Token.CompareTo(b.Token));
-        return top;
+            var drawn = TokenSampling.DrawWithoutReplacement(scores.AsSpan(0, candidates), count, generator);
+            var top = drawn.Select(i => (Score: scores[i], Row: first + flat[i] / vocabulary, Token: flat[i] % vocabulary)).ToList();
+            top.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Row != b.Row ? a.Row.CompareTo(b.Row) : a.Token.CompareTo(b.Token));
+            return top;
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scores);
+            ArrayPool<int>.Shared.Return(flat);
+        }
     }
 
     /// <summary>HF's BeamHypotheses.add: keeps the NumBeams best, by sum(log p) / length^LengthPenalty.</summary>

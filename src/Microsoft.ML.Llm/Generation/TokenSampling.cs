@@ -170,7 +170,6 @@ public static class TokenSampling
     internal static int[] DrawWithoutReplacement(ReadOnlySpan<double> scores, int count, Generator? generator)
     {
         int n = scores.Length;
-        var weights = new double[n];                             // exp(s − max) of the scores not drawn yet; drawn and −∞: 0
         int available = 0;
         foreach (double score in scores)
         {
@@ -189,7 +188,27 @@ public static class TokenSampling
             uniform = draws.data<double>().ToArray();
         }
 
-        var taken = new bool[n];
+        double[] rentedWeights = ArrayPool<double>.Shared.Rent(n);
+        bool[] rentedTaken = ArrayPool<bool>.Shared.Rent(n);
+        try
+        {
+            var weights = rentedWeights.AsSpan(0, n);            // exp(s − max) of the scores not drawn yet; drawn and −∞: 0
+            var taken = rentedTaken.AsSpan(0, n);
+            weights.Clear();
+            taken.Clear();
+            return Draw(scores, weights, taken, uniform);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(rentedWeights);
+            ArrayPool<bool>.Shared.Return(rentedTaken);
+        }
+    }
+
+    /// <summary>The draws of <see cref="DrawWithoutReplacement"/>, one per uniform number, on cleared buffers.</summary>
+    private static int[] Draw(ReadOnlySpan<double> scores, Span<double> weights, Span<bool> taken, double[] uniform)
+    {
+        int n = scores.Length, count = uniform.Length;
         var drawn = new int[count];
         bool first = true;
         for (int d = 0; d < count; d++)
