@@ -113,8 +113,8 @@ public sealed class GenerationOptions
 
     /// <summary>
     /// How many completions each prompt returns (Hugging Face's <c>num_return_sequences</c>): independent samples when
-    /// <see cref="DoSample"/> is on, the best finished beams with beam search (at most <see cref="NumBeams"/>). Greedy
-    /// decoding without beams has a single answer, so it requires 1.
+    /// <see cref="DoSample"/> is on without beams, the best finished beams with beam search or beam sampling (at most
+    /// <see cref="NumBeams"/>). Greedy decoding without beams has a single answer, so it requires 1.
     /// </summary>
     public int NumReturnSequences { get; set; } = Defaults.NumReturnSequences;
 
