@@ -12,8 +12,8 @@ namespace Microsoft.ML.Llm;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Decoding follows Hugging Face's <c>generate</c> (see <see cref="GenerationOptions"/>): greedy, sampling or beam
-/// search, with a KV cache: each new token costs one position's work. Several prompts run as one batch: left-padded,
+/// Decoding follows Hugging Face's <c>generate</c> (see <see cref="GenerationOptions"/>): greedy, sampling, beam
+/// search or beam sampling, with a KV cache: each new token costs one position's work. Several prompts run as one batch: left-padded,
 /// with a key mask and per-row positions, so each prompt gets what it would get alone (greedy results are identical);
 /// finished prompts leave the batch. Beam search moves cached keys and values with their beams instead of recomputing them.
 /// </para>
