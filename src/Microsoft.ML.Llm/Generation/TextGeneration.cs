@@ -122,8 +122,14 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
 {
     internal const string LoaderSignature = "LlmTextGeneration";
 
+    /// <summary>The first format: GenerationOptions.EarlyStopping was a bool.</summary>
+    internal const uint FirstVersion = 0x00010002;
+
+    /// <summary>Since this format GenerationOptions.EarlyStopping is a <see cref="BeamEarlyStopping"/> (int32).</summary>
+    internal const uint EarlyStoppingModeVersion = 0x00010003;
+
     internal static readonly ComponentVersion Version =
-        new("LMTXTGEN", 0x00010002, 0x00010002, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
+        new("LMTXTGEN", EarlyStoppingModeVersion, FirstVersion, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TextGenerationTransformer>.PersistenceVersion => Version;
 
@@ -301,7 +307,7 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         }
     }
 
-    // Binary format (version 0x00010002, the first): OutputColumnName, InputColumnName (string), BatchSize (int32), the
+    // Binary format (version 0x00010003; 0x00010002, the first, is still read): OutputColumnName, InputColumnName (string), BatchSize (int32), the
     // GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32). Nested components: "LanguageModel"
     // (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or PiiRedactorTransformer) for each prompt transform, in order.
     private protected override void SaveState(ComponentWriter writer)
@@ -328,7 +334,7 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
             OutputColumnName = r.ReadString(),
             InputColumnName = r.ReadString(),
             BatchSize = r.ReadInt32(),
-            Generation = GenerationOptionsFormat.Read(r),
+            Generation = GenerationOptionsFormat.Read(r, reader.Version),
         };
         int count = r.ReadInt32();
         if (count < 0 || count > 1024)
@@ -361,7 +367,8 @@ internal static class GenerationOptionsFormat
     // (float32 each but TopK), has-seed (bool), Seed (int32), StopStrings (int32 count + strings), EosTokenIds (int32 count
     // + int32s), NoRepeatNgramSize (int32), PresencePenalty, FrequencyPenalty (float32), MinNewTokens (int32), BadWordsIds
     // (int32 count, then int32 length + int32s each), NumReturnSequences, NumBeams (int32), LengthPenalty (float32),
-    // EarlyStopping (bool), PromptOverflow, ContextOverflow (int32).
+    // EarlyStopping (int32 BeamEarlyStopping since component version 0x00010003; before, a bool: false → Heuristic,
+    // true → WhenBeamsFinished), PromptOverflow, ContextOverflow (int32).
     public static void Write(BinaryWriter w, GenerationOptions o)
     {
         w.Write(o.MaxNewTokens);
@@ -393,12 +400,13 @@ internal static class GenerationOptionsFormat
         w.Write(o.NumReturnSequences);
         w.Write(o.NumBeams);
         w.Write(o.LengthPenalty);
-        w.Write(o.EarlyStopping);
+        w.Write((int)o.EarlyStopping);
         w.Write((int)o.PromptOverflow);
         w.Write((int)o.ContextOverflow);
     }
 
-    public static GenerationOptions Read(BinaryReader r)
+    // version: the component version the options were written with.
+    public static GenerationOptions Read(BinaryReader r, uint version)
     {
         var o = new GenerationOptions
         {
@@ -433,7 +441,9 @@ internal static class GenerationOptionsFormat
         o.NumReturnSequences = r.ReadInt32();
         o.NumBeams = r.ReadInt32();
         o.LengthPenalty = r.ReadSingle();
-        o.EarlyStopping = r.ReadBoolean();
+        o.EarlyStopping = version >= TextGenerationTransformer.EarlyStoppingModeVersion
+            ? (BeamEarlyStopping)r.ReadInt32()
+            : r.ReadBoolean() ? BeamEarlyStopping.WhenBeamsFinished : BeamEarlyStopping.Heuristic;
         o.PromptOverflow = (PromptOverflow)r.ReadInt32();
         o.ContextOverflow = (ContextOverflow)r.ReadInt32();
         return o;
