@@ -128,8 +128,12 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
     /// <summary>Since this format GenerationOptions.EarlyStopping is a <see cref="BeamEarlyStopping"/> (int32).</summary>
     internal const uint EarlyStoppingModeVersion = 0x00010003;
 
+    /// <summary>Since this format the language model and the prompt transforms are written as shared components: a zip
+    /// that also holds them elsewhere (the fitted pipeline this generator was appended to) stores them once.</summary>
+    internal const uint SharedModelVersion = 0x00010004;
+
     internal static readonly ComponentVersion Version =
-        new("LMTXTGEN", EarlyStoppingModeVersion, FirstVersion, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
+        new("LMTXTGEN", SharedModelVersion, FirstVersion, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TextGenerationTransformer>.PersistenceVersion => Version;
 
@@ -307,9 +311,12 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         }
     }
 
-    // Binary format (version 0x00010003; 0x00010002, the first, is still read): OutputColumnName, InputColumnName (string), BatchSize (int32), the
-    // GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32). Nested components: "LanguageModel"
-    // (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or PiiRedactorTransformer) for each prompt transform, in order.
+    // Binary format (version 0x00010004; 0x00010002 and 0x00010003 are still read): OutputColumnName, InputColumnName
+    // (string), BatchSize (int32), the GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32).
+    // Nested components: "LanguageModel" (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or
+    // PiiRedactorTransformer) for each prompt transform, in order; since 0x00010004 each written as a shared component
+    // (ComponentWriter.WriteSharedComponent: bool shared + directory in the main stream, the entry only when not shared),
+    // so `fittedPipeline.Append(generator)` saves the model's weights once.
     private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
@@ -318,10 +325,10 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         w.Write(_options.BatchSize);
         GenerationOptionsFormat.Write(w, _options.Generation);
         w.Write(_generator.PromptTransforms.Count);
-        writer.WriteComponent("LanguageModel", LanguageModel);
+        writer.WriteSharedComponent("LanguageModel", LanguageModel);
         for (int i = 0; i < _generator.PromptTransforms.Count; i++)
         {
-            writer.WriteComponent(Invariant($"PromptTransform{i}"), _generator.PromptTransforms[i]);
+            writer.WriteSharedComponent(Invariant($"PromptTransform{i}"), _generator.PromptTransforms[i]);
         }
     }
 
@@ -343,11 +350,13 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         }
 
         options.Validate();
-        var languageModel = reader.ReadComponent<CausalLmTransformer>("LanguageModel");
+        bool shared = reader.Version >= SharedModelVersion;
+        var languageModel = shared ? reader.ReadSharedComponent<CausalLmTransformer>("LanguageModel") : reader.ReadComponent<CausalLmTransformer>("LanguageModel");
         var transforms = new List<AppendColumnsTransformerBase>();
         for (int i = 0; i < count; i++)
         {
-            var transform = reader.ReadComponent<AppendColumnsTransformerBase>(Invariant($"PromptTransform{i}"));
+            string name = Invariant($"PromptTransform{i}");
+            var transform = shared ? reader.ReadSharedComponent<AppendColumnsTransformerBase>(name) : reader.ReadComponent<AppendColumnsTransformerBase>(name);
             if (transform is not (TextNormalizerTransformer or PiiRedactorTransformer))
             {
                 throw new FormatException(Invariant($"The model zip entry 'PromptTransform{i}' holds a {transform.GetType().Name}; expected a TextNormalizerTransformer or PiiRedactorTransformer."));
