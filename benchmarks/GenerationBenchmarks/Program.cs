@@ -3,6 +3,7 @@
 // (12L, 12H, 768, vocabulary 50257, context 1024). Greedy decoding, no end-of-sequence id, so every run generates
 // exactly the tokens asked for. Weights are random: speed does not depend on what they say.
 //   dotnet run -c Release --project benchmarks/GenerationBenchmarks [-- --only shakespeare|gpt2] [--threads N]
+//   (--beams: milliseconds per step of beam search against beam sampling, 4 beams, both models)
 // Printed per model:
 //   - time to first token: Generate with MaxNewTokens = 1 after a 256-token prompt (prefill + one step);
 //   - tokens/s for 1 prompt and for 8 prompts in one batch (32-token prompts; 128 new tokens, GPT-2 48), end to end and
@@ -43,6 +44,14 @@ if (args.Contains("--batch-steps"))
         Console.WriteLine($"GPT-2 124M cached step, {rows} row(s) at position 40: {BatchStepCost(gpt2, rows, 40) * 1000:F1} ms; load {LoadAverage()}");
     }
 
+    return 0;
+}
+
+if (args.Contains("--beams"))
+{
+    // Beam search against beam sampling (issue 11): 4 beams, 32-token prompt, no end-of-sequence id (every step runs).
+    Beams("Shakespeare char (4L, 4H, 128)", GptConfig.ShakespeareChar(65) with { ContextLength = 1024 }, 64);
+    Beams("GPT-2 124M (12L, 12H, 768)", GptConfig.Gpt2Small(), 24);
     return 0;
 }
 
@@ -100,6 +109,22 @@ static void Run(string name, GptConfig config, bool exactUncached)
 
     double at10 = StepCost(model, Prompt(10)), at500 = StepCost(model, Prompt(500));
     Console.WriteLine($"| {name} | {ttft * 1000:F0} ms | {singleRate:F1} | {batchedRate:F1} | {batchedRate / singleRate:F2} | {decodeRatio:F2} | {cached:F2} s | {uncached:F2} s{(exactUncached ? "" : " (est.)")} | {uncached / cached:F1} | {at10 * 1000:F2} | {at500 * 1000:F2} | {at500 / at10:F2} |");
+}
+
+// Milliseconds per step of beam search and of beam sampling (plain, and with top-k 50), 4 beams, median of 3 runs.
+static void Beams(string name, GptConfig config, int newTokens)
+{
+    torch.manual_seed(1);
+    using var model = new GptModel(config);
+    model.eval();
+    var generator = new TextGenerator(model, LmTokenizer.Bytes());
+    var random = new Random(1);
+    var prompt = Enumerable.Range(0, 32).Select(_ => random.Next(config.ResolvedVocabularySize)).ToArray();
+    GenerationOptions Options(bool sample, int topK) => new() { DoSample = sample, NumBeams = 4, MaxNewTokens = newTokens, Seed = 1, TopK = topK };
+    generator.GenerateTokens(prompt, Options(true, 0));                                   // warm-up
+    double PerStep(GenerationOptions options) => Median(3, () => Time(() => generator.GenerateTokens(prompt, options))) / newTokens * 1000;
+    double search = PerStep(Options(false, 0)), sample = PerStep(Options(true, 0)), topK = PerStep(Options(true, 50));
+    Console.WriteLine($"{name}, 4 beams, {newTokens} new tokens after 32: beam search {search:F1} ms/step, beam sampling {sample:F1} ms/step ({sample / search:F2}×), with top-k 50 {topK:F1} ms/step; load {LoadAverage()}");
 }
 
 // Greedy decoding with a full forward pass of the whole sequence per token: what generation costs without a cache.

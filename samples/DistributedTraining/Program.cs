@@ -10,7 +10,8 @@
 // Options (all optional): --steps N (20), --batch B rows per rank (4), --global-batch G (rows over all ranks; overrides
 // --batch), --threads T (1), --seed S (7), --layers L (2), --embedding E (32), --context C (32),
 // --chars K (characters of tinyshakespeare.txt used, 40000), --checkpoints DIR, --checkpoint-interval K (5),
-// --resume DIR, --logs DIR, --save model.zip, --timeout SECONDS (collective timeout, 300), --bucket-mb MB (25).
+// --resume DIR, --logs DIR, --save model.zip, --timeout SECONDS (collective timeout, 300), --bucket-mb MB (25),
+// --precision Fp32|Bf16Mixed|Fp16Mixed (default: the trainer's choice for the device).
 // Test hooks (the data-parallel tests use them): --die-rank R --die-at-step S (that rank kills itself, SIGKILL, after
 // step S), --hang-rank R --hang-at-step S (that rank stops responding after step S), --mismatch-rank R (that rank uses
 // another learning rate), --mismatch-data-rank R (that rank's text starts one character later), --validation (hold out the last 10% of blocks).
@@ -55,6 +56,7 @@ var options = new CausalLmTrainerOptions
     Beta2 = 0.99,
     Seed = a.Int("seed", 7),
     NumberOfThreads = a.Int("threads", 1),
+    Precision = a.String("precision") is { } precision ? Enum.Parse<TrainingPrecision>(precision, ignoreCase: true) : null,
     LogInterval = 1,
     EvaluationInterval = 10,
     ValidationSet = validation,

@@ -13,8 +13,9 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string outDir = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "out");
 long maxSteps = args.Length > 1 ? long.Parse(args[1], CultureInfo.InvariantCulture) : 2000;
 int seed = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1337;
-// Optional 4th argument: the training precision, Fp32 (default), Bf16Mixed or Fp16Mixed (README "Mixed precision").
-var precision = args.Length > 3 ? Enum.Parse<TrainingPrecision>(args[3], ignoreCase: true) : CausalLmTrainerOptions.Defaults.Precision;
+// Optional 4th argument: the training precision, Fp32, Bf16Mixed or Fp16Mixed; without it the trainer chooses per
+// device (Bf16Mixed on a CPU with AVX-512 BF16/AMX, else Fp32; README "Mixed precision").
+TrainingPrecision? precision = args.Length > 3 ? Enum.Parse<TrainingPrecision>(args[3], ignoreCase: true) : null;   // null: the trainer chooses per device
 Directory.CreateDirectory(outDir);
 
 string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt"));
@@ -71,7 +72,7 @@ AnsiConsole.Progress()
 clock.Stop();
 var model = prep.Append(lm);
 var final = ml.Llm().Evaluate(model, validation);
-Console.WriteLine($"Parameters: {lm.Model.ParameterCount / 1e6:F2}M; precision {precision}; training wall time {clock.Elapsed.TotalSeconds:F1} s for {lm.History.Count} steps");
+Console.WriteLine($"Parameters: {lm.Model.ParameterCount / 1e6:F2}M; precision {lm.Model.Precision}; training wall time {clock.Elapsed.TotalSeconds:F1} s for {lm.History.Count} steps");
 Console.WriteLine($"Final validation loss (whole validation split, {final.Tokens} tokens): {final.Loss:F4}, perplexity {final.Perplexity:F2}, {final.BitsPerByte:F4} bits/byte");
 
 // 3. Save, reload in a fresh MLContext, generate.

@@ -13,6 +13,7 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.IO.Hashing;
 using System.Reflection;
+using System.Runtime.CompilerServices;
 
 namespace Microsoft.ML.Llm.Data.Internal;
 
@@ -95,6 +96,26 @@ internal sealed class ComponentWriter
     /// <summary>Saves a nested component (e.g. a tokenizer inside a model) under <paramref name="name"/>.</summary>
     public void WriteComponent(string name, ICanSaveModel component) => _ctx.SaveModel(component, name);
 
+    /// <summary>
+    /// Saves a nested component that may also be saved elsewhere in the same model zip (a language model that is both
+    /// an element of a <c>TransformerChain</c> and the generator appended to it): when this very instance has already
+    /// been written to the zip, the main stream records its entry's directory instead of a second copy; otherwise it is
+    /// written under <paramref name="name"/>. Read back with <see cref="ComponentReader.ReadSharedComponent{T}"/>.
+    /// Main-stream layout: bool shared, then (if shared) the directory string.
+    /// </summary>
+    public void WriteSharedComponent(string name, ICanSaveModel component)
+    {
+        if (SharedComponents.DirectoryOf(_ctx, component) is { } directory)
+        {
+            Writer.Write(true);
+            Writer.Write(directory);
+            return;
+        }
+
+        Writer.Write(false);
+        WriteComponent(name, component);
+    }
+
     /// <summary>Ends the main stream with its checksum (content plus the header fields ML.NET writes for the component).</summary>
     internal void Complete()
     {
@@ -160,6 +181,27 @@ internal sealed class ComponentReader
         return component as T ?? throw new FormatException($"The model zip entry '{name}' holds a {component.GetType().Name}, expected {typeof(T).Name}.");
     }
 
+    /// <summary>
+    /// Loads a nested component written with <see cref="ComponentWriter.WriteSharedComponent"/>: the same instance as the
+    /// zip's other reference to it when that one has been loaded already (a chain loads its elements in order),
+    /// otherwise loaded from its entry.
+    /// </summary>
+    public T ReadSharedComponent<T>(string name) where T : class, ITransformer
+    {
+        if (!Reader.ReadBoolean())
+            return ReadComponent<T>(name);
+        string directory = Reader.ReadString();
+        object? component = SharedComponents.Loaded(_ctx, directory);
+        if (component is null)
+        {
+            if (!ModelLoadContext.LoadModelOrNull<ITransformer, SignatureLoadModel>(_env, out var loaded, _ctx.Repository, directory))
+                throw new FormatException($"The model zip has no entry '{directory}', which component '{ModelHeader.GetLoaderSig(ref _ctx.Header)}' shares; the zip is incomplete.");
+            component = loaded;
+        }
+
+        return component as T ?? throw new FormatException($"The model zip entry '{directory}' holds a {component.GetType().Name}, expected {typeof(T).Name}.");
+    }
+
     /// <summary>Makes the exception for a damaged entry <paramref name="name"/> of this component (null: the main stream).</summary>
     internal Func<string, FormatException> Corrupt(string? name) => detail => ModelPersistence.CorruptEntry(_ctx, _component, name, detail);
 }
@@ -191,7 +233,53 @@ internal static class ComponentLoader<T> where T : class, IPersistentComponent<T
             throw reader.Corrupt(null)($"its content is {length} bytes but the component read {consumed}");
         }
         stream.Position = start + ctx.Header.CbModel;   // past the checksum: ML.NET checks the model region was read to its end
+        SharedComponents.RecordLoaded(ctx, loaded);
         return loaded;
+    }
+}
+
+/// <summary>
+/// Which of this library's components each model zip being written or read holds, by instance and directory, so a
+/// component referenced twice (<see cref="ComponentWriter.WriteSharedComponent"/>) is stored once and loads as one
+/// instance. Keyed weakly by ML.NET's repository objects, so nothing outlives the save or load.
+/// </summary>
+internal static class SharedComponents
+{
+    private static readonly ConditionalWeakTable<RepositoryWriter, Dictionary<object, string>> Written = new();
+    private static readonly ConditionalWeakTable<RepositoryReader, Dictionary<string, object>> Read = new();
+
+    /// <summary>Notes that <paramref name="component"/> was written to <paramref name="ctx"/>'s directory.</summary>
+    public static void RecordWritten(ModelSaveContext ctx, object component)
+    {
+        if (ctx.Repository is null)
+            return;
+        lock (Written)
+            Written.GetOrCreateValue(ctx.Repository).TryAdd(component, ctx.Directory ?? "");
+    }
+
+    /// <summary>The directory <paramref name="component"/> was written to in this zip, or null.</summary>
+    public static string? DirectoryOf(ModelSaveContext ctx, object component)
+    {
+        if (ctx.Repository is null)
+            return null;
+        lock (Written)
+            return Written.TryGetValue(ctx.Repository, out var map) && map.TryGetValue(component, out var directory) ? directory : null;
+    }
+
+    /// <summary>Notes the instance loaded from <paramref name="ctx"/>'s directory.</summary>
+    public static void RecordLoaded(ModelLoadContext ctx, object component)
+    {
+        if (ctx.Repository is null)
+            return;
+        lock (Read)
+            Read.GetOrCreateValue(ctx.Repository).TryAdd(ctx.Directory ?? "", component);
+    }
+
+    /// <summary>The instance already loaded from <paramref name="directory"/> of this zip, or null.</summary>
+    public static object? Loaded(ModelLoadContext ctx, string directory)
+    {
+        lock (Read)
+            return Read.TryGetValue(ctx.Repository, out var map) && map.TryGetValue(directory, out var component) ? component : null;
     }
 }
 

@@ -14,7 +14,11 @@ public abstract class PersistentTransformerBase : ICanSaveModel
 
     private protected PersistentTransformerBase(ComponentVersion version) => _version = version;
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, _version, SaveState);
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ModelPersistence.Save(ctx, _version, SaveState);
+        SharedComponents.RecordWritten(ctx, this);
+    }
 
     /// <summary>Writes the transformer's state (a <c>// Binary format</c> comment above each override lists it).</summary>
     private protected abstract void SaveState(ComponentWriter writer);

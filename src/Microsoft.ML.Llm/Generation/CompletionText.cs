@@ -77,6 +77,9 @@ internal sealed class CompletionText(LmTokenizer tokenizer, IList<string> stops)
         return longest;
     }
 
+    /// <summary>Whether <paramref name="text"/> contains one of the stop strings.</summary>
+    public static bool ContainsStop(string text, IList<string> stops) => FindStop(text, stops, 0) >= 0;
+
     private static int FindStop(string text, IList<string> stops, int from)
     {
         int best = -1;

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 using static System.FormattableString;
 using static TorchSharp.torch;
@@ -125,22 +126,33 @@ internal static class Decoding
         }
     }
 
-    /// <summary>A finished beam: its generated tokens and its length-normalised score.</summary>
+    /// <summary>
+    /// A finished beam: its generated tokens (an end-of-sequence id that ended it is not included; a token that completed
+    /// a stop string is), its length-normalised score and the sum it was normalised from (log-probabilities after the
+    /// logits processors; with beam sampling, after the warpers too, so divided by <see cref="GenerationOptions.Temperature"/>).
+    /// </summary>
     internal sealed record Hypothesis(int[] Tokens, double Score, double SumLogProbs);
 
     /// <summary>
     /// Beam search over every prompt at once (rows = prompts × beams), as Hugging Face's <c>_beam_search</c>: at each step
-    /// every beam's log-probabilities (after the logits processors) plus its running score, the top 2·NumBeams
-    /// candidates per prompt; a candidate ending in an end-of-sequence id among the top NumBeams becomes a finished
-    /// hypothesis scored sum(log p) / length^LengthPenalty (length counts its generated tokens, the end-of-sequence
-    /// one included); the best NumBeams others continue, their keys and values gathered in the cache by index.
-    /// Returns, per prompt, the best hypotheses, best first.
+    /// every beam's log-probabilities (after the logits processors; with <see cref="GenerationOptions.DoSample"/>, then the
+    /// warpers) plus its running score give the candidates; the top max(2, 1 + #EOS ids)·NumBeams of them per prompt
+    /// (beam search), or as many drawn without replacement from the softmax over all of them (beam sampling, seeded by
+    /// <see cref="GenerationOptions.Seed"/>), sorted by score. A candidate among the first NumBeams that ends in an
+    /// end-of-sequence id, or whose text completes a stop string (<paramref name="hitsStop"/> of its generated tokens; null: no stop strings), becomes a finished
+    /// hypothesis scored sum / length^LengthPenalty (length counts its generated tokens, the last one included); the
+    /// best NumBeams others continue, their keys and values gathered in the cache by index. A prompt is done as
+    /// <see cref="GenerationOptions.EarlyStopping"/> says. Returns, per prompt, the best hypotheses, best first.
     /// </summary>
-    public static List<Hypothesis>[] BeamSearch(GptModel model, IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellation)
+    public static List<Hypothesis>[] BeamSearch(GptModel model, IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellation,
+        Func<int[], bool>? hitsStop = null)
     {
         int beams = options.NumBeams;
+        int candidates = Math.Max(2, 1 + options.EosTokenIds.Count) * beams;   // HF's beams_to_keep: enough to continue NumBeams
         int context = model.Config.ContextLength;
         using var batch = new DecodingBatch(model);
+        using var generator = options.DoSample ? new Generator((ulong)(options.Seed ?? Random.Shared.Next())) : null;
+        int minKeep = options.EosTokenIds.Count > 0 ? options.EosTokenIds.Count + 1 : 2;   // HF's min_tokens_to_keep with beams
         int vocabulary = batch.Vocabulary;
         model.eval();
         int promptCount = prompts.Count;
@@ -192,45 +204,26 @@ internal static class Decoding
                     row++;
                 }
 
-                // The top 2·beams (row, token) candidates of this prompt by running score + log p.
-                var top = new List<(double Score, int Row, int Token)>(2 * beams + 1);
+                int promptLength = prompts[p].Length;
                 for (int r = first; r < row; r++)
                 {
                     if (double.IsNegativeInfinity(rowScore[r]))
                     {
-                        continue;
+                        continue;                                // a copy of beam 0 on the first step
                     }
 
                     var scores = logits.AsSpan(r * vocabulary, vocabulary);
-                    int promptLength = prompts[p].Length;
                     TokenSampling.Process(scores, CollectionsMarshal.AsSpan(rowHistory[r]), promptLength, options);
                     TokenSampling.LogSoftmax(scores);
-                    for (int v = 0; v < vocabulary; v++)
+                    if (options.DoSample)
                     {
-                        if (float.IsNegativeInfinity(scores[v]))
-                        {
-                            continue;
-                        }
-
-                        double score = rowScore[r] + scores[v];
-                        if (top.Count == 2 * beams && score <= top[^1].Score)
-                        {
-                            continue;
-                        }
-
-                        int at = top.Count;
-                        while (at > 0 && top[at - 1].Score < score)
-                        {
-                            at--;
-                        }
-
-                        top.Insert(at, (score, r, v));
-                        if (top.Count > 2 * beams)
-                        {
-                            top.RemoveAt(top.Count - 1);
-                        }
+                        TokenSampling.Warp(scores, options, minKeep);
                     }
                 }
+
+                var top = options.DoSample
+                    ? DrawCandidates(logits, vocabulary, first, row, rowScore, candidates, generator!)
+                    : TopCandidates(logits, vocabulary, first, row, rowScore, candidates);
 
                 int continuing = 0;
                 for (int rank = 0; rank < top.Count && continuing < beams; rank++)
@@ -240,13 +233,24 @@ internal static class Decoding
                     {
                         if (rank < beams)
                         {
-                            AddHypothesis(finished[p], rowHistory[parent].Skip(prompts[p].Length).ToArray(), score, generatedLength, options);
+                            AddHypothesis(finished[p], rowHistory[parent].Skip(promptLength).ToArray(), score, generatedLength, options);
                         }
 
                         continue;
                     }
 
                     var history = new List<int>(rowHistory[parent]) { token };
+                    if (hitsStop is not null && hitsStop(history.Skip(promptLength).ToArray()))
+                    {
+                        // As HF's stopping criteria: a stop string ends the beam like an end-of-sequence id.
+                        if (rank < beams)
+                        {
+                            AddHypothesis(finished[p], history.Skip(promptLength).ToArray(), score, generatedLength, options);
+                        }
+
+                        continue;
+                    }
+
                     nextPrompt.Add(p);
                     nextHistory.Add(history);
                     nextScore.Add(score);
@@ -314,6 +318,97 @@ internal static class Decoding
         return finished;
     }
 
+    /// <summary>
+    /// Beam search's candidates of one prompt (rows first..end): the <paramref name="count"/> best (row, token) pairs by
+    /// running score + log p, best first (ties: the earlier row, then the lower token).
+    /// </summary>
+    private static List<(double Score, int Row, int Token)> TopCandidates(float[] logits, int vocabulary, int first, int end,
+        List<double> rowScore, int count)
+    {
+        var top = new List<(double Score, int Row, int Token)>(count + 1);
+        for (int r = first; r < end; r++)
+        {
+            if (double.IsNegativeInfinity(rowScore[r]))
+            {
+                continue;
+            }
+
+            var scores = logits.AsSpan(r * vocabulary, vocabulary);
+            for (int v = 0; v < vocabulary; v++)
+            {
+                if (float.IsNegativeInfinity(scores[v]))
+                {
+                    continue;
+                }
+
+                double score = rowScore[r] + scores[v];
+                if (top.Count == count && score <= top[^1].Score)
+                {
+                    continue;
+                }
+
+                int at = top.Count;
+                while (at > 0 && top[at - 1].Score < score)
+                {
+                    at--;
+                }
+
+                top.Insert(at, (score, r, v));
+                if (top.Count > count)
+                {
+                    top.RemoveAt(top.Count - 1);
+                }
+            }
+        }
+
+        return top;
+    }
+
+    /// <summary>
+    /// Beam sampling's candidates of one prompt (rows first..end): <paramref name="count"/> (row, token) pairs drawn
+    /// without replacement from the softmax of running score + warped log p over all of them (as HF's
+    /// <c>torch.multinomial(softmax(scores), count)</c>; fewer when fewer are possible), then sorted by score, best first.
+    /// </summary>
+    private static List<(double Score, int Row, int Token)> DrawCandidates(float[] logits, int vocabulary, int first, int end,
+        List<double> rowScore, int count, Generator generator)
+    {
+        int capacity = (end - first) * vocabulary;
+        double[] scores = ArrayPool<double>.Shared.Rent(capacity);
+        int[] flat = ArrayPool<int>.Shared.Rent(capacity);          // (row − first) · vocabulary + token
+        try
+        {
+            int candidates = 0;
+            for (int r = first; r < end; r++)
+            {
+                if (double.IsNegativeInfinity(rowScore[r]))
+                {
+                    continue;
+                }
+
+                var row = logits.AsSpan(r * vocabulary, vocabulary);
+                for (int v = 0; v < vocabulary; v++)
+                {
+                    if (!float.IsNegativeInfinity(row[v]))
+                    {
+                        scores[candidates] = rowScore[r] + row[v];
+                        flat[candidates] = (r - first) * vocabulary + v;
+                        candidates++;
+                    }
+                }
+            }
+
+            var drawn = TokenSampling.DrawWithoutReplacement(scores.AsSpan(0, candidates), count, generator);
+            var top = drawn.Select(i => (Score: scores[i], Row: first + flat[i] / vocabulary, Token: flat[i] % vocabulary)).ToList();
+            top.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Row != b.Row ? a.Row.CompareTo(b.Row) : a.Token.CompareTo(b.Token));
+            return top;
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scores);
+            ArrayPool<int>.Shared.Return(flat);
+        }
+    }
+
     /// <summary>HF's BeamHypotheses.add: keeps the NumBeams best, by sum(log p) / length^LengthPenalty.</summary>
     private static void AddHypothesis(List<Hypothesis> list, int[] tokens, double sumLogProbs, int length, GenerationOptions options)
     {
@@ -340,24 +435,28 @@ internal static class Decoding
     }
 
     /// <summary>
-    /// HF's BeamHypotheses.is_done: a prompt is done once NumBeams hypotheses are finished and either
-    /// <see cref="GenerationOptions.EarlyStopping"/> is on, or the best running beam, scored at the current length,
-    /// cannot beat the worst finished hypothesis.
+    /// HF's <c>BeamHypotheses.is_done</c> (the vectorised <c>_check_early_stop_heuristic</c> and
+    /// <c>_beam_search_has_unfinished_sequences</c>): a prompt is done once NumBeams hypotheses are finished and
+    /// <see cref="BeamEarlyStopping.WhenBeamsFinished"/> is set, or the best running beam cannot beat the worst finished
+    /// hypothesis: scored at the current length (<see cref="BeamEarlyStopping.Heuristic"/>, and
+    /// <see cref="BeamEarlyStopping.Never"/> with LengthPenalty ≤ 0) or at the length limit MaxNewTokens
+    /// (<see cref="BeamEarlyStopping.Never"/> with LengthPenalty &gt; 0).
     /// </summary>
-    private static bool IsDone(List<Hypothesis> list, double bestRunningSum, int length, GenerationOptions options)
+    internal static bool IsDone(List<Hypothesis> list, double bestRunningSum, int length, GenerationOptions options)
     {
         if (list.Count < options.NumBeams)
         {
             return false;
         }
 
-        if (options.EarlyStopping)
+        if (options.EarlyStopping == BeamEarlyStopping.WhenBeamsFinished)
         {
             return true;
         }
 
+        int bestLength = options.EarlyStopping == BeamEarlyStopping.Never && options.LengthPenalty > 0 ? options.MaxNewTokens : length;
         double worst = list.Min(h => h.Score);
-        return bestRunningSum / Math.Pow(length, options.LengthPenalty) <= worst;
+        return bestRunningSum / Math.Pow(bestLength, options.LengthPenalty) <= worst;
     }
 
     /// <summary>The prompt as fed to the model: checked, and truncated or rejected when longer than the context.</summary>

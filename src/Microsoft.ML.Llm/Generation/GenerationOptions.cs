@@ -30,7 +30,7 @@ public sealed class GenerationOptions
         public const int NumReturnSequences = 1;
         public const int NumBeams = 1;
         public const float LengthPenalty = 1.0f;
-        public const bool EarlyStopping = false;
+        public const BeamEarlyStopping EarlyStopping = BeamEarlyStopping.Heuristic;
         public const PromptOverflow PromptOverflow = Llm.PromptOverflow.TruncateLeft;
         public const ContextOverflow ContextOverflow = Llm.ContextOverflow.SlideWindow;
         public const float MaxPenalty = 2f;
@@ -69,7 +69,12 @@ public sealed class GenerationOptions
     /// <summary>The seed of the sampling generator: the same seed, model and prompt give the same text. Null: unseeded.</summary>
     public int? Seed { get; set; }
 
-    /// <summary>Generation stops when the generated text contains one of these strings (which is not part of the output).</summary>
+    /// <summary>
+    /// Generation stops when the generated text contains one of these strings (which is not part of the output). With
+    /// beam search, a beam whose text completes one is a finished hypothesis, as if it had ended with an end-of-sequence
+    /// id (Hugging Face's stopping criteria); its text is cut before the stop string. The token-id methods
+    /// (<c>GenerateTokens</c>) do not decode text and ignore them.
+    /// </summary>
     public IList<string> StopStrings { get; set; } = [];
 
     /// <summary>Generation stops after any of these token ids (end of sequence); none when empty.</summary>
@@ -108,8 +113,8 @@ public sealed class GenerationOptions
 
     /// <summary>
     /// How many completions each prompt returns (Hugging Face's <c>num_return_sequences</c>): independent samples when
-    /// <see cref="DoSample"/> is on, the best finished beams with beam search (at most <see cref="NumBeams"/>). Greedy
-    /// decoding without beams has a single answer, so it requires 1.
+    /// <see cref="DoSample"/> is on without beams, the best finished beams with beam search or beam sampling (at most
+    /// <see cref="NumBeams"/>). Greedy decoding without beams has a single answer, so it requires 1.
     /// </summary>
     public int NumReturnSequences { get; set; } = Defaults.NumReturnSequences;
 
@@ -117,7 +122,11 @@ public sealed class GenerationOptions
     /// The number of beams of beam search (Hugging Face's <c>num_beams</c>); 1 is greedy decoding or sampling. Beam
     /// search keeps the <c>NumBeams</c> most likely partial sequences at every step (their keys and values are reordered
     /// in the cache, not recomputed) and returns the best finished hypotheses by length-normalised score
-    /// (see <see cref="LengthPenalty"/>). It is deterministic: it cannot be combined with <see cref="DoSample"/>.
+    /// (see <see cref="LengthPenalty"/> and <see cref="EarlyStopping"/>). With <see cref="DoSample"/> on it is Hugging
+    /// Face's beam sampling: each beam's log-probabilities go through the warpers (<see cref="Temperature"/>,
+    /// <see cref="TopK"/>, <see cref="TopP"/>, <see cref="MinP"/>, each keeping at least two tokens per beam, or one more than
+    /// the end-of-sequence ids), are added to the beam's running score, and the candidates that continue are drawn from
+    /// the softmax over all beams' candidates, without replacement, seeded by <see cref="Seed"/>.
     /// </summary>
     public int NumBeams { get; set; } = Defaults.NumBeams;
 
@@ -129,11 +138,13 @@ public sealed class GenerationOptions
     public float LengthPenalty { get; set; } = Defaults.LengthPenalty;
 
     /// <summary>
-    /// When beam search stops (Hugging Face's <c>early_stopping</c>): true stops a prompt as soon as <see cref="NumBeams"/>
-    /// hypotheses are finished; false (the default) stops when no running beam can still beat the worst finished one,
-    /// judged by its score at the current length (Hugging Face's heuristic).
+    /// When beam search stops working on a prompt (Hugging Face's <c>early_stopping</c>): once <see cref="NumBeams"/>
+    /// hypotheses are finished (<see cref="BeamEarlyStopping.WhenBeamsFinished"/>, HF's <c>True</c>), once the best
+    /// running beam scored at its current length cannot beat the worst finished one
+    /// (<see cref="BeamEarlyStopping.Heuristic"/>, HF's <c>False</c>, the default), or only when no running beam can beat
+    /// it even at the longest length still reachable (<see cref="BeamEarlyStopping.Never"/>, HF's <c>"never"</c>: the exact rule).
     /// </summary>
-    public bool EarlyStopping { get; set; } = Defaults.EarlyStopping;
+    public BeamEarlyStopping EarlyStopping { get; set; } = Defaults.EarlyStopping;
 
     /// <summary>What to do with a prompt longer than the model's context: keep its last tokens (default) or throw.</summary>
     public PromptOverflow PromptOverflow { get; set; } = Defaults.PromptOverflow;
@@ -225,13 +236,6 @@ public sealed class GenerationOptions
             throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, "an integer of at least 1");
         }
 
-        if (NumBeams > 1 && DoSample)
-        {
-            throw new ArgumentException(
-                Invariant($"GenerationOptions.NumBeams is {NumBeams} with DoSample true; beam sampling is not supported: set DoSample = false for beam search, or NumBeams = 1 to sample."),
-                nameof(NumBeams));
-        }
-
         if (NumBeams > 1 && NumReturnSequences > NumBeams)
         {
             throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, Invariant($"an integer from 1 to NumBeams ({NumBeams}): beam search returns at most one sequence per beam"));
@@ -240,6 +244,11 @@ public sealed class GenerationOptions
         if (NumBeams == 1 && !DoSample && NumReturnSequences > 1)
         {
             throw OutOfRange(nameof(NumReturnSequences), NumReturnSequences, "1 with greedy decoding (every sequence would be the same); set DoSample = true or NumBeams ≥ NumReturnSequences");
+        }
+
+        if (!Enum.IsDefined(EarlyStopping))
+        {
+            throw OutOfRange(nameof(EarlyStopping), EarlyStopping, "Heuristic, WhenBeamsFinished or Never");
         }
 
         if (!Enum.IsDefined(PromptOverflow))
@@ -300,6 +309,33 @@ public sealed class GenerationOptions
 
     private static ArgumentOutOfRangeException OutOfRange(string name, object value, string accepted) =>
         new(name, Invariant($"GenerationOptions.{name} is {value}; expected {accepted}."));
+}
+
+/// <summary>
+/// When beam search stops working on a prompt: Hugging Face's <c>early_stopping</c> (True, False or "never"), as its
+/// <c>BeamHypotheses.is_done</c> and the vectorised <c>_beam_search</c>'s <c>_check_early_stop_heuristic</c> decide it.
+/// Whatever the mode, a prompt is never done before <see cref="GenerationOptions.NumBeams"/> hypotheses are finished
+/// (or the length limit is reached); a hypothesis scores sum(log p) / length^<see cref="GenerationOptions.LengthPenalty"/>.
+/// </summary>
+public enum BeamEarlyStopping
+{
+    /// <summary>
+    /// Hugging Face's <c>early_stopping=False</c> (the default): done when the best running beam, scored at the current
+    /// length, is no better than the worst finished hypothesis. Cheap, but with <see cref="GenerationOptions.LengthPenalty"/>
+    /// &gt; 0 a running beam could still have won by growing longer.
+    /// </summary>
+    Heuristic,
+
+    /// <summary>Hugging Face's <c>early_stopping=True</c>: done as soon as <see cref="GenerationOptions.NumBeams"/> hypotheses are finished.</summary>
+    WhenBeamsFinished,
+
+    /// <summary>
+    /// Hugging Face's <c>early_stopping="never"</c>, the canonical rule: done only when no running beam can beat the worst
+    /// finished hypothesis. With <see cref="GenerationOptions.LengthPenalty"/> &gt; 0 the best running beam is scored at
+    /// the length limit (<see cref="GenerationOptions.MaxNewTokens"/>), the best it could reach (its log-probability only
+    /// falls); otherwise at the current length, as <see cref="Heuristic"/>.
+    /// </summary>
+    Never,
 }
 
 /// <summary>What <see cref="TextGenerator"/> does with a prompt longer than the model's context length.</summary>

@@ -122,8 +122,18 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
 {
     internal const string LoaderSignature = "LlmTextGeneration";
 
+    /// <summary>The first format: GenerationOptions.EarlyStopping was a bool.</summary>
+    internal const uint FirstVersion = 0x00010002;
+
+    /// <summary>Since this format GenerationOptions.EarlyStopping is a <see cref="BeamEarlyStopping"/> (int32).</summary>
+    internal const uint EarlyStoppingModeVersion = 0x00010003;
+
+    /// <summary>Since this format the language model and the prompt transforms are written as shared components: a zip
+    /// that also holds them elsewhere (the fitted pipeline this generator was appended to) stores them once.</summary>
+    internal const uint SharedModelVersion = 0x00010004;
+
     internal static readonly ComponentVersion Version =
-        new("LMTXTGEN", 0x00010002, 0x00010002, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
+        new("LMTXTGEN", SharedModelVersion, FirstVersion, LoaderSignature, typeof(TextGenerationTransformer).Assembly);
 
     static ComponentVersion IPersistentComponent<TextGenerationTransformer>.PersistenceVersion => Version;
 
@@ -301,9 +311,12 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         }
     }
 
-    // Binary format (version 0x00010002, the first): OutputColumnName, InputColumnName (string), BatchSize (int32), the
-    // GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32). Nested components: "LanguageModel"
-    // (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or PiiRedactorTransformer) for each prompt transform, in order.
+    // Binary format (version 0x00010004; 0x00010002 and 0x00010003 are still read): OutputColumnName, InputColumnName
+    // (string), BatchSize (int32), the GenerationOptions (GenerationOptionsFormat), prompt-transform count (int32).
+    // Nested components: "LanguageModel" (CausalLmTransformer), "PromptTransform{i}" (TextNormalizerTransformer or
+    // PiiRedactorTransformer) for each prompt transform, in order; since 0x00010004 each written as a shared component
+    // (ComponentWriter.WriteSharedComponent: bool shared + directory in the main stream, the entry only when not shared),
+    // so `fittedPipeline.Append(generator)` saves the model's weights once.
     private protected override void SaveState(ComponentWriter writer)
     {
         var w = writer.Writer;
@@ -312,10 +325,10 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         w.Write(_options.BatchSize);
         GenerationOptionsFormat.Write(w, _options.Generation);
         w.Write(_generator.PromptTransforms.Count);
-        writer.WriteComponent("LanguageModel", LanguageModel);
+        writer.WriteSharedComponent("LanguageModel", LanguageModel);
         for (int i = 0; i < _generator.PromptTransforms.Count; i++)
         {
-            writer.WriteComponent(Invariant($"PromptTransform{i}"), _generator.PromptTransforms[i]);
+            writer.WriteSharedComponent(Invariant($"PromptTransform{i}"), _generator.PromptTransforms[i]);
         }
     }
 
@@ -328,7 +341,7 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
             OutputColumnName = r.ReadString(),
             InputColumnName = r.ReadString(),
             BatchSize = r.ReadInt32(),
-            Generation = GenerationOptionsFormat.Read(r),
+            Generation = GenerationOptionsFormat.Read(r, reader.Version),
         };
         int count = r.ReadInt32();
         if (count < 0 || count > 1024)
@@ -337,11 +350,13 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         }
 
         options.Validate();
-        var languageModel = reader.ReadComponent<CausalLmTransformer>("LanguageModel");
+        bool shared = reader.Version >= SharedModelVersion;
+        var languageModel = shared ? reader.ReadSharedComponent<CausalLmTransformer>("LanguageModel") : reader.ReadComponent<CausalLmTransformer>("LanguageModel");
         var transforms = new List<AppendColumnsTransformerBase>();
         for (int i = 0; i < count; i++)
         {
-            var transform = reader.ReadComponent<AppendColumnsTransformerBase>(Invariant($"PromptTransform{i}"));
+            string name = Invariant($"PromptTransform{i}");
+            var transform = shared ? reader.ReadSharedComponent<AppendColumnsTransformerBase>(name) : reader.ReadComponent<AppendColumnsTransformerBase>(name);
             if (transform is not (TextNormalizerTransformer or PiiRedactorTransformer))
             {
                 throw new FormatException(Invariant($"The model zip entry 'PromptTransform{i}' holds a {transform.GetType().Name}; expected a TextNormalizerTransformer or PiiRedactorTransformer."));
@@ -361,7 +376,8 @@ internal static class GenerationOptionsFormat
     // (float32 each but TopK), has-seed (bool), Seed (int32), StopStrings (int32 count + strings), EosTokenIds (int32 count
     // + int32s), NoRepeatNgramSize (int32), PresencePenalty, FrequencyPenalty (float32), MinNewTokens (int32), BadWordsIds
     // (int32 count, then int32 length + int32s each), NumReturnSequences, NumBeams (int32), LengthPenalty (float32),
-    // EarlyStopping (bool), PromptOverflow, ContextOverflow (int32).
+    // EarlyStopping (int32 BeamEarlyStopping since component version 0x00010003; before, a bool: false → Heuristic,
+    // true → WhenBeamsFinished), PromptOverflow, ContextOverflow (int32).
     public static void Write(BinaryWriter w, GenerationOptions o)
     {
         w.Write(o.MaxNewTokens);
@@ -393,12 +409,13 @@ internal static class GenerationOptionsFormat
         w.Write(o.NumReturnSequences);
         w.Write(o.NumBeams);
         w.Write(o.LengthPenalty);
-        w.Write(o.EarlyStopping);
+        w.Write((int)o.EarlyStopping);
         w.Write((int)o.PromptOverflow);
         w.Write((int)o.ContextOverflow);
     }
 
-    public static GenerationOptions Read(BinaryReader r)
+    // version: the component version the options were written with.
+    public static GenerationOptions Read(BinaryReader r, uint version)
     {
         var o = new GenerationOptions
         {
@@ -433,7 +450,9 @@ internal static class GenerationOptionsFormat
         o.NumReturnSequences = r.ReadInt32();
         o.NumBeams = r.ReadInt32();
         o.LengthPenalty = r.ReadSingle();
-        o.EarlyStopping = r.ReadBoolean();
+        o.EarlyStopping = version >= TextGenerationTransformer.EarlyStoppingModeVersion
+            ? (BeamEarlyStopping)r.ReadInt32()
+            : r.ReadBoolean() ? BeamEarlyStopping.WhenBeamsFinished : BeamEarlyStopping.Heuristic;
         o.PromptOverflow = (PromptOverflow)r.ReadInt32();
         o.ContextOverflow = (ContextOverflow)r.ReadInt32();
         return o;

@@ -12,8 +12,8 @@ namespace Microsoft.ML.Llm;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Decoding follows Hugging Face's <c>generate</c> (see <see cref="GenerationOptions"/>): greedy, sampling or beam
-/// search, with a KV cache: each new token costs one position's work. Several prompts run as one batch: left-padded,
+/// Decoding follows Hugging Face's <c>generate</c> (see <see cref="GenerationOptions"/>): greedy, sampling, beam
+/// search or beam sampling, with a KV cache: each new token costs one position's work. Several prompts run as one batch: left-padded,
 /// with a key mask and per-row positions, so each prompt gets what it would get alone (greedy results are identical);
 /// finished prompts leave the batch. Beam search moves cached keys and values with their beams instead of recomputing them.
 /// </para>
@@ -249,12 +249,15 @@ public sealed partial class TextGenerator
         var results = new string[prompts.Count * n];
         if (options.NumBeams > 1)
         {
-            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation);
+            // A beam whose text completes a stop string is finished, as an end-of-sequence id finishes it.
+            Func<int[], bool>? hitsStop = options.StopStrings.Count == 0 ? null
+                : generated => CompletionText.ContainsStop(_tokenizer.Decode(generated), options.StopStrings);
+            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation, hitsStop);
             for (int p = 0; p < prompts.Count; p++)
             {
                 for (int i = 0; i < n; i++)
                 {
-                    // With stop strings, beam search settles whole token sequences first; the text is cut at the first stop.
+                    // The text of a hypothesis ended by a stop string is cut before it.
                     var text = new CompletionText(_tokenizer, options.StopStrings);
                     var sb = new StringBuilder();
                     foreach (int token in hypotheses[p][i].Tokens)

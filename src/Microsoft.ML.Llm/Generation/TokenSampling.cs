@@ -125,6 +125,17 @@ public static class TokenSampling
             return ArgMax(scores);
         }
 
+        Warp(scores, options, minKeep: 1);
+        return Sample(scores, generator);
+    }
+
+    /// <summary>
+    /// The warpers of sampling, in place, in Hugging Face's order: temperature → top-k → top-p → min-p. Each filter keeps
+    /// at least <paramref name="minKeep"/> tokens (HF's <c>min_tokens_to_keep</c>: 1 when sampling one sequence; with
+    /// beams, one more than the end-of-sequence ids and at least 2, so a beam can always continue).
+    /// </summary>
+    internal static void Warp(Span<float> scores, GenerationOptions options, int minKeep)
+    {
         if (options.Temperature != 1f)
         {
             float inverse = 1f / options.Temperature;
@@ -134,22 +145,125 @@ public static class TokenSampling
             }
         }
 
-        if (options.TopK > 0 && options.TopK < scores.Length)
+        int k = Math.Max(options.TopK, minKeep);
+        if (options.TopK > 0 && k < scores.Length)
         {
-            KeepTopK(scores, options.TopK);
+            KeepTopK(scores, k);
         }
 
         if (options.TopP < 1f)
         {
-            KeepTopP(scores, options.TopP);
+            KeepTopP(scores, options.TopP, minKeep);
         }
 
         if (options.MinP > 0f)
         {
-            KeepMinP(scores, options.MinP);
+            KeepMinP(scores, options.MinP, minKeep);
+        }
+    }
+
+    /// <summary>
+    /// Draws <paramref name="count"/> distinct indices (fewer when fewer scores are finite), each draw from the softmax of
+    /// the scores not yet drawn: sampling without replacement, as <c>torch.multinomial(softmax(scores), count)</c>. One
+    /// uniform number per draw from <paramref name="generator"/>; returned in draw order.
+    /// </summary>
+    internal static int[] DrawWithoutReplacement(ReadOnlySpan<double> scores, int count, Generator? generator)
+    {
+        int n = scores.Length;
+        int available = 0;
+        foreach (double score in scores)
+        {
+            available += double.IsNegativeInfinity(score) ? 0 : 1;
         }
 
-        return Sample(scores, generator);
+        count = Math.Min(count, available);
+        if (count == 0)
+        {
+            return [];
+        }
+
+        double[] uniform;
+        using (var draws = rand(count, dtype: ScalarType.Float64, generator: generator))
+        {
+            uniform = draws.data<double>().ToArray();
+        }
+
+        double[] rentedWeights = ArrayPool<double>.Shared.Rent(n);
+        bool[] rentedTaken = ArrayPool<bool>.Shared.Rent(n);
+        try
+        {
+            var weights = rentedWeights.AsSpan(0, n);            // exp(s − max) of the scores not drawn yet; drawn and −∞: 0
+            var taken = rentedTaken.AsSpan(0, n);
+            weights.Clear();
+            taken.Clear();
+            return Draw(scores, weights, taken, uniform);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(rentedWeights);
+            ArrayPool<bool>.Shared.Return(rentedTaken);
+        }
+    }
+
+    /// <summary>The draws of <see cref="DrawWithoutReplacement"/>, one per uniform number, on cleared buffers.</summary>
+    private static int[] Draw(ReadOnlySpan<double> scores, Span<double> weights, Span<bool> taken, double[] uniform)
+    {
+        int n = scores.Length, count = uniform.Length;
+        var drawn = new int[count];
+        bool first = true;
+        for (int d = 0; d < count; d++)
+        {
+            double total = 0;
+            foreach (double weight in weights)
+            {
+                total += weight;
+            }
+
+            // Weights relative to the largest score left, recomputed when what is left has become too small to compare
+            // precisely (at the start, and after the likely candidates are drawn from a very peaked distribution).
+            if (first || !(total > 1e-200))
+            {
+                first = false;
+                double max = double.NegativeInfinity;
+                for (int i = 0; i < n; i++)
+                {
+                    if (!taken[i] && scores[i] > max)
+                    {
+                        max = scores[i];
+                    }
+                }
+
+                total = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    weights[i] = taken[i] || double.IsNegativeInfinity(scores[i]) ? 0 : Math.Exp(scores[i] - max);
+                    total += weights[i];
+                }
+            }
+
+            double u = uniform[d] * total, cumulative = 0;
+            int pick = -1;
+            for (int i = 0; i < n; i++)
+            {
+                if (weights[i] == 0)
+                {
+                    continue;
+                }
+
+                cumulative += weights[i];
+                pick = i;
+                if (u < cumulative)
+                {
+                    break;
+                }
+            }
+
+            drawn[d] = pick;                                     // rounding left u at the very top: the last candidate
+            taken[pick] = true;
+            weights[pick] = 0;
+        }
+
+        return drawn;
     }
 
     /// <summary>
@@ -311,19 +425,30 @@ public static class TokenSampling
     /// <summary>Masks every score below the k-th largest (ties with it survive, as in Hugging Face's TopKLogitsWarper).</summary>
     internal static void KeepTopK(Span<float> scores, int k)
     {
+        float threshold = KthLargest(scores, k);
+        for (int i = 0; i < scores.Length; i++)
+        {
+            if (scores[i] < threshold)
+            {
+                scores[i] = float.NegativeInfinity;
+            }
+        }
+    }
+
+    /// <summary>The k-th largest score (1 ≤ k ≤ length), in O(V); −∞ when k exceeds the length.</summary>
+    private static float KthLargest(ReadOnlySpan<float> scores, int k)
+    {
+        if (k > scores.Length)
+        {
+            return float.NegativeInfinity;
+        }
+
         float[] rented = ArrayPool<float>.Shared.Rent(scores.Length);
         try
         {
             var copy = rented.AsSpan(0, scores.Length);
             scores.CopyTo(copy);
-            float threshold = SelectAscending(copy, scores.Length - k);   // the k-th largest, in O(V)
-            for (int i = 0; i < scores.Length; i++)
-            {
-                if (scores[i] < threshold)
-                {
-                    scores[i] = float.NegativeInfinity;
-                }
-            }
+            return SelectAscending(copy, scores.Length - k);
         }
         finally
         {
@@ -385,14 +510,15 @@ public static class TokenSampling
 
     /// <summary>
     /// Keeps the smallest set of most likely tokens whose probabilities sum to at least <paramref name="p"/>: the most
-    /// likely token always, then the next ones while the running sum is below p.
+    /// likely token always, then the next ones while the running sum is below p; and the <paramref name="minKeep"/> most
+    /// likely tokens whatever their mass (ties with the last of them kept too).
     /// </summary>
     /// <remarks>
     /// Sorting all V tokens would cost O(V log V) per generated token, more than the rest of the step. The nucleus is usually
     /// small, so first find a probability cut whose tokens already hold mass p (a few O(V) passes, lowering the cut
     /// 16× each time); the nucleus lies within those tokens, and only they are sorted.
     /// </remarks>
-    internal static void KeepTopP(Span<float> scores, float p)
+    internal static void KeepTopP(Span<float> scores, float p, int minKeep = 1)
     {
         double[] rentedWeights = ArrayPool<double>.Shared.Rent(scores.Length);
         int[] rentedIndices = ArrayPool<int>.Shared.Rent(scores.Length);
@@ -450,9 +576,10 @@ public static class TokenSampling
                 keep[index] = 1;
             }
 
+            float protect = minKeep > 1 ? KthLargest(scores, minKeep) : float.PositiveInfinity;
             for (int i = 0; i < scores.Length; i++)
             {
-                if (keep[i] == 0)
+                if (keep[i] == 0 && scores[i] < protect)
                 {
                     scores[i] = float.NegativeInfinity;
                 }
@@ -468,12 +595,13 @@ public static class TokenSampling
 
     /// <summary>
     /// Masks tokens whose probability is below <paramref name="minP"/> times the top token's. In logits:
-    /// pᵢ &lt; minP·pₘₐₓ ⇔ sᵢ &lt; sₘₐₓ + ln(minP), with no softmax needed.
+    /// pᵢ &lt; minP·pₘₐₓ ⇔ sᵢ &lt; sₘₐₓ + ln(minP), with no softmax needed. The <paramref name="minKeep"/> most likely
+    /// tokens always stay.
     /// </summary>
-    internal static void KeepMinP(Span<float> scores, float minP)
+    internal static void KeepMinP(Span<float> scores, float minP, int minKeep = 1)
     {
         float max = scores[ArgMax(scores)];
-        double threshold = max + Math.Log(minP);
+        double threshold = Math.Min(max + Math.Log(minP), minKeep > 1 ? KthLargest(scores, minKeep) : double.PositiveInfinity);
         for (int i = 0; i < scores.Length; i++)
         {
             if (scores[i] < threshold)

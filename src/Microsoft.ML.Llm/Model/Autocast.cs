@@ -40,6 +40,15 @@ internal static class Autocast
         return new Scope(previous);
     }
 
+    /// <summary>Runs the forward passes inside the returned scope in <paramref name="computeType"/> (null: autocast off),
+    /// as a recomputation must run in the precision its original forward ran in.</summary>
+    public static Scope Enable(ScalarType? computeType)
+    {
+        var previous = Autocast.computeType;
+        Autocast.computeType = computeType;
+        return new Scope(previous);
+    }
+
     /// <summary>y = x·Wᵀ + b, in the compute dtype under autocast (input, weight and bias cast), else as given.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {

@@ -790,7 +790,9 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
 /// Dropout must draw the same masks both times, or the gradients would belong to another function: forward keeps
 /// torch's CPU generator state, and backward sets it for the recomputation and restores the current one after. On CUDA
 /// (whose generator state TorchSharp cannot read) forward seeds the CUDA generator from a CPU draw before the block and
-/// backward seeds it the same way; that path is untested here (no CUDA build of TorchSharp on this machine).
+/// backward seeds it the same way; that path is untested here (no CUDA build of TorchSharp on this machine). For the
+/// same reason the recomputation runs in the forward's autocast precision: backward is called outside the training
+/// step's autocast scope, and a bf16 forward recomputed in fp32 would give the gradients of another function.
 /// </remarks>
 internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<CheckpointedBlock>
 {
@@ -817,6 +819,7 @@ internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<Checkpoi
         ctx.save_data("block", block);
         ctx.save_data("context", context);
         ctx.save_data("rng", new GeneratorState(torch.random.get_rng_state()));
+        ctx.save_data("autocast", Autocast.ComputeType is { } low ? (int)low : -1);   // backward runs outside the autocast scope
         if (x.device_type == DeviceType.CUDA)
         {
             // The CUDA generator's state cannot be read through TorchSharp 0.107: seed it instead, from a number drawn
@@ -846,7 +849,10 @@ internal sealed class CheckpointedBlock : autograd.SingleTensorFunction<Checkpoi
         torch.random.set_rng_state(rng.State);                     // the forward's dropout masks again
         if (ctx.get_data("cudaSeed") is long cudaSeed)
             torch.cuda.manual_seed(cudaSeed);
-        var y = block.call(input, context);
+        Tensor y;
+        int autocast = (int)ctx.get_data("autocast");
+        using (Autocast.Enable(autocast < 0 ? null : (ScalarType)autocast))   // the forward's precision again, not the caller's
+            y = block.call(input, context);
         torch.random.set_rng_state(current);
         rng.State.Dispose();
         autograd.backward([y], [grad_output]);                     // adds into the block's parameter gradients

@@ -200,8 +200,8 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             throw new ArgumentException($"Option 'TokensColumnName' must name a column; got '{o.TokensColumnName}'.", nameof(o.TokensColumnName));
         PositiveInt(nameof(o.BatchSize), o.BatchSize);
         PositiveInt(nameof(o.GradientAccumulationSteps), o.GradientAccumulationSteps);
-        if (!Enum.IsDefined(o.Precision))
-            throw new ArgumentOutOfRangeException(nameof(o.Precision), o.Precision, $"Option 'Precision' is {(int)o.Precision}; expected {GptModel.PrecisionNames}.");
+        if (o.Precision is { } precision && !Enum.IsDefined(precision))
+            throw new ArgumentOutOfRangeException(nameof(o.Precision), precision, $"Option 'Precision' is {(int)precision}; expected {GptModel.PrecisionNames}, or null to choose per device.");
         Positive(nameof(o.InitialLossScale), o.InitialLossScale);
         Positive(nameof(o.LearningRate), o.LearningRate);
         if (o.MinLearningRate is { } minLr)

@@ -28,7 +28,6 @@ public sealed class CausalLmTrainerOptions
         public const int CheckpointInterval = 500;
         public const int KeepCheckpoints = 2;
         public const int LogInterval = 10;
-        public const TrainingPrecision Precision = TrainingPrecision.Fp32;
         public const double InitialLossScale = GradScaler.InitialScale;
     }
 
@@ -143,13 +142,18 @@ public sealed class CausalLmTrainerOptions
 
     /// <summary>
     /// The numeric precision of training and of the trained model's scoring, evaluation and generation
-    /// (<see cref="GptModel.Precision"/>): <see cref="TrainingPrecision.Fp32"/> (the default),
-    /// <see cref="TrainingPrecision.Bf16Mixed"/> or <see cref="TrainingPrecision.Fp16Mixed"/> (autocast as PyTorch's:
-    /// matmuls and attention in the low precision, norms, softmax, the loss and the fp32 master weights and AdamW
-    /// moments in fp32). A precision the device cannot run is rejected before the first step; a resumed run must use
+    /// (<see cref="GptModel.Precision"/>): <see cref="TrainingPrecision.Fp32"/>, <see cref="TrainingPrecision.Bf16Mixed"/>
+    /// or <see cref="TrainingPrecision.Fp16Mixed"/> (autocast as PyTorch's: matmuls and attention in the low precision,
+    /// norms, softmax, the loss and the fp32 master weights and AdamW moments in fp32).
+    /// Null (the default): the fastest precision that trains to fp32's quality on the training device —
+    /// <see cref="TrainingPrecision.Bf16Mixed"/> on a CPU with AVX-512 BF16 or AMX-BF16 and on a CUDA GPU of compute
+    /// capability 8.0 or more (Ampere on), <see cref="TrainingPrecision.Fp16Mixed"/> on CUDA 7.x (Volta, Turing: tensor
+    /// cores without bf16), <see cref="TrainingPrecision.Fp32"/> elsewhere; the log names the choice, and a resumed run
+    /// keeps its checkpoint's precision. (Bf16Mixed's quality bar: Tiny Shakespeare's validation loss 1.8881 against
+    /// fp32's 1.8872.) A precision the device cannot run is rejected before the first step; a resumed run must use
     /// the precision of its checkpoint.
     /// </summary>
-    public TrainingPrecision Precision { get; set; } = Defaults.Precision;
+    public TrainingPrecision? Precision { get; set; }
 
     /// <summary>With <see cref="TrainingPrecision.Fp16Mixed"/>: the starting loss scale (PyTorch's GradScaler
     /// <c>init_scale</c>, 2^16); it halves on every step whose gradients overflow and doubles after 2000 good steps.</summary>

@@ -110,9 +110,11 @@ internal sealed class TrainingRun : IDisposable
 
         // The model's initial weights come from torch's generator: seed it first.
         torch.set_num_threads(options.NumberOfThreads ?? Environment.ProcessorCount);
-        PrecisionSupport.Check(options.Precision, device, ch);
+        // Null: the checkpoint's precision when resuming, else the device's preferred one.
+        var precision = options.Precision ?? CheckpointPrecision(options.ResumeFrom) ?? PrecisionSupport.Preferred(device, ch);
+        PrecisionSupport.Check(precision, device, ch);
         torch.manual_seed(seed);
-        _model = new GptModel(_config) { Precision = options.Precision };   // validation and the returned model use it too
+        _model = new GptModel(_config) { Precision = precision };   // validation and the returned model use it too
         if (inputs.InitialWeights is { } initial)
         {
             // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator
@@ -141,12 +143,12 @@ internal sealed class TrainingRun : IDisposable
         // The parameters move into the optimizer's flat buffers here (see FusedAdamW), before any weights load.
         _optimizer = new FusedAdamW(_trainable.Decay, _trainable.NoDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
         _model.PreallocatedGradients = true;   // every .grad is now a dense view of the optimizer's buffer (see the property)
-        _throughput = new ThroughputMeter(_model, device, Autocast.ComputeTypeOf(options.Precision) ?? ScalarType.Float32, options.PeakFlops);
+        _throughput = new ThroughputMeter(_model, device, Autocast.ComputeTypeOf(precision) ?? ScalarType.Float32, options.PeakFlops);
 
         if (options.ResumeFrom is { } resumeFrom)
         {
             string path = Checkpoint.Resolve(resumeFrom);
-            State = Checkpoint.Read(path, _config, options.Precision, _model, _optimizer);
+            State = Checkpoint.Read(path, _config, precision, _model, _optimizer);
             HostAccess.Info(ch, $"Resumed from '{path}' at step {State.Step}.");
         }
         else
@@ -154,7 +156,7 @@ internal sealed class TrainingRun : IDisposable
             State = new TrainingState
             {
                 Seed = seed,
-                Precision = options.Precision,
+                Precision = precision,
                 LossScaler = new GradScaler { Scale = options.InitialLossScale },
             };
         }
@@ -433,6 +435,22 @@ internal sealed class TrainingRun : IDisposable
         _model.eval();
         _finished = true;
         return new CausalLmTransformer(env, _model, _tokenizer, _o.TokensColumnName, s.History) { LoraSaveMode = _o.Lora?.SaveMode ?? LoraSaveMode.Merged };
+    }
+
+    /// <summary>The precision the checkpoint to resume from was written in, or null (no resume, or a checkpoint that
+    /// cannot be read: <see cref="Checkpoint.Read"/> then reports it with its full message).</summary>
+    private static TrainingPrecision? CheckpointPrecision(string? resumeFrom)
+    {
+        if (resumeFrom is null)
+            return null;
+        try
+        {
+            return Checkpoint.ReadPrecision(Checkpoint.Resolve(resumeFrom)).Precision;
+        }
+        catch (Exception e) when (e is IOException or FormatException or ArgumentException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Releases the optimizer and the best-weight copies, and the model unless <see cref="Finish"/> handed it on.</summary>

@@ -290,7 +290,6 @@ public class DecodingTests
     public static TheoryData<GenerationOptions, string> InvalidCombinations() => new()
     {
         { new() { NumBeams = 0 }, "GenerationOptions.NumBeams is 0; expected an integer of at least 1 (1 turns beam search off). (Parameter 'NumBeams')" },
-        { new() { NumBeams = 3, DoSample = true }, "GenerationOptions.NumBeams is 3 with DoSample true; beam sampling is not supported: set DoSample = false for beam search, or NumBeams = 1 to sample. (Parameter 'NumBeams')" },
         { new() { NumBeams = 2, DoSample = false, NumReturnSequences = 3 }, "GenerationOptions.NumReturnSequences is 3; expected an integer from 1 to NumBeams (2): beam search returns at most one sequence per beam. (Parameter 'NumReturnSequences')" },
         { new() { DoSample = false, NumReturnSequences = 2 }, "GenerationOptions.NumReturnSequences is 2; expected 1 with greedy decoding (every sequence would be the same); set DoSample = true or NumBeams ≥ NumReturnSequences. (Parameter 'NumReturnSequences')" },
         { new() { NumReturnSequences = 0 }, "GenerationOptions.NumReturnSequences is 0; expected an integer of at least 1. (Parameter 'NumReturnSequences')" },

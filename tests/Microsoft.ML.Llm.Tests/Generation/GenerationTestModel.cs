@@ -34,6 +34,63 @@ internal static class GenerationTestModel
 
     public static TextGenerator Generator(GptModel model) => new(model, Tokenizer);
 
+    /// <summary>
+    /// A model whose next-token distribution depends only on the last token, with known probabilities (a bigram table):
+    /// the blocks are zeroed (the residual stream is the token's one-hot embedding), ln_f maps one-hot k to a·e_k − b·1,
+    /// and the untied output layer's column k holds log p(· | k) / a, with a last column that makes every row sum to zero
+    /// (so b drops out). Transitions not in the table get the logit −30 (probability ~1e-13).
+    /// </summary>
+    public static GptModel Bigram(LmTokenizer tokenizer, IReadOnlyDictionary<(char From, char To), double> probabilities, int contextLength = 32)
+    {
+        int vocabulary = tokenizer.VocabularySize;
+        var config = GptConfig.Tiny(vocabulary, contextLength) with { TiedEmbeddings = false, EmbeddingSize = 32 };
+        int embedding = config.EmbeddingSize;
+        var model = new GptModel(config);
+
+        // LayerNorm of a one-hot vector of size E: mean 1/E, variance (1/E)(1 − 1/E); a is 1/σ.
+        double a = 1 / Math.Sqrt(1.0 / embedding * (1 - 1.0 / embedding) + config.NormEpsilon);
+        var head = new float[config.PaddedVocabularySize * embedding];
+        for (int v = 0; v < vocabulary; v++)
+        {
+            double sum = 0;
+            for (int k = 0; k < vocabulary; k++)
+            {
+                char from = tokenizer.Decode([k])[0], to = tokenizer.Decode([v])[0];
+                double logit = probabilities.TryGetValue((from, to), out double p) ? Math.Log(p) : -30;
+                head[v * embedding + k] = (float)(logit / a);
+                sum += head[v * embedding + k];
+            }
+
+            head[v * embedding + embedding - 1] = (float)-sum;
+        }
+
+        using (no_grad())
+        {
+            foreach (var (name, parameter) in model.named_parameters())
+            {
+                parameter.zero_();
+                if (name == "ln_f.weight")
+                {
+                    parameter.fill_(1);
+                }
+                else if (name == "wte.weight")
+                {
+                    for (int k = 0; k < vocabulary; k++)
+                    {
+                        parameter[k, k] = 1;
+                    }
+                }
+                else if (name == "lm_head.weight")
+                {
+                    parameter.copy_(tensor(head, [config.PaddedVocabularySize, embedding]));
+                }
+            }
+        }
+
+        model.eval();
+        return model;
+    }
+
     /// <summary>Log-softmax of the next-token logits after <paramref name="sequence"/> (its last ContextLength tokens), full forward pass.</summary>
     public static float[] NextLogProbs(GptModel model, IReadOnlyList<int> sequence)
     {

@@ -145,6 +145,13 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             var appended = whole.OfType<TextGenerationTransformer>().Single();
             Assert.Equal(before, Completions(fresh, appended.Transform(PromptData(fresh))));
             Assert.Equal(5, whole.Count());
+            // The zip holds the language model (and the normalizer) once: the generator refers to the pipeline's own
+            // entries, and loads as the same instances.
+            using (var zip = System.IO.Compression.ZipFile.OpenRead(path))
+                Assert.Single(zip.Entries, e => e.Name == "Weights");
+
+            Assert.Same(whole.OfType<CausalLmTransformer>().Single(), appended.LanguageModel);
+            Assert.Same(whole.OfType<TextNormalizerTransformer>().Single(), appended.Generator.PromptTransforms.Single());
 
             // A PredictionEngine generates one row at a time: greedy gives the batched result.
             var greedy = ml.Llm().GenerateText("Completion", "Prompt", _trained.Pipeline, new GenerationOptions { DoSample = false, MaxNewTokens = 12 }).Fit(PromptData(ml));

@@ -415,7 +415,8 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         var block = imported.Tokenizer!.Encode("The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs!")[..17];
         double importedLoss = -imported.ScoreTokens(block);
         var data = TestData.FromTokens(ml, block);
-        var options = new CausalLmTrainerOptions { InitialModel = folder, BatchSize = 1, MaxSteps = 4, WarmupSteps = 0, LearningRate = 1e-2, Seed = 1 };
+        // Fp32: the imported model scores in fp32, and the first step's loss must equal that to 5 decimals.
+        var options = new CausalLmTrainerOptions { InitialModel = folder, BatchSize = 1, MaxSteps = 4, WarmupSteps = 0, LearningRate = 1e-2, Seed = 1, Precision = TrainingPrecision.Fp32 };
         using var tuned = ml.Llm().Trainers.CausalLm(options).Fit(data);
         Assert.Equal(importedLoss, tuned.History[0].Loss, 5);
         Assert.True(tuned.History[^1].Loss < importedLoss, "fine-tuning lowers the loss on the batch it trains on");
@@ -424,14 +425,14 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
 
         // The same from the loaded transformer; the transformer's own weights are not changed.
         var before = imported.Model.state_dict()["h.0.attn.c_attn.weight"].clone();
-        using var tuned2 = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = imported, BatchSize = 1, MaxSteps = 1, WarmupSteps = 0, Seed = 1 }).Fit(data);
+        using var tuned2 = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = imported, BatchSize = 1, MaxSteps = 1, WarmupSteps = 0, Seed = 1, Precision = TrainingPrecision.Fp32 }).Fit(data);
         Assert.Equal(importedLoss, tuned2.History[0].Loss, 5);
         Assert.True(before.allclose(imported.Model.state_dict()["h.0.attn.c_attn.weight"], 0, 0));
 
         // The same from a model zip holding the imported transformer.
         string zip = Path.Combine(_temp, "imported.zip");
         ml.Model.Save(imported, null, zip);
-        using var tuned3 = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = zip, BatchSize = 1, MaxSteps = 1, WarmupSteps = 0, Seed = 1 }).Fit(data);
+        using var tuned3 = ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions { InitialModel = zip, BatchSize = 1, MaxSteps = 1, WarmupSteps = 0, Seed = 1, Precision = TrainingPrecision.Fp32 }).Fit(data);
         Assert.Equal(importedLoss, tuned3.History[0].Loss, 5);
         var missingPath = Path.Combine(_temp, "nothing-here");
         Assert.Equal($"CausalLmTrainerOptions.InitialModel is '{missingPath}', which does not exist; expected a model zip file or a Hugging Face checkpoint folder.",

@@ -26,8 +26,9 @@ public sealed class DistributedTrainingTests
     {
         // One process (no MPI at all) with 8 rows per step against 2 ranks that share a global batch of 8 (4 rows each),
         // with gradient buckets small enough (10 KB) that the all-reduce runs in several.
-        var single = MpiJob.Run(0, "--steps 20 --batch 8 --validation");
-        var pair = MpiJob.Run(2, "--steps 20 --global-batch 8 --validation --bucket-mb 0.01");
+        // Fp32: two half batches equal one whole batch to 1e-5 (bf16 matmuls round differently per batch shape).
+        var single = MpiJob.Run(0, "--steps 20 --batch 8 --validation --precision Fp32");
+        var pair = MpiJob.Run(2, "--steps 20 --global-batch 8 --validation --bucket-mb 0.01 --precision Fp32");
         Assert.True(single.ExitCode == 0, single.Output);
         Assert.True(pair.ExitCode == 0, pair.Output);
         Assert.Contains("rank 1 of 2", pair.Output);

@@ -55,6 +55,7 @@ public class LossMaskTests
         LogInterval = 1,
         Seed = 7,
         NumberOfThreads = 1,
+        Precision = TrainingPrecision.Fp32,   // the losses are checked against a hand computation in fp32 to 1e-5
     };
 
     /// <summary>A model trained a few steps on the conversations (so its predictions are not uniform).</summary>

@@ -255,6 +255,58 @@ public class MixedPrecisionTests
     }
 
     [Fact]
+    public void TheDefaultPrecisionIsChosenPerDeviceAndAResumedRunKeepsItsCheckpoints()
+    {
+        // The rules: the fastest precision that reaches fp32's quality on the device.
+        Assert.Null(new CausalLmTrainerOptions().Precision);
+        Assert.Equal((TrainingPrecision.Bf16Mixed, "CPU with AVX-512 BF16"), PrecisionSupport.PreferredOnCpu(new HashSet<string> { "avx2", "avx512f", "avx512_bf16" }));
+        Assert.Equal((TrainingPrecision.Bf16Mixed, "CPU with AMX-BF16"), PrecisionSupport.PreferredOnCpu(new HashSet<string> { "amx_bf16", "avx512_bf16" }));
+        Assert.Equal((TrainingPrecision.Fp32, "CPU without AVX-512 BF16 or AMX-BF16"), PrecisionSupport.PreferredOnCpu(new HashSet<string> { "avx2", "avx512f" }));
+        Assert.Equal((TrainingPrecision.Fp32, "CPU features unknown"), PrecisionSupport.PreferredOnCpu(null));
+        Assert.Equal(TrainingPrecision.Bf16Mixed, PrecisionSupport.PreferredOnCuda(8).Precision);
+        Assert.Equal(TrainingPrecision.Bf16Mixed, PrecisionSupport.PreferredOnCuda(9).Precision);
+        Assert.Equal((TrainingPrecision.Fp16Mixed, "CUDA GPU of compute capability 7.x: fp16 tensor cores, no bf16"), PrecisionSupport.PreferredOnCuda(7));
+        Assert.Equal(TrainingPrecision.Fp32, PrecisionSupport.PreferredOnCuda(6).Precision);
+        Assert.Equal(TrainingPrecision.Fp32, PrecisionSupport.PreferredOnCuda(null).Precision);
+        if (!torch.cuda.is_available())
+            Assert.Null(CudaCapability.Major(0));   // no driver here: unknown, never a guess
+
+        // A run with the default trains, and its model scores, in this CPU's choice, and the log says why.
+        var (expected, reason) = PrecisionSupport.PreferredOnCpu(PrecisionSupport.CpuFlags());
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => log.Add(e.Message);
+        var tok = TestData.CharTokenizer();
+        var data = TestData.Blocks(ml, tok, Block);
+        var options = TestData.TinyOptions(16, maxSteps: 2);
+        options.Tokenizer = tok;
+        options.Precision = null;
+        string dir = Path.Combine(Path.GetTempPath(), "llm-amp-default-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using (var lm = ml.Llm().Trainers.CausalLm(options).Fit(data))
+                Assert.Equal(expected, lm.Model.Precision);
+            Assert.Contains(log, m => m.Contains($"Precision: {expected}, chosen for this device ({reason}); set CausalLmTrainerOptions.Precision to choose another.", StringComparison.Ordinal));
+
+            // Resuming without a precision takes the checkpoint's, whatever this device would choose.
+            options.Precision = TrainingPrecision.Fp16Mixed;   // not what any CPU chooses
+            options.CheckpointDirectory = dir;
+            ml.Llm().Trainers.CausalLm(options).Fit(data).Dispose();
+            options.Precision = null;
+            options.ResumeFrom = dir;
+            options.MaxSteps = 3;
+            using var resumed = ml.Llm().Trainers.CausalLm(options).Fit(data);
+            Assert.Equal(TrainingPrecision.Fp16Mixed, resumed.Model.Precision);
+            Assert.Equal(3, resumed.History.Count);
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void BadPrecisionInputIsReportedWithTheOptionValueAndWhatIsAccepted()
     {
         var ml = new MLContext(seed: 1);
@@ -265,7 +317,7 @@ public class MixedPrecisionTests
 
         options.Precision = (TrainingPrecision)7;
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().Trainers.CausalLm(options));
-        Assert.StartsWith("Option 'Precision' is 7; expected Fp32, Bf16Mixed or Fp16Mixed.", ex.Message);
+        Assert.StartsWith("Option 'Precision' is 7; expected Fp32, Bf16Mixed or Fp16Mixed, or null to choose per device.", ex.Message);
         options.Precision = TrainingPrecision.Fp16Mixed;
         options.InitialLossScale = 0;
         ex = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Llm().Trainers.CausalLm(options));

@@ -146,16 +146,26 @@ internal sealed class MpiReplicas(MpiWorld world, DistributedOptions options) : 
     {
         var mine = fingerprint.Values;
         var all = world.Gather(mine, "start-up check of options and data");
-        for (int r = 0; r < world.Size; r++)
+        string? message = null;
+        for (int r = 0; r < world.Size && message is null; r++)
         {
-            if (r == world.Rank)
-                continue;
-            if (fingerprint.FirstDifference(all.AsSpan(r * mine.Length, mine.Length), r, world.Rank) is { } difference)
+            if (r != world.Rank && fingerprint.FirstDifference(all.AsSpan(r * mine.Length, mine.Length), r, world.Rank) is { } difference)
             {
-                throw new InvalidOperationException(
-                    $"Data-parallel training: the ranks were not started with the same options and data: {difference}. " +
-                    "Every rank must run the same program with the same options, model and data (the same files, read the same way).");
+                message = $"Data-parallel training: the ranks were not started with the same options and data: {difference}. " +
+                    "Every rank must run the same program with the same options, model and data (the same files, read the same way).";
             }
         }
+
+        if (message is null)
+            return;
+
+        // Every rank sees the difference (each gathered all fingerprints). Each writes its own message to stderr before
+        // any of them fails: the first rank to exit makes the launcher kill the others, which under load could otherwise
+        // die before reporting. The sum is only a barrier.
+        Console.Error.WriteLine($"rank {world.Rank}: {message}");
+        Console.Error.Flush();
+        Span<double> barrier = [1];
+        world.Sum(barrier, "start-up check of options and data (reporting the difference)");
+        throw new InvalidOperationException(message);
     }
 }

@@ -45,7 +45,7 @@ internal sealed class RunFingerprint
         f.Real("option 'WeightDecay'", o.WeightDecay);
         f.Real("option 'GradientClipNorm'", o.GradientClipNorm);
         f.Integer("seed", seed);
-        f.Digest("option 'Precision'", o.Precision.ToString());
+        f.Digest("option 'Precision'", o.Precision?.ToString() ?? "null (per device)");
         f.Integer("option 'MaxSteps'", o.MaxSteps ?? -1);
         f.Integer("option 'MaxTokens'", o.MaxTokens ?? -1);
         f.Real("option 'MaxEpochs'", o.MaxEpochs ?? -1);
