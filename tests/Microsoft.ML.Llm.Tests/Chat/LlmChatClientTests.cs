@@ -255,12 +255,13 @@ public sealed class LlmChatClientTests(ChatModelFixture fixture) : IClassFixture
     }
 
     [Fact]
-    public async Task ConcurrentRequestsAreServedOneAtATimeWithTheSameResults()
+    public async Task ConcurrentRequestsOfClientsOverOneModelShareItsBatcherWithTheSameResults()
     {
         using var client = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
-        // Another client with another generator over the same model: both wait for the same gate.
+        // Another client with another generator over the same model: both go through the model's shared batcher.
         using var other = Client(new LlmChatClientOptions { UseTemplateStopStrings = false });
         Assert.NotSame(client.Generator, other.Generator);
+        Assert.Same(client.Batcher, other.Batcher);
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 20 };
         string alone = (await client.GetResponseAsync(Question, options)).Text;
         var tasks = Enumerable.Range(0, 6).Select(i => (i % 2 == 0 ? client : other).GetResponseAsync(Question, options)).ToArray();
