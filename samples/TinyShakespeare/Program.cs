@@ -72,7 +72,7 @@ AnsiConsole.Progress()
 clock.Stop();
 var model = prep.Append(lm);
 var final = ml.Llm().Evaluate(model, validation);
-Console.WriteLine($"Parameters: {lm.Model.ParameterCount / 1e6:F2}M; precision {lm.Model.Precision}; training wall time {clock.Elapsed.TotalSeconds:F1} s for {lm.History.Count} steps");
+Console.WriteLine($"Parameters: {lm.Model.ParameterCount / 1e6:F2}M; precision {precision?.ToString() ?? "chosen per device (the log names it)"}; training wall time {clock.Elapsed.TotalSeconds:F1} s for {lm.History.Count} steps");
 Console.WriteLine($"Final validation loss (whole validation split, {final.Tokens} tokens): {final.Loss:F4}, perplexity {final.Perplexity:F2}, {final.BitsPerByte:F4} bits/byte");
 
 // 3. Save, reload in a fresh MLContext, generate.

@@ -114,7 +114,16 @@ internal sealed class TrainingRun : IDisposable
         var precision = options.Precision ?? CheckpointPrecision(options.ResumeFrom) ?? PrecisionSupport.Preferred(device, ch);
         PrecisionSupport.Check(precision, device, ch);
         torch.manual_seed(seed);
-        _model = new GptModel(_config) { Precision = precision };   // validation and the returned model use it too
+
+        // The model's own precision drives validation and the returned model's scoring and generation. With the
+        // per-device default on the CPU that is fp32 even when training runs in bf16: autocast casts every weight on
+        // every forward pass, once per generated token, which made bf16 decoding 3-4× slower than fp32 there
+        // (benchmarks/README.md, "Mixed precision"); validation runs in it too, so the returned model evaluates to the
+        // validation losses the history records. An explicit Precision is used for both.
+        var inference = options.Precision is null && device.type == DeviceType.CPU ? TrainingPrecision.Fp32 : precision;
+        if (inference != precision)
+            HostAccess.Info(ch, $"Validation and the trained model's scoring and generation run in {inference} (training in {precision}): on the CPU fp32 inference is the faster one.");
+        _model = new GptModel(_config) { Precision = inference };
         if (inputs.InitialWeights is { } initial)
         {
             // Fine-tuning: the same architecture, its weights copied over the random ones (drawn anyway, so the generator

@@ -271,7 +271,8 @@ public class MixedPrecisionTests
         if (!torch.cuda.is_available())
             Assert.Null(CudaCapability.Major(0));   // no driver here: unknown, never a guess
 
-        // A run with the default trains, and its model scores, in this CPU's choice, and the log says why.
+        // A run with the default trains in this CPU's choice, and the log says why; the returned model generates and
+        // scores in fp32, the CPU's faster inference precision (autocast would recast every weight per token).
         var (expected, reason) = PrecisionSupport.PreferredOnCpu(PrecisionSupport.CpuFlags());
         var ml = new MLContext(seed: 1);
         var log = new List<string>();
@@ -285,8 +286,10 @@ public class MixedPrecisionTests
         try
         {
             using (var lm = ml.Llm().Trainers.CausalLm(options).Fit(data))
-                Assert.Equal(expected, lm.Model.Precision);
+                Assert.Equal(TrainingPrecision.Fp32, lm.Model.Precision);
             Assert.Contains(log, m => m.Contains($"Precision: {expected}, chosen for this device ({reason}); set CausalLmTrainerOptions.Precision to choose another.", StringComparison.Ordinal));
+            Assert.Contains(log, m => m.Contains($"precision {expected}, seed", StringComparison.Ordinal));
+            Assert.Equal(expected != TrainingPrecision.Fp32, log.Any(m => m.Contains($"Validation and the trained model's scoring and generation run in Fp32 (training in {expected})", StringComparison.Ordinal)));
 
             // Resuming without a precision takes the checkpoint's, whatever this device would choose.
             options.Precision = TrainingPrecision.Fp16Mixed;   // not what any CPU chooses
@@ -295,8 +298,10 @@ public class MixedPrecisionTests
             options.Precision = null;
             options.ResumeFrom = dir;
             options.MaxSteps = 3;
+            log.Clear();
             using var resumed = ml.Llm().Trainers.CausalLm(options).Fit(data);
-            Assert.Equal(TrainingPrecision.Fp16Mixed, resumed.Model.Precision);
+            Assert.Contains(log, m => m.Contains("precision Fp16Mixed, seed", StringComparison.Ordinal));
+            Assert.Equal(TrainingPrecision.Fp32, resumed.Model.Precision);   // inference as any default run's on the CPU
             Assert.Equal(3, resumed.History.Count);
         }
         finally
