@@ -67,22 +67,7 @@ internal static class Decoding
             Array.Fill(next, -1);
             for (int r = 0; r < rows.Count; r++)
             {
-                var sequence = sequences[rows[r]];
-                var scores = logits.AsSpan(r * vocabulary, vocabulary);
-                TokenSampling.Process(scores, CollectionsMarshal.AsSpan(sequence.History), sequence.PromptLength, options);
-                int token = TokenSampling.Choose(scores, options, generator);
-                if (options.EosTokenIds.Contains(token))
-                {
-                    sequence.Finished = true;
-                    continue;
-                }
-
-                sequence.History.Add(token);
-                next[rows[r]] = token;
-                if (sequence.GeneratedCount >= options.MaxNewTokens)
-                {
-                    sequence.Finished = true;
-                }
+                next[rows[r]] = NextToken(sequences[rows[r]], logits.AsSpan(r * vocabulary, vocabulary), options, generator);
             }
 
             yield return next;                                  // the caller may finish sequences here (stop strings)
@@ -124,6 +109,30 @@ internal static class Decoding
                 logits = batch.Step(rows.Select(s => sequences[s].History[^1]).ToArray());
             }
         }
+    }
+
+    /// <summary>
+    /// One row's step of greedy decoding or sampling: the logits processors and the choice on its
+    /// <paramref name="scores"/> (modified in place). An end-of-sequence id finishes the sequence and returns −1;
+    /// any other token is appended, and the sequence finishes when it has <see cref="GenerationOptions.MaxNewTokens"/>.
+    /// </summary>
+    internal static int NextToken(GeneratedSequence sequence, Span<float> scores, GenerationOptions options, Generator? generator)
+    {
+        TokenSampling.Process(scores, CollectionsMarshal.AsSpan(sequence.History), sequence.PromptLength, options);
+        int token = TokenSampling.Choose(scores, options, generator);
+        if (options.EosTokenIds.Contains(token))
+        {
+            sequence.Finished = true;
+            return -1;
+        }
+
+        sequence.History.Add(token);
+        if (sequence.GeneratedCount >= options.MaxNewTokens)
+        {
+            sequence.Finished = true;
+        }
+
+        return token;
     }
 
     /// <summary>

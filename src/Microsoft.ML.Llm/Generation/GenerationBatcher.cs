@@ -474,24 +474,17 @@ public sealed class GenerationBatcher : IDisposable
             for (int r = 0; r < rows.Count; r++)
             {
                 var request = rows[r];
-                var sequence = request.Sequence!;
-                var options = request.Options;
-                pieces[r] = null;
-                var scores = logits.AsSpan(r * vocabulary, vocabulary);
-                TokenSampling.Process(scores, CollectionsMarshal.AsSpan(sequence.History), sequence.PromptLength, options);
-                int token = TokenSampling.Choose(scores, options, request.Random);
-                if (options.EosTokenIds.Contains(token))
+                int token = Decoding.NextToken(request.Sequence!, logits.AsSpan(r * vocabulary, vocabulary), request.Options, request.Random);
+                if (token < 0)
                 {
-                    sequence.Finished = true;
-                    continue;
+                    continue;                                         // an end-of-sequence id
                 }
 
-                sequence.History.Add(token);
                 request.LastToken = token;
                 pieces[r] = request.Text.Add(token);
-                if (request.Text.Stopped || sequence.GeneratedCount >= options.MaxNewTokens)
+                if (request.Text.Stopped)
                 {
-                    sequence.Finished = true;
+                    request.Sequence!.Finished = true;
                 }
             }
 
