@@ -33,12 +33,7 @@ internal static class Autocast
 
     /// <summary>Runs the forward passes inside the returned scope in <paramref name="precision"/>; disposing restores
     /// the enclosing state (scopes nest, an fp32 scope switches autocast off).</summary>
-    public static Scope Enable(TrainingPrecision precision)
-    {
-        var previous = computeType;
-        computeType = ComputeTypeOf(precision);
-        return new Scope(previous);
-    }
+    public static Scope Enable(TrainingPrecision precision) => Enable(ComputeTypeOf(precision));
 
     /// <summary>Runs the forward passes inside the returned scope in <paramref name="computeType"/> (null: autocast off),
     /// as a recomputation must run in the precision its original forward ran in.</summary>

@@ -126,7 +126,12 @@ internal static class PrecisionSupport
         };
     }
 
-    internal static HashSet<string>? CpuFlags()
+    /// <summary>The flags of /proc/cpuinfo, read once per process (null: not readable, e.g. not Linux).</summary>
+    internal static HashSet<string>? CpuFlags() => Flags.Value;
+
+    private static readonly Lazy<HashSet<string>?> Flags = new(ReadCpuFlags);
+
+    private static HashSet<string>? ReadCpuFlags()
     {
         try
         {

@@ -59,12 +59,8 @@ public class TextGenerationFixtureMaker
         string folder = Folder(source: true);
         Directory.CreateDirectory(folder);
         var ml = new MLContext(seed: 1);
-        var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = string.Concat(Enumerable.Repeat(TestData.Corpus, 3)) } });
-        var prep = ml.Transforms.Text.NormalizeForLm("Normalized", "Text", lowercase: true)
-            .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Normalized", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }))
-            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 16))
-            .Fit(text);
-        var lm = ml.Llm().Trainers.CausalLm(TestData.TinyOptions(16, maxSteps: 10)).Fit(prep.Transform(text));
+        var pipeline = Generation.TextGenerationTransformerTests.TrainedPipeline.Train(ml, steps: 10);
+        var lm = pipeline.LastTransformer;
         var options = new TextGenerationOptions
         {
             BatchSize = 2,
@@ -82,7 +78,7 @@ public class TextGenerationFixtureMaker
                 NoRepeatNgramSize = 3,
             },
         };
-        var generate = ml.Llm().GenerateText(prep.Append(lm), options).Fit(PromptData(ml));
+        var generate = ml.Llm().GenerateText(pipeline, options).Fit(PromptData(ml));
         ml.Model.Save(generate, PromptData(ml).Schema, Path.Combine(folder, ZipName));
         File.WriteAllLines(Path.Combine(folder, ExpectedName), CompletionLines(generate.Transform(PromptData(ml))));
     }

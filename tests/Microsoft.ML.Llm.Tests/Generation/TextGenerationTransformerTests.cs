@@ -21,15 +21,20 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
     {
         public TrainedPipeline()
         {
-            var ml = new MLContext(seed: 1);
+            Pipeline = Train(new MLContext(seed: 1), steps: 30);
+            LanguageModel = Pipeline.LastTransformer;
+        }
+
+        /// <summary>The pipeline, its language model trained <paramref name="steps"/> steps (the format fixture's maker uses it too).</summary>
+        public static TransformerChain<CausalLmTransformer> Train(MLContext ml, int steps)
+        {
             var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = string.Concat(Enumerable.Repeat(TestData.Corpus, 3)) } });
             var prep = ml.Transforms.Text.NormalizeForLm("Normalized", "Text", lowercase: true)
                 .Append(ml.Transforms.Text.TokenizeForLm("Ids", "Normalized", new LmTokenizerOptions { Kind = LmTokenizerKind.Character }))
                 .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", contextLength: 16))
                 .Fit(text);
-            var lm = ml.Llm().Trainers.CausalLm(TestData.TinyOptions(16, maxSteps: 30)).Fit(prep.Transform(text));
-            Pipeline = prep.Append(lm);
-            LanguageModel = lm;
+            var lm = ml.Llm().Trainers.CausalLm(TestData.TinyOptions(16, maxSteps: steps)).Fit(prep.Transform(text));
+            return prep.Append(lm);
         }
 
         public TransformerChain<CausalLmTransformer> Pipeline { get; }
