@@ -114,9 +114,19 @@ public sealed class TextGenerationEstimator : IEstimator<TextGenerationTransform
 /// from an ML.NET model zip with its options, the language model and the prompt's text transforms.
 /// </summary>
 /// <remarks>
+/// <para>
 /// Prompts pass through the text transforms that the model's pipeline applied to its training text before the
 /// tokenizer (<c>NormalizeForLm</c>, <c>RedactPii</c>), when the estimator was given the whole pipeline. The transformer holds one model:
 /// do not read two cursors of its output from different threads at the same time.
+/// </para>
+/// <para>
+/// Appended to the fitted pipeline it was made from (<c>prep.Append(lm).Append(generate)</c>), it saves into one zip
+/// with it. That chain works in a <c>PredictionEngine</c> whose input has the pipeline's text column: at inference time
+/// <c>PackTokens</c> gives each row its own tokens and the language model scores a row only when asked, so each prompt
+/// row meets this transformer unchanged. The chain's <c>Transform</c> still packs (training and evaluation read it), so over
+/// an <see cref="IDataView"/> of prompts use <c>mlContext.Llm().GetInferenceChain(chain)</c>: this transformer and what
+/// follows it, since it already holds the language model and the text transforms the stages before it apply.
+/// </para>
 /// </remarks>
 public sealed class TextGenerationTransformer : PersistentTransformerBase, ITransformer, IPersistentComponent<TextGenerationTransformer>
 {
@@ -193,6 +203,14 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
 
     private AppendColumnsMapper MakeMapper(DataViewSchema inputSchema, IDataView? source)
     {
+        if (inputSchema.GetColumnOrNull(_options.InputColumnName) is null
+            && inputSchema.GetColumnOrNull(LanguageModel.TokensColumnName) is { } blocks && blocks.TryGetTokenizer(out _))
+        {
+            // Transform of a whole training pipeline (…PackTokens → language model → GenerateText) over prompts.
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"Could not find input column '{_options.InputColumnName}': GenerateText received the language model's token column '{LanguageModel.TokensColumnName}' instead of the prompts, because a transform before it (PackTokens, which packs documents into blocks for training) changed the rows. Generate over an IDataView of prompts with mlContext.Llm().GetInferenceChain(model).Transform(prompts) (the chain from GenerateText on), or one prompt at a time with a PredictionEngine over the whole chain.");
+        }
+
         var prompt = SchemaChecks.TextColumn(inputSchema, _options.InputColumnName);
         int n = _options.Generation.NumReturnSequences;
         DataViewType type = n > 1 ? new VectorDataViewType(TextDataViewType.Instance, n) : TextDataViewType.Instance;
