@@ -108,34 +108,6 @@ public sealed class LlmCatalog
     }
 
     /// <summary>
-    /// The chain that generates over prompts, from a fitted chain that ends in generation (such as
-    /// <c>prep.Append(lm).Append(generate)</c>, saved as one zip): its (last) <see cref="TextGenerationTransformer"/> and
-    /// the transformers after it. The stages before it are the language model's training pipeline (text transforms,
-    /// tokenizer, <c>PackTokens</c>, filters, the model's scoring), which the generator already holds: its language model
-    /// and the text transforms its prompts pass through. They are left out as ML.NET's scoring chain leaves out
-    /// training-only transforms (<c>TransformerScope.Training</c>): <c>PackTokens</c> and filters change the rows, so the
-    /// whole chain's <c>Transform</c> cannot run over prompts (a <c>PredictionEngine</c> over it can: see
-    /// <see cref="TextGenerationTransformer"/>). The result's <c>Transform</c> generates in batches of
-    /// <see cref="TextGenerationTransformer.BatchSize"/> rows, the completions the generator alone gives.
-    /// </summary>
-    /// <param name="model">A <see cref="TextGenerationTransformer"/>, or a fitted chain holding one (as loaded from a zip).</param>
-    /// <exception cref="ArgumentException">The model holds no <see cref="TextGenerationTransformer"/>.</exception>
-    public TransformerChain<ITransformer> GetInferenceChain(ITransformer model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        var transformers = model is IEnumerable<ITransformer> chain ? chain.ToList() : [model];
-        int at = transformers.FindLastIndex(t => t is TextGenerationTransformer);
-        if (at < 0)
-        {
-            throw new ArgumentException(
-                $"The model ({model.GetType().Name}, {transformers.Count} transformer(s): {string.Join(", ", transformers.Select(t => t.GetType().Name))}) holds no TextGenerationTransformer; append mlContext.Llm().GenerateText(...).Fit(prompts) to the fitted pipeline first.",
-                nameof(model));
-        }
-
-        return new TransformerChain<ITransformer>([.. transformers.Skip(at)]);
-    }
-
-    /// <summary>
     /// The text transforms on the path of the text that the (last) tokenizer before the language model read, in pipeline
     /// order: walking back from the tokenizer's input column, each <c>NormalizeForLm</c> or <c>RedactPii</c> that wrote the
     /// column, then its own input column, and so on. Filters and language detection do not change the text and are skipped.

@@ -195,7 +195,7 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
     }
 
     [Fact]
-    public void TheTrainingChainWithGenerationWorksInAPredictionEngineAndItsInferenceChainOverPrompts()
+    public void TheTrainingChainWithGenerationAppendedGeneratesOverPromptsInTransformAndInAPredictionEngine()
     {
         string path = Path.Combine(Path.GetTempPath(), "llm-chain-" + Guid.NewGuid().ToString("N") + ".zip");
         try
@@ -210,6 +210,14 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             var expected = Prompts.Select(p => alone.Generate(p, greedy)).ToArray();
             Assert.Contains(expected, c => c.Length > 0);
 
+            // Over an IDataView: PackTokens packs and the language model scores blocks, as in training; GenerateText then
+            // generates over the rows packing read: one row per prompt, the prompt and its completion, in batches.
+            var output = chain.Transform(PromptsOf(ml));
+            Assert.Equal(["Text", "Completion"], output.Schema.Select(c => c.Name));
+            Assert.Equal(output.Schema.Select(c => (c.Name, c.Type)), chain.GetOutputSchema(PromptsOf(ml).Schema).Select(c => (c.Name, c.Type)));
+            Assert.Equal(Prompts, output.GetColumn<ReadOnlyMemory<char>>("Text").Select(t => t.ToString()));
+            Assert.Equal(expected, Completions(ml, output));
+
             // One prompt at a time: the whole chain is a row-to-row mapper (PackTokens gives the row its own tokens at
             // inference time; the language model scores a row only when asked).
             Assert.True(((ITransformer)chain).IsRowToRowMapper);
@@ -221,15 +229,6 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             Assert.Equal(_trained.LanguageModel.Tokenizer!.Encode("to be or not"), scored.Tokens);
             Assert.Equal(_trained.LanguageModel.ScoreTokens(scored.Tokens), scored.LogLikelihood, 5);
             Assert.Equal(alone.Generate("TO BE or not", greedy), scored.Completion);
-
-            // Over an IDataView: the chain's Transform packs (training and evaluation read it), so GenerateText is refused
-            // with the way to go; the inference chain (GenerateText on) generates in batches, the same completions.
-            var refused = Assert.Throws<ArgumentOutOfRangeException>(() => chain.Transform(PromptsOf(ml)));
-            Assert.Contains("Could not find input column 'Text': GenerateText received the language model's token column 'Tokens'", refused.Message, StringComparison.Ordinal);
-            Assert.Contains("mlContext.Llm().GetInferenceChain(model).Transform(prompts)", refused.Message, StringComparison.Ordinal);
-            var inference = ml.Llm().GetInferenceChain(chain);
-            Assert.Same(generate, inference.Single());
-            Assert.Equal(expected, Completions(ml, inference.Transform(PromptsOf(ml))));
 
             // Training is untouched: the pipeline's Transform of text still packs blocks of ContextLength + 1 tokens.
             var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = TestData.Corpus } });
@@ -244,10 +243,11 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
             var loaded = fresh.Model.Load(path, out _);
             var loadedEngine = fresh.Model.CreatePredictionEngine<TextPrompt, TextCompletion>(loaded);
             Assert.Equal(expected, Prompts.Select(p => loadedEngine.Predict(new TextPrompt { Text = p }).Completion));
-            Assert.Equal(expected, Completions(fresh, fresh.Llm().GetInferenceChain(loaded).Transform(PromptsOf(fresh))));
+            Assert.Equal(expected, Completions(fresh, loaded.Transform(PromptsOf(fresh))));
 
-            var none = Assert.Throws<ArgumentException>(() => ml.Llm().GetInferenceChain(_trained.Pipeline));
-            Assert.StartsWith("The model (TransformerChain`1, 4 transformer(s): TextNormalizerTransformer, LmTokenizerTransformer, TokenPackerTransformer, CausalLmTransformer) holds no TextGenerationTransformer", none.Message, StringComparison.Ordinal);
+            // Prompts that are not in the pipeline's text column cannot pass its transforms: the usual message names it.
+            var missing = Assert.ThrowsAny<ArgumentException>(() => chain.Transform(PromptData(ml)));
+            Assert.Contains("'Text'", missing.Message, StringComparison.Ordinal);
         }
         finally
         {
