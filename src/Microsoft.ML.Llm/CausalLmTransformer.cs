@@ -67,12 +67,12 @@ public sealed class CausalLmTransformer : AppendColumnsTransformerBase, IPersist
     /// <summary>Metrics of every training step (validation figures on evaluated steps).</summary>
     public IReadOnlyList<TrainingMetrics> History => _history;
 
-    /// <summary>Scoring changes no row count, but a forward pass per row is costly; rows are scored on demand.</summary>
-    public override bool IsRowToRowMapper => false;
-
-    /// <summary>Not supported: scoring is exposed through <see cref="AppendColumnsTransformerBase.Transform"/>.</summary>
-    public override IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("CausalLmTransformer scores rows through Transform (IsRowToRowMapper is false); use mlContext.Llm().CreateGenerator(model) for generation.");
+    /// <summary>
+    /// True: scoring changes no row count, and a row is scored (one forward pass) only when its score columns are read,
+    /// so a <c>PredictionEngine</c> over a pipeline that ends in generation (<c>prep.Append(lm).Append(generate)</c>, where
+    /// <c>PackTokens</c> gives each row its own tokens at inference time) runs none for them unless asked.
+    /// </summary>
+    public override bool IsRowToRowMapper => true;
 
     /// <summary>Appends the two score columns, computed lazily per row (once per row for both); one cursor at a time.</summary>
     private protected override AppendColumnsMapper MakeMapper(DataViewSchema inputSchema)

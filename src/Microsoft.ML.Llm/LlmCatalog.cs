@@ -83,6 +83,8 @@ public sealed class LlmCatalog
     /// <see cref="CausalLmTransformer"/> itself, or the fitted pipeline that contains it, whose text transforms the prompts
     /// then pass through before tokenization). The estimator needs no training; its transformer is row-to-row, generates
     /// <paramref name="batchSize"/> rows per batch when a cursor reads it, and saves into the model zip with its options.
+    /// Appended to that fitted pipeline (<c>pipeline.Append(generator)</c>), the chain generates over prompts given in the
+    /// pipeline's text column, in its <c>Transform</c> and in a <c>PredictionEngine</c> (see <see cref="TextGenerationTransformer"/>).
     /// </summary>
     /// <param name="outputColumnName">The completion column added (Text; a vector of Text when <see cref="GenerationOptions.NumReturnSequences"/> &gt; 1).</param>
     /// <param name="inputColumnName">The prompt column (Text).</param>

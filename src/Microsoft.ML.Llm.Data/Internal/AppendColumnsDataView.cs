@@ -122,11 +122,24 @@ internal sealed class AppendColumnsMapper : IRowToRowMapper
     }
 }
 
+/// <summary>
+/// A view computed from the rows of another (<see cref="Source"/>): appended columns, or packed blocks. A consumer that
+/// needs columns such a view does not pass on (<c>GenerateText</c> after <c>PackTokens</c> and the language model, over
+/// prompts) finds the rows they were computed from by following <see cref="Source"/>.
+/// </summary>
+internal interface IDerivedDataView
+{
+    /// <summary>The view whose rows this one is computed from.</summary>
+    IDataView Source { get; }
+}
+
 /// <summary>The output of a row-to-row transform built on <see cref="AppendColumnsMapper"/>.</summary>
-internal sealed class AppendColumnsDataView : IDataView
+internal sealed class AppendColumnsDataView : IDataView, IDerivedDataView
 {
     private readonly IDataView _source;
     private readonly AppendColumnsMapper _mapper;
+
+    IDataView IDerivedDataView.Source => _source;
 
     public AppendColumnsDataView(IDataView source, AppendColumnsMapper mapper)
     {

@@ -3,7 +3,8 @@
 // protected, so only this library and its friend assembly Microsoft.ML.Llm can derive from them.
 //   PersistentTransformerBase         ICanSaveModel through ModelPersistence (version header + SaveState).
 //   AppendColumnsTransformerBase      row-to-row transforms that append columns: MakeMapper is all they write.
-//   RowCountChangingTransformerBase   filters, dedup, packing: MakeDataView is all they write.
+//   RowCountChangingTransformerBase   filters, dedup, packing: MakeDataView is all they write (packing also
+//                                     overrides GetRowToRowMapper: each row's own tokens at inference time).
 
 namespace Microsoft.ML.Llm.Data.Internal;
 
@@ -74,8 +75,9 @@ public abstract class RowCountChangingTransformerBase : PersistentTransformerBas
     {
     }
 
-    /// <summary>False: the transform changes the number of rows.</summary>
-    public bool IsRowToRowMapper => false;
+    /// <summary>False: the transform changes the number of rows (packing, which has a meaning row by row at inference
+    /// time, overrides it and <see cref="GetRowToRowMapper"/>).</summary>
+    public virtual bool IsRowToRowMapper => false;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -85,7 +87,7 @@ public abstract class RowCountChangingTransformerBase : PersistentTransformerBas
     }
 
     /// <summary>Not supported: the transform changes the number of rows.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
+    public virtual IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
         throw new InvalidOperationException($"{GetType().Name} changes the number of rows and is not a row-to-row mapper (IsRowToRowMapper is false); use Transform.");
 
     /// <inheritdoc/>

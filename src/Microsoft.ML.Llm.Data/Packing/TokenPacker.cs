@@ -225,10 +225,18 @@ public sealed class TokenPackerEstimator : IEstimator<TokenPackerTransformer>
 }
 
 /// <summary>
-/// Transformer of <c>PackTokens</c>. Its output holds fixed-size blocks of ContextLength + 1 tokens (and, depending
-/// on the mode, document ids and a loss mask); it changes the row count, so it is not a row-to-row mapper. Every
-/// cursor yields the same rows in the same order.
+/// Transformer of <c>PackTokens</c>. <see cref="ITransformer.Transform"/> packs: its output holds fixed-size blocks of
+/// ContextLength + 1 tokens (and, depending on the mode, document ids and a loss mask) and changes the row count;
+/// every cursor yields the same rows in the same order. Training and evaluation read this.
 /// </summary>
+/// <remarks>
+/// Packing is a training-time operation over many documents, as ML.NET's label transforms are training-time operations
+/// a scoring pipeline leaves out. At inference time a row (a prompt) needs only its own tokens, so the row-to-row mapper
+/// (<see cref="GetRowToRowMapper"/>, which a <c>PredictionEngine</c> uses) does not pack: it passes the row through and
+/// adds the output column holding that row's tokens, unpadded, with no end-of-text id. A fitted pipeline
+/// <c>normalize → tokenize → PackTokens → language model → GenerateText</c> thus works in a <c>PredictionEngine</c>; its
+/// <see cref="ITransformer.Transform"/> packs, and <c>GenerateText</c> then generates over the rows packing read.
+/// </remarks>
 public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IPersistentComponent<TokenPackerTransformer>
 {
     internal const string LoaderSignature = "TokenPackingTransformer";
@@ -283,6 +291,41 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
     public PackingStatistics? LastPassStatistics => Volatile.Read(ref _lastPass);
 
     private int BlockLength => _options.ContextLength + 1;
+
+    /// <summary>True: as a row-to-row mapper (inference time: a <c>PredictionEngine</c>) each row keeps its own tokens.</summary>
+    public override bool IsRowToRowMapper => true;
+
+    /// <summary>
+    /// The inference-time mapper: the input row, plus <see cref="OutputColumnName"/> holding the row's own tokens (a copy
+    /// of <see cref="InputColumnName"/>, with its tokenizer annotation), not packed, padded or given an end-of-text id.
+    /// <see cref="ITransformer.Transform"/> packs (training, evaluation).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The input has no <see cref="InputColumnName"/> column of Int32 vectors.</exception>
+    public override IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var tokens = SchemaChecks.Int32VectorColumn(inputSchema, InputColumnName);
+        DataViewSchema.Annotations? annotations = null;
+        if (tokens.TryGetTokenizer(out var tokenizer))
+        {
+            var builder = new DataViewSchema.Annotations.Builder();
+            LmAnnotations.Add(builder, tokenizer);
+            annotations = builder.ToAnnotations();
+        }
+
+        AddedColumn[] added = [new(OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32), annotations)];
+        return new AppendColumnsMapper(inputSchema, tokens.Index, added, (row, active) =>
+        {
+            var getTokens = row.GetGetter<VBuffer<int>>(tokens);
+            VBuffer<int> source = default;
+            ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> value) =>
+            {
+                getTokens(ref source);
+                source.CopyTo(ref value);
+            };
+            return [getter];
+        });
+    }
 
     private protected override IDataView MakeDataView(IDataView input) => new PackedDataView(this, input);
 
@@ -360,7 +403,7 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
     }
 
     /// <summary>The packed data; each cursor re-reads the input from the start and packs it the same way.</summary>
-    private sealed class PackedDataView : IDataView
+    private sealed class PackedDataView : IDataView, IDerivedDataView
     {
         private readonly TokenPackerTransformer _parent;
         private readonly IDataView _input;
@@ -377,6 +420,8 @@ public sealed class TokenPackerTransformer : RowCountChangingTransformerBase, IP
         }
 
         public DataViewSchema Schema { get; }
+
+        IDataView IDerivedDataView.Source => _input;
 
         public bool CanShuffle => false;
 

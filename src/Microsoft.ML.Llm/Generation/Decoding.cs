@@ -144,8 +144,10 @@ internal static class Decoding
 
     /// <summary>
     /// Beam search over every prompt at once (rows = prompts × beams), as Hugging Face's <c>_beam_search</c>: at each step
-    /// every beam's log-probabilities (after the logits processors; with <see cref="GenerationOptions.DoSample"/>, then the
-    /// warpers) plus its running score give the candidates; the top max(2, 1 + #EOS ids)·NumBeams of them per prompt
+    /// every beam's log-probabilities — log_softmax of the logits, then the logits processors applied to them (HF's order:
+    /// unlike greedy decoding and sampling, where the processors act on the logits, so a repetition penalty divides or
+    /// multiplies a log-probability, which is always ≤ 0), then with <see cref="GenerationOptions.DoSample"/> the
+    /// warpers — plus its running score give the candidates; the top max(2, 1 + #EOS ids)·NumBeams of them per prompt
     /// (beam search), or as many drawn without replacement from the softmax over all of them (beam sampling, seeded by
     /// <see cref="GenerationOptions.Seed"/>), sorted by score. A candidate among the first NumBeams that ends in an
     /// end-of-sequence id, or whose text completes a stop string (<paramref name="hitsStop"/> of its generated tokens; null: no stop strings), becomes a finished
@@ -153,8 +155,13 @@ internal static class Decoding
     /// best NumBeams others continue, their keys and values gathered in the cache by index. A prompt is done as
     /// <see cref="GenerationOptions.EarlyStopping"/> says. Returns, per prompt, the best hypotheses, best first.
     /// </summary>
+    /// <remarks>
+    /// <paramref name="cancellation"/> is checked before the prompts' forward pass and after every step, before the next
+    /// forward pass: a cancelled search stops within one token (<see cref="OperationCanceledException"/>).
+    /// <paramref name="stepped"/>, when given, is called after each step's tokens are chosen (before that check).
+    /// </remarks>
     public static List<Hypothesis>[] BeamSearch(GptModel model, IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellation,
-        Func<int[], bool>? hitsStop = null)
+        Func<int[], bool>? hitsStop = null, Action? stepped = null)
     {
         int beams = options.NumBeams;
         int candidates = Math.Max(2, 1 + options.EosTokenIds.Count) * beams;   // HF's beams_to_keep: enough to continue NumBeams
@@ -221,9 +228,11 @@ internal static class Decoding
                         continue;                                // a copy of beam 0 on the first step
                     }
 
+                    // HF's _beam_search: log_softmax of the logits first, then the logits processors on the
+                    // log-probabilities (a repetition penalty multiplies a negative log-probability), then the warpers.
                     var scores = logits.AsSpan(r * vocabulary, vocabulary);
-                    TokenSampling.Process(scores, CollectionsMarshal.AsSpan(rowHistory[r]), promptLength, options);
                     TokenSampling.LogSoftmax(scores);
+                    TokenSampling.Process(scores, CollectionsMarshal.AsSpan(rowHistory[r]), promptLength, options);
                     if (options.DoSample)
                     {
                         TokenSampling.Warp(scores, options, minKeep);
@@ -281,6 +290,7 @@ internal static class Decoding
             rowPrompt = nextPrompt;
             rowHistory = nextHistory;
             rowScore = nextScore;
+            stepped?.Invoke();
             cancellation.ThrowIfCancellationRequested();
             if (rowPrompt.Count == 0)
             {

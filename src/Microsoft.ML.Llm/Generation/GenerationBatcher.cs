@@ -28,7 +28,7 @@ namespace Microsoft.ML.Llm;
 /// <see cref="GenerationBatcherOptions.MaxBatchSize"/> rows (<see cref="GenerationBatcherOptions.JoinRunningBatch"/>):
 /// their prompts are prefilled on their own and their cached keys and values join the batch's behind left padding, so
 /// a new request need not wait for the longest running one. Requests that cannot share a batch (beam search, several
-/// return sequences) run alone, in their turn. Streams
+/// return sequences) run alone, in their turn; cancelling one stops it within one token, as a batch's row. Streams
 /// receive each token's text as it is decoded, in complete UTF-8 characters, held back while it may be the start of a
 /// stop string (as <see cref="TextGenerator.GenerateStreamingAsync"/>).
 /// </para>
@@ -55,6 +55,7 @@ public sealed class GenerationBatcher : IDisposable
     private int _largestBatch;
     private long _batchCount;
     private long _rowCount;
+    private long _stepCount;
 
     /// <summary>A batcher over <paramref name="generator"/> (its model, tokenizer and prompt transforms).</summary>
     /// <param name="generator">The generator (from <c>mlContext.Llm().CreateGenerator(model)</c>).</param>
@@ -94,6 +95,12 @@ public sealed class GenerationBatcher : IDisposable
 
     /// <summary>How many requests have been decoded (rows over all batches).</summary>
     public long RequestCount => Interlocked.Read(ref _rowCount);
+
+    /// <summary>
+    /// How many decoding steps have run over all batches: each gives every row of its batch (every beam of a beam search
+    /// running alone) its next token. A cancelled request stops costing steps within one token.
+    /// </summary>
+    public long StepCount => Interlocked.Read(ref _stepCount);
 
     /// <summary>
     /// The batcher shared by every <see cref="LlmChatClient"/> over <paramref name="generator"/>'s model that was not
@@ -414,7 +421,19 @@ public sealed class GenerationBatcher : IDisposable
             return;
         }
 
-        string text = _generator.Generate(request.SoloPrompt!, request.Options);
+        // The request's own token (its caller's, linked with the batcher's disposal): beam search checks it after
+        // every step, so cancelling stops it within one token and frees the model for the requests behind it.
+        string text;
+        try
+        {
+            text = _generator.GenerateCancellably(request.SoloPrompt!, request.Options, request.Cancellation, () => Interlocked.Increment(ref _stepCount))[0];
+        }
+        catch (OperationCanceledException) when (request.Cancellation.IsCancellationRequested)
+        {
+            request.End(new OperationCanceledException(request.Cancellation));
+            return;
+        }
+
         request.Output.Writer.TryWrite(new GeneratedPiece(-1, text));
         request.End(null);
     }
@@ -469,6 +488,7 @@ public sealed class GenerationBatcher : IDisposable
             }
 
             first = false;
+            Interlocked.Increment(ref _stepCount);
             var pieces = new string?[rows.Count];
             // Each row's next token, with its own options and generator.
             for (int r = 0; r < rows.Count; r++)
@@ -594,6 +614,9 @@ public sealed class GenerationBatcher : IDisposable
         public Channel<GeneratedPiece> Output { get; }
 
         public string? SoloPrompt { get; init; }
+
+        /// <summary>Cancelled when the caller cancels, leaves (disposes its stream) or the batcher is disposed.</summary>
+        public CancellationToken Cancellation => _cancellation.Token;
 
         public bool Solo => SoloPrompt is not null;
 

@@ -62,7 +62,8 @@ public sealed class GenerationOptions
 
     /// <summary>
     /// Penalises tokens already in the sequence (CTRL, Keskar et al. 2019): their positive logits are divided by it,
-    /// negative ones multiplied. 1 turns it off; above 1 discourages repetition.
+    /// negative ones multiplied. 1 turns it off; above 1 discourages repetition. Beam search applies it, as the other
+    /// logits processors, to the log-probabilities (Hugging Face's <c>_beam_search</c>), which are ≤ 0: it multiplies them.
     /// </summary>
     public float RepetitionPenalty { get; set; } = Defaults.RepetitionPenalty;
 

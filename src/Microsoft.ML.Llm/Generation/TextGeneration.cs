@@ -114,9 +114,23 @@ public sealed class TextGenerationEstimator : IEstimator<TextGenerationTransform
 /// from an ML.NET model zip with its options, the language model and the prompt's text transforms.
 /// </summary>
 /// <remarks>
+/// <para>
 /// Prompts pass through the text transforms that the model's pipeline applied to its training text before the
 /// tokenizer (<c>NormalizeForLm</c>, <c>RedactPii</c>), when the estimator was given the whole pipeline. The transformer holds one model:
 /// do not read two cursors of its output from different threads at the same time.
+/// </para>
+/// <para>
+/// Appended to the fitted pipeline it was made from (<c>prep.Append(lm).Append(generate)</c>: normalize → tokenize →
+/// <c>PackTokens</c> → language model → this), it saves into one zip with it, and that chain runs over prompts given in
+/// the pipeline's text column (ML.NET's prediction inputs share the training schema). One row at a time (a
+/// <c>PredictionEngine</c>, the chain's row-to-row mapper): <c>PackTokens</c> gives each row its own tokens at inference
+/// time and the language model scores a row only when asked, so the prompt row reaches this transformer unchanged. Over
+/// an <see cref="IDataView"/> (the chain's <c>Transform</c>), <c>PackTokens</c> still packs, as training and evaluation
+/// need; this transformer then receives the language model's token blocks instead of prompts, and generates over the
+/// rows packing read (found through the views the blocks were computed from): one row per prompt, with two columns,
+/// the prompt and the completion. Either way the completions are the generator's alone: it holds the language model
+/// and applies the pipeline's text transforms itself.
+/// </para>
 /// </remarks>
 public sealed class TextGenerationTransformer : PersistentTransformerBase, ITransformer, IPersistentComponent<TextGenerationTransformer>
 {
@@ -170,11 +184,15 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
     /// <summary>True: one output row per input row.</summary>
     public bool IsRowToRowMapper => true;
 
-    /// <inheritdoc/>
+    /// <summary>
+    /// The input's columns and the completion column; for the language model's token blocks (a whole training chain's
+    /// <c>Transform</c>: the input lacks the prompt column and holds the model's token column), the prompt and the completion.
+    /// </summary>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return MakeMapper(inputSchema, source: null).OutputSchema;
+        return IsTokenBlocks(inputSchema) ? PromptCompletionView.MakeSchema(_options.InputColumnName, _options.OutputColumnName, CompletionType)
+            : MakeMapper(inputSchema, source: null).OutputSchema;
     }
 
     /// <summary>A mapper that generates each row's completion on its own (a <c>PredictionEngine</c> uses it).</summary>
@@ -184,19 +202,54 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         return MakeMapper(inputSchema, source: null);
     }
 
-    /// <summary>Adds the completion column; completions are generated lazily, a batch of rows at a time.</summary>
+    /// <summary>
+    /// Adds the completion column; completions are generated lazily, a batch of rows at a time. Given the language model's
+    /// token blocks (see <see cref="GetOutputSchema"/>), generates over the rows they were packed from: the prompt and
+    /// completion columns, one row per prompt.
+    /// </summary>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        if (IsTokenBlocks(input.Schema))
+        {
+            var prompts = PromptRows(input);
+            var generated = new AppendColumnsDataView(prompts, MakeMapper(prompts.Schema, prompts));
+            return new PromptCompletionView(generated, _options.InputColumnName, _options.OutputColumnName, CompletionType);
+        }
+
         return new AppendColumnsDataView(input, MakeMapper(input.Schema, input));
+    }
+
+    private DataViewType CompletionType => _options.Generation.NumReturnSequences > 1
+        ? new VectorDataViewType(TextDataViewType.Instance, _options.Generation.NumReturnSequences)
+        : TextDataViewType.Instance;
+
+    /// <summary>
+    /// True when <paramref name="schema"/> is the language model's token blocks rather than prompts: no prompt column, and
+    /// the model's token column with its tokenizer (what <c>PackTokens</c> and the model's scoring output).
+    /// </summary>
+    private bool IsTokenBlocks(DataViewSchema schema) =>
+        schema.GetColumnOrNull(_options.InputColumnName) is null
+        && schema.GetColumnOrNull(LanguageModel.TokensColumnName) is { } tokens && tokens.TryGetTokenizer(out _);
+
+    /// <summary>The view the token blocks of <paramref name="blocks"/> were computed from that has the prompt column.</summary>
+    private IDataView PromptRows(IDataView blocks)
+    {
+        var view = blocks;
+        while (view.Schema.GetColumnOrNull(_options.InputColumnName) is null)
+        {
+            view = view is IDerivedDataView derived ? derived.Source : throw new ArgumentOutOfRangeException("input",
+                $"Could not find input column '{_options.InputColumnName}': GenerateText received the language model's token column '{LanguageModel.TokensColumnName}', and none of the views it was computed from has the prompt column. Give the prompts in column '{_options.InputColumnName}'.");
+        }
+
+        return view;
     }
 
     private AppendColumnsMapper MakeMapper(DataViewSchema inputSchema, IDataView? source)
     {
         var prompt = SchemaChecks.TextColumn(inputSchema, _options.InputColumnName);
         int n = _options.Generation.NumReturnSequences;
-        DataViewType type = n > 1 ? new VectorDataViewType(TextDataViewType.Instance, n) : TextDataViewType.Instance;
-        return new AppendColumnsMapper(inputSchema, prompt.Index, [new(_options.OutputColumnName, type)], (row, active) =>
+        return new AppendColumnsMapper(inputSchema, prompt.Index, [new(_options.OutputColumnName, CompletionType)], (row, active) =>
         {
             var promptGetter = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[prompt.Index]);
             var batches = source is null ? null : new CompletionBatches(this, source, prompt);
@@ -249,6 +302,71 @@ public sealed class TextGenerationTransformer : PersistentTransformerBase, ITran
         lock (_lock)
         {
             return [.. _generator.Generate(prompts, options)];
+        }
+    }
+
+    /// <summary>
+    /// The prompt and completion columns of the generated rows (a whole training chain's output): the rows of the view
+    /// the completions were appended to, with only those two columns, typed as <see cref="MakeSchema"/> says.
+    /// </summary>
+    private sealed class PromptCompletionView : IDataView
+    {
+        private readonly IDataView _source;
+        private readonly int[] _columns;                     // output column → source column
+
+        public PromptCompletionView(IDataView source, string prompt, string completion, DataViewType completionType)
+        {
+            _source = source;
+            _columns = [source.Schema[prompt].Index, source.Schema[completion].Index];
+            Schema = MakeSchema(prompt, completion, completionType);
+        }
+
+        public DataViewSchema Schema { get; }
+
+        public bool CanShuffle => _source.CanShuffle;
+
+        public static DataViewSchema MakeSchema(string prompt, string completion, DataViewType completionType)
+        {
+            var builder = new DataViewSchema.Builder();
+            builder.AddColumn(prompt, TextDataViewType.Instance);
+            builder.AddColumn(completion, completionType);
+            return builder.ToSchema();
+        }
+
+        public long? GetRowCount() => _source.GetRowCount();
+
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) =>
+            new Cursor(this, _source.GetRowCursor(columnsNeeded.Select(c => _source.Schema[_columns[c.Index]]), rand));
+
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
+            [GetRowCursor(columnsNeeded, rand)];
+
+        private sealed class Cursor(PromptCompletionView view, DataViewRowCursor input) : DataViewRowCursor
+        {
+            public override DataViewSchema Schema => view.Schema;
+
+            public override long Position => input.Position;
+
+            public override long Batch => input.Batch;
+
+            public override ValueGetter<DataViewRowId> GetIdGetter() => input.GetIdGetter();
+
+            public override bool MoveNext() => input.MoveNext();
+
+            public override bool IsColumnActive(DataViewSchema.Column column) => input.IsColumnActive(input.Schema[view._columns[column.Index]]);
+
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) =>
+                input.GetGetter<TValue>(input.Schema[view._columns[column.Index]]);
+
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing)
+                {
+                    input.Dispose();
+                }
+
+                base.Dispose(disposing);
+            }
         }
     }
 

@@ -241,8 +241,16 @@ public sealed partial class TextGenerator
         }
     }
 
+    /// <summary>
+    /// The completions of one prompt (beam search or several return sequences: <see cref="GenerationBatcher"/>'s requests
+    /// that run alone), stopping within one token when <paramref name="cancellation"/> is cancelled;
+    /// <paramref name="stepped"/> is called after each decoding step. <paramref name="options"/> must be validated.
+    /// </summary>
+    internal string[] GenerateCancellably(string prompt, GenerationOptions options, CancellationToken cancellation, Action? stepped) =>
+        GenerateCore([prompt], options, cancellation, stepped);
+
     /// <summary>Batched generation of every prompt's sequences; the text of each, in HF's order.</summary>
-    private string[] GenerateCore(IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellation)
+    private string[] GenerateCore(IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellation, Action? stepped = null)
     {
         var tokens = prompts.Select(p => PromptTokens(p, options)).ToArray();
         int n = options.NumReturnSequences;
@@ -252,7 +260,7 @@ public sealed partial class TextGenerator
             // A beam whose text completes a stop string is finished, as an end-of-sequence id finishes it.
             Func<int[], bool>? hitsStop = options.StopStrings.Count == 0 ? null
                 : generated => CompletionText.ContainsStop(_tokenizer.Decode(generated), options.StopStrings);
-            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation, hitsStop);
+            var hypotheses = Decoding.BeamSearch(_model, tokens, options, cancellation, hitsStop, stepped);
             for (int p = 0; p < prompts.Count; p++)
             {
                 for (int i = 0; i < n; i++)
@@ -282,6 +290,7 @@ public sealed partial class TextGenerator
         using var generator = NewGenerator(options);
         foreach (var step in Decoding.Sample(_model, sequences, options, generator, cancellation))
         {
+            stepped?.Invoke();
             for (int s = 0; s < sequences.Length; s++)
             {
                 if (step[s] < 0)

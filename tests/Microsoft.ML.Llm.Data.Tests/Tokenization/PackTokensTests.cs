@@ -32,7 +32,7 @@ public class PackTokensTests
         var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", contextLength: 3, endOfTextId: 0).Fit(data);
         var output = model.Transform(data);
         Assert.Equal(new VectorDataViewType(NumberDataViewType.Int32, 4), output.Schema["Blocks"].Type);
-        Assert.False(model.IsRowToRowMapper);
+        Assert.True(model.IsRowToRowMapper);   // at inference time only (ThePackersRowToRowMapper...); Transform packs
         // Stream: 1 2 3 0 4 5 0 6 7 8 9 0 → blocks of 4.
         Assert.Equal([[1, 2, 3, 0], [4, 5, 0, 6], [7, 8, 9, 0]], ReadTokens(output, "Blocks"));
         // A second cursor yields the same rows.
@@ -47,6 +47,55 @@ public class PackTokensTests
         var dropped = ml.Transforms.Text.PackTokens("Blocks", "Tokens", contextLength: 4, endOfTextId: 0).Fit(data);
         Assert.Equal([[1, 2, 3, 0, 4], [5, 0, 6, 7, 8]], ReadTokens(dropped.Transform(data), "Blocks"));
         Assert.Equal(2.0 / 12, dropped.LastPassStatistics!.TruncatedFraction, 12);
+    }
+
+    public sealed class BlocksRow
+    {
+        [VectorType]
+        public int[] Tokens { get; set; } = [];
+
+        [VectorType]
+        public int[] Blocks { get; set; } = [];
+    }
+
+    [Theory]
+    [InlineData(PackingMode.Concatenate)]
+    [InlineData(PackingMode.BestFit)]
+    [InlineData(PackingMode.Padded)]
+    public void ThePackersRowToRowMapperGivesEachRowItsOwnTokensWhileTransformStillPacks(PackingMode mode)
+    {
+        // Inference time (a PredictionEngine, GetRowToRowMapper): one row in, the same row out, its own tokens unpadded and
+        // without an end-of-text id; the input columns pass through. Transform (training, evaluation) packs as before.
+        var ml = new MLContext(seed: 1);
+        int[][] documents = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10, 11]];
+        var data = Documents(ml, documents);
+        var model = ml.Transforms.Text.PackTokens("Blocks", "Tokens", new TokenPackerOptions { ContextLength = 3, EndOfTextId = 0, Mode = mode }).Fit(data);
+        Assert.True(model.IsRowToRowMapper);
+
+        var mapper = model.GetRowToRowMapper(data.Schema);
+        Assert.Equal(new VectorDataViewType(NumberDataViewType.Int32), mapper.OutputSchema["Blocks"].Type);
+        Assert.Equal(["Tokens", "Blocks"], mapper.OutputSchema.Select(c => c.Name));
+        var engine = ml.Model.CreatePredictionEngine<TokensRow, BlocksRow>(model);
+        foreach (var document in documents)
+        {
+            var row = engine.Predict(new TokensRow { Tokens = document });
+            Assert.Equal(document, row.Blocks);
+            Assert.Equal(document, row.Tokens);
+        }
+
+        // Transform is unchanged: blocks of ContextLength + 1 = 4.
+        var packed = model.Transform(data);
+        Assert.Equal(new VectorDataViewType(NumberDataViewType.Int32, 4), packed.Schema["Blocks"].Type);
+        Assert.All(ReadTokens(packed, "Blocks"), block => Assert.Equal(4, block.Length));
+        if (mode == PackingMode.Concatenate)
+        {
+            // Stream: 1 2 3 0 4 5 0 6 7 8 9 10 11 0 → three blocks of 4, the last partial one dropped.
+            Assert.Equal([[1, 2, 3, 0], [4, 5, 0, 6], [7, 8, 9, 10]], ReadTokens(packed, "Blocks"));
+        }
+
+        // A missing token column is reported by name.
+        var missing = Assert.ThrowsAny<ArgumentException>(() => model.GetRowToRowMapper(ml.Data.LoadFromEnumerable(new[] { new { Other = 1 } }).Schema));
+        Assert.Contains("'Tokens'", missing.Message, StringComparison.Ordinal);
     }
 
     [Fact]

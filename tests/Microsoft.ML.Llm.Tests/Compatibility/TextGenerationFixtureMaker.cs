@@ -10,7 +10,8 @@ namespace Microsoft.ML.Llm.Tests.Compatibility;
 /// once, with that code (commit 4b7803e): remove the Skip, run <c>dotnet test tests/Microsoft.ML.Llm.Tests -c Release
 /// --filter FullyQualifiedName~TextGenerationFixtureMaker</c>, put the Skip back, commit the files it wrote. Never run in
 /// the suite: the fixture must keep what the OLD code wrote (where EarlyStopping was a bool: this maker ran with
-/// <c>EarlyStopping = true</c>).
+/// <c>EarlyStopping = true</c>). expected.txt was recorded again from the same zip when beam search took Hugging Face's
+/// order of the logits processors (after the log-softmax); the folder's README says why the completions changed.
 /// </summary>
 [Collection("Torch")]
 public class TextGenerationFixtureMaker

@@ -97,6 +97,81 @@ public class BeamSearchTests
     }
 
     [Fact]
+    public void TheLogitsProcessorsActOnTheLogSoftmaxAsInHuggingFacesBeamSearch()
+    {
+        // Unnormalised bigram weights w (logits ln w; the construction gives logits, not probabilities, when a row does
+        // not sum to 1): after "a": a 4, b 2, c 1; after "b": a 1, b 3, c 2; after "c": a 2, b 1, c 5.
+        var tokenizer = LmTokenizer.Character(["abc"]);
+        var weights = new Dictionary<(char, char), double>
+        {
+            [('a', 'a')] = 4,
+            [('a', 'b')] = 2,
+            [('a', 'c')] = 1,
+            [('b', 'a')] = 1,
+            [('b', 'b')] = 3,
+            [('b', 'c')] = 2,
+            [('c', 'a')] = 2,
+            [('c', 'b')] = 1,
+            [('c', 'c')] = 5,
+        };
+        using var model = GenerationTestModel.Bigram(tokenizer, weights);
+        const double penalty = 2;
+
+        // Hugging Face's _beam_search: log_softmax(logits), then the repetition penalty on those log-probabilities (all
+        // negative: a token already in the sequence has its log-probability multiplied by the penalty). The old order
+        // penalised the raw logits (a positive one divided), then took the log_softmax.
+        static double Penalise(double score) => score < 0 ? score * penalty : score / penalty;
+        double Step(string history, char next, bool huggingFace)
+        {
+            var row = "abc".ToDictionary(v => v, v => Math.Log(weights[(history[^1], v)]));
+            if (!huggingFace)
+            {
+                row = row.ToDictionary(e => e.Key, e => history.Contains(e.Key) ? Penalise(e.Value) : e.Value);
+            }
+
+            double logTotal = Math.Log(row.Values.Sum(Math.Exp));
+            double logProbability = row[next] - logTotal;
+            return huggingFace && history.Contains(next) ? Penalise(logProbability) : logProbability;
+        }
+
+        // Three beams over three tokens and two new tokens: the first step keeps every token, so the three hypotheses
+        // are the three best two-token continuations of "a", each scored sum / 2 (LengthPenalty 1).
+        (string Text, double Score)[] Best(bool huggingFace) =>
+            [.. from x in "abc" from y in "abc"
+                let text = string.Concat(x, y)
+                let sum = Step("a", x, huggingFace) + Step("a" + x, y, huggingFace)
+                orderby sum descending
+                select (text, sum / 2)];
+
+        var expected = Best(huggingFace: true).Take(3).ToArray();
+        // By hand: "aa" = 2·ln(4/7)·2 = −2.2385 (→ −1.1192); "bc" = ln(2/7) + ln(2/6) = −2.3514 (→ −1.1757);
+        // "ab" = 2·ln(4/7) + ln(2/7) = −2.3720 (→ −1.1860).
+        Assert.Equal(["aa", "bc", "ab"], expected.Select(h => h.Text));
+        Assert.Equal(4 * Math.Log(4.0 / 7) / 2, expected[0].Score, 9);
+        Assert.Equal((Math.Log(2.0 / 7) + Math.Log(2.0 / 6)) / 2, expected[1].Score, 9);
+        Assert.Equal((2 * Math.Log(4.0 / 7) + Math.Log(2.0 / 7)) / 2, expected[2].Score, 9);
+
+        var options = new GenerationOptions { DoSample = false, MaxNewTokens = 2, NumBeams = 3, NumReturnSequences = 3, LengthPenalty = 1, RepetitionPenalty = (float)penalty };
+        var found = Decoding.BeamSearch(model, [tokenizer.Encode("a")], options, CancellationToken.None)[0];
+        Assert.Equal(expected.Select(h => h.Text), found.Select(h => tokenizer.Decode(h.Tokens)));
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.Equal(expected[i].Score, found[i].Score, 4);
+            Assert.Equal(expected[i].Score * 2, found[i].SumLogProbs, 4);
+        }
+
+        Assert.Equal(expected.Select(h => h.Text), new TextGenerator(model, tokenizer).Generate(["a"], options));
+
+        // The old order gives another best hypothesis: "bc", ln(2/5) + ln(2/(3 + √3)) = −1.7775 (after "a" the penalised
+        // logit ln 4 / 2 = ln 2 ties "b"; after "ab" the logits 0, ln 3 / 2, ln 2 weigh 1, √3, 2).
+        var old = Best(huggingFace: false);
+        Assert.Equal("bc", old[0].Text);
+        Assert.Equal((Math.Log(2.0 / 5) + Math.Log(2 / (3 + Math.Sqrt(3)))) / 2, old[0].Score, 9);
+        Assert.NotEqual(old[0].Text, tokenizer.Decode(found[0].Tokens));
+        Assert.NotEqual(old[0].Score, found[0].Score, 2);
+    }
+
+    [Fact]
     public void BeamSamplingIsSeededAndDiffersBetweenSeeds()
     {
         using var model = GenerationTestModel.Create(scale: 1.5);

@@ -202,6 +202,44 @@ public class GenerationBatcherTests
     }
 
     [Fact]
+    public async Task ACancelledBeamSearchStopsWithinOneTokenAndTheRequestsBehindItGetTheirSoloOutputs()
+    {
+        using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);
+        var generator = GenerationTestModel.Generator(model);
+        var endless = new GenerationOptions { DoSample = false, MaxNewTokens = 2000, NumBeams = 3 };   // no end of sequence: runs to its limit
+        var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 10 };
+        var beams = new GenerationOptions { DoSample = false, MaxNewTokens = 6, NumBeams = 2, NumReturnSequences = 2 };
+        string expectedGreedy = generator.Generate("whether tis", greedy);
+        string expectedBeams = generator.Generate("a", beams);          // the best of the two
+        using var batcher = new GenerationBatcher(generator);
+
+        // The beam search is queued first and runs alone; the other two wait behind it.
+        using var cancel = new CancellationTokenSource();
+        var cancelled = batcher.GenerateAsync("to be", endless, cancel.Token);
+        var other = batcher.GenerateAsync("whether tis", greedy);
+        var otherBeams = batcher.GenerateAsync("a", beams);
+        for (int wait = 0; wait < 1000 && batcher.StepCount == 0; wait++)
+        {
+            await Task.Delay(5);
+        }
+
+        Assert.True(batcher.StepCount > 0, "the beam search never started");
+        cancel.Cancel();
+        long atCancel = batcher.StepCount;                               // the search may finish the step it is in, no more
+        var exception = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(cancel.Token, exception.CancellationToken);
+
+        Assert.Equal(expectedGreedy, await other);
+        Assert.Equal(expectedBeams, await otherBeams);
+
+        // Every step is counted: the greedy request's 10 (no end of sequence), the beams' 6, and the cancelled search's.
+        long cancelledSteps = batcher.StepCount - greedy.MaxNewTokens - beams.MaxNewTokens;
+        Assert.InRange(cancelledSteps, 1, atCancel + 1);
+        Assert.True(cancelledSteps < endless.MaxNewTokens);
+        Assert.Equal(3, batcher.BatchCount);
+    }
+
+    [Fact]
     public async Task BeamSearchRunsAloneAndStreamingItIsRefused()
     {
         using var model = GenerationTestModel.Create(GptStyle.Gpt2, contextLength: 32);

@@ -174,6 +174,87 @@ public class TextGenerationTransformerTests : IClassFixture<TextGenerationTransf
         }
     }
 
+    public sealed class TextPrompt
+    {
+        public string Text { get; set; } = "";
+    }
+
+    public sealed class TextCompletion
+    {
+        public string Completion { get; set; } = "";
+    }
+
+    public sealed class ScoredCompletion
+    {
+        [VectorType]
+        public int[] Tokens { get; set; } = [];
+
+        public float LogLikelihood { get; set; }
+
+        public string Completion { get; set; } = "";
+    }
+
+    [Fact]
+    public void TheTrainingChainWithGenerationAppendedGeneratesOverPromptsInTransformAndInAPredictionEngine()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "llm-chain-" + Guid.NewGuid().ToString("N") + ".zip");
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            IDataView PromptsOf(MLContext context) => context.Data.LoadFromEnumerable(Prompts.Select(p => new TextPrompt { Text = p }));
+            var greedy = new GenerationOptions { DoSample = false, MaxNewTokens = 12 };
+            // Prompts come in the pipeline's own text column, as ML.NET's prediction inputs share the training schema.
+            var generate = ml.Llm().GenerateText("Completion", "Text", _trained.Pipeline, greedy, batchSize: 4).Fit(PromptsOf(ml));
+            var chain = _trained.Pipeline.Append(generate);     // normalize → tokenize → PackTokens → language model → generate
+            var alone = ml.Llm().CreateGenerator(_trained.Pipeline);
+            var expected = Prompts.Select(p => alone.Generate(p, greedy)).ToArray();
+            Assert.Contains(expected, c => c.Length > 0);
+
+            // Over an IDataView: PackTokens packs and the language model scores blocks, as in training; GenerateText then
+            // generates over the rows packing read: one row per prompt, the prompt and its completion, in batches.
+            var output = chain.Transform(PromptsOf(ml));
+            Assert.Equal(["Text", "Completion"], output.Schema.Select(c => c.Name));
+            Assert.Equal(output.Schema.Select(c => (c.Name, c.Type)), chain.GetOutputSchema(PromptsOf(ml).Schema).Select(c => (c.Name, c.Type)));
+            Assert.Equal(Prompts, output.GetColumn<ReadOnlyMemory<char>>("Text").Select(t => t.ToString()));
+            Assert.Equal(expected, Completions(ml, output));
+
+            // One prompt at a time: the whole chain is a row-to-row mapper (PackTokens gives the row its own tokens at
+            // inference time; the language model scores a row only when asked).
+            Assert.True(((ITransformer)chain).IsRowToRowMapper);
+            var engine = ml.Model.CreatePredictionEngine<TextPrompt, TextCompletion>(chain);
+            Assert.Equal(expected, Prompts.Select(p => engine.Predict(new TextPrompt { Text = p }).Completion));
+
+            // The columns on the way: the prompt's tokens after the normalizer and tokenizer, unpacked, and their score.
+            var scored = ml.Model.CreatePredictionEngine<TextPrompt, ScoredCompletion>(chain).Predict(new TextPrompt { Text = "TO BE or not" });
+            Assert.Equal(_trained.LanguageModel.Tokenizer!.Encode("to be or not"), scored.Tokens);
+            Assert.Equal(_trained.LanguageModel.ScoreTokens(scored.Tokens), scored.LogLikelihood, 5);
+            Assert.Equal(alone.Generate("TO BE or not", greedy), scored.Completion);
+
+            // Training is untouched: the pipeline's Transform of text still packs blocks of ContextLength + 1 tokens.
+            var text = ml.Data.LoadFromEnumerable(new[] { new TestData.TextRow { Text = TestData.Corpus } });
+            var blocks = new TransformerChain<ITransformer>([.. _trained.Pipeline.Take(3)]).Transform(text);
+            Assert.Equal(["Tokens"], blocks.Schema.Select(c => c.Name));
+            Assert.Equal(new VectorDataViewType(NumberDataViewType.Int32, 17), blocks.Schema["Tokens"].Type);
+            Assert.True(blocks.GetColumn<VBuffer<int>>("Tokens").Count() > 1, "one document is packed into several blocks");
+
+            // One zip (the weights once): loaded, both ways give the same completions.
+            ml.Model.Save(chain, text.Schema, path);
+            var fresh = new MLContext(seed: 99);
+            var loaded = fresh.Model.Load(path, out _);
+            var loadedEngine = fresh.Model.CreatePredictionEngine<TextPrompt, TextCompletion>(loaded);
+            Assert.Equal(expected, Prompts.Select(p => loadedEngine.Predict(new TextPrompt { Text = p }).Completion));
+            Assert.Equal(expected, Completions(fresh, loaded.Transform(PromptsOf(fresh))));
+
+            // Prompts that are not in the pipeline's text column cannot pass its transforms: the usual message names it.
+            var missing = Assert.ThrowsAny<ArgumentException>(() => chain.Transform(PromptData(ml)));
+            Assert.Contains("'Text'", missing.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void SeveralReturnSequencesMakeAVectorColumn()
     {
