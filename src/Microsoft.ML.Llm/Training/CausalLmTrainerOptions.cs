@@ -162,6 +162,12 @@ public sealed class CausalLmTrainerOptions
     public double InitialLossScale { get; set; } = Defaults.InitialLossScale;
 
     /// <summary>Intra-op threads for torch; null = all cores.</summary>
+    /// <remarks>
+    /// On a machine where other processes keep cores busy, use fewer threads than free cores: libtorch's OpenMP threads
+    /// spin while they wait for each other, and one thread that loses its core stalls the rest. With one of two cores
+    /// taken by another process, a 2-thread step of the Tiny Shakespeare model ran 6-8× slower than a 1-thread step
+    /// (benchmarks/README.md, "Threads on a busy machine").
+    /// </remarks>
     public int? NumberOfThreads { get; set; }
 
     /// <summary>
