@@ -83,6 +83,8 @@ internal static class StepAnatomy
         int steps = int.Parse(args[3], CultureInfo.InvariantCulture);
         bool kernels = bool.Parse(args[4]);
         var precision = args.Length > 5 ? Enum.Parse<TrainingPrecision>(args[5]) : TrainingPrecision.Fp32;
+        // As the trainer's RetainNativeMemory: null (the default) keeps the heap with Bf16Mixed and Fp16Mixed only.
+        bool? retainHeap = args.Length > 6 && args[6] != "default" ? bool.Parse(args[6]) : null;
         torch.set_num_threads(threads);
         torch.manual_seed(1);
         var config = GptConfig.Gpt2Small(Vocabulary, Context);
@@ -110,6 +112,7 @@ internal static class StepAnatomy
                 lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8);
         }
 
+        using var heap = retainHeap ?? precision != TrainingPrecision.Fp32 ? NativeHeap.Retain() : null;   // after the model and optimizer, as TrainingRun
         var rng = new Random(1);
         var cpu = new Device(DeviceType.CPU);
         var data = new List<(long[] X, long[] Y)>();

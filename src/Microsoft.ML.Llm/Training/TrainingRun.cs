@@ -87,6 +87,7 @@ internal sealed class TrainingRun : IDisposable
     private double _lastReportSeconds;
     private long _lastReportTokens;
     private readonly PendingStepValues _pending = new();
+    private readonly IDisposable? _heap;              // freed memory kept in the process while the run lasts (NativeHeap)
     private readonly ThroughputMeter _throughput;
     private bool _finished;
 
@@ -198,6 +199,7 @@ internal sealed class TrainingRun : IDisposable
 
         if (options.LogDirectory is { } logs && _replicas.IsMain)
             CheckWritable(logs, nameof(CausalLmTrainerOptions.LogDirectory));
+
         _tensorBoard = options.LogDirectory is null || !_replicas.IsMain ? null : torch.utils.tensorboard.SummaryWriter(options.LogDirectory);
         _data = new InMemoryTokenBlocks(train, State.Seed, _documentMasking, _replicas.Rank, _replicas.WorldSize);
         _validationRows = _validation is null ? null : LanguageModelEvaluator.SampleRows(_validation.Count, options.BatchSize, options.EvaluationBatches, State.Seed);
@@ -210,6 +212,10 @@ internal sealed class TrainingRun : IDisposable
         _elapsedBefore = State.ElapsedSeconds;
         _firstStep = State.Step;
         _lastReportTokens = State.TokensSeen;
+
+        // Last, so the model, the optimizer's buffers and the data are allocated as usual (NativeHeap's remarks).
+        if (device.type == DeviceType.CPU && (options.RetainNativeMemory ?? State.Precision != TrainingPrecision.Fp32))
+            _heap = NativeHeap.Retain();
     }
 
     /// <summary>The run's state: what a checkpoint saves besides weights, optimizer and RNG.</summary>
@@ -465,6 +471,7 @@ internal sealed class TrainingRun : IDisposable
     /// <summary>Releases the optimizer and the best-weight copies, and the model unless <see cref="Finish"/> handed it on.</summary>
     public void Dispose()
     {
+        _heap?.Dispose();
         _optimizer.Dispose();
         _pending.Dispose();
         State.Dispose();

@@ -82,6 +82,54 @@ public class MixedPrecisionTests
     }
 
     [Theory]
+    [InlineData(TrainingPrecision.Bf16Mixed, null, 1)]    // the default keeps the heap in the low precisions
+    [InlineData(TrainingPrecision.Fp32, null, 0)]         // and not in fp32
+    [InlineData(TrainingPrecision.Fp32, true, 1)]
+    [InlineData(TrainingPrecision.Bf16Mixed, false, 0)]
+    public void RetainNativeMemoryKeepsTheHeapWhileTrainingRunsAndChangesNoNumber(TrainingPrecision precision, bool? retain, int holdersWhileTraining)
+    {
+        var tok = TestData.CharTokenizer();
+        var ml = new MLContext(seed: 1);
+        var data = TestData.Blocks(ml, tok, Block, repeats: 2);
+        int? seen = null;
+        double[] Train(bool? keep)
+        {
+            var o = TestData.TinyOptions(16, maxSteps: 4);
+            o.Tokenizer = tok;
+            o.Precision = precision;
+            o.RetainNativeMemory = keep;
+            o.Progress = new CausalLmTrainerTests.SyncProgress(_ => seen ??= NativeHeap.Holders);
+            return ml.Llm().Trainers.CausalLm(o).Fit(data).History.Select(h => h.Loss).ToArray();
+        }
+
+        Assert.Equal(0, NativeHeap.Holders);
+        var losses = Train(retain);
+        Assert.Equal(NativeHeap.IsSupported ? holdersWhileTraining : 0, seen);
+        Assert.Equal(0, NativeHeap.Holders);                                     // restored when the run ends
+        seen = null;
+        Assert.Equal(losses, Train(retain is null ? !(holdersWhileTraining == 1) : !retain));   // the other setting: same losses
+        Assert.Equal(0, NativeHeap.Holders);
+    }
+
+    [Fact]
+    public void NativeHeapRetentionIsSharedByOverlappingRunsAndRestoredByTheLast()
+    {
+        if (RuntimeInformation.OSDescription.Contains("Debian", StringComparison.OrdinalIgnoreCase))
+            Assert.True(NativeHeap.IsSupported);                                 // glibc: the machines this project is built and tested on
+        var first = NativeHeap.Retain();
+        var second = NativeHeap.Retain();
+        int expected = NativeHeap.IsSupported ? 2 : 0;
+        Assert.Equal(expected, NativeHeap.Holders);
+        first?.Dispose();
+        first?.Dispose();                                                        // a second Dispose releases nothing more
+        Assert.Equal(expected / 2, NativeHeap.Holders);
+        second?.Dispose();
+        Assert.Equal(0, NativeHeap.Holders);
+        using (var big = torch.ones(40L << 20, dtype: ScalarType.Float32))     // a 160 MB block still allocates and frees after the restore
+            Assert.Equal(40L << 20, big.sum().item<float>());
+    }
+
+    [Theory]
     [InlineData(TrainingPrecision.Bf16Mixed)]
     [InlineData(TrainingPrecision.Fp16Mixed)]
     public void ResumedMixedPrecisionRunReproducesTheUninterruptedLosses(TrainingPrecision precision)
