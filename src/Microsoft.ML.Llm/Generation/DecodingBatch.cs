@@ -15,12 +15,16 @@ internal sealed class DecodingBatch : IDisposable
     private readonly int _vocabulary;
     private KvCache? _cache;
     private long[] _padding = [];        // per row: how many cache slots before its first real token
+    private readonly Autocast.WeightCache _weights = new();   // bf16/fp16 inference: the weights' casts, made once
 
     public DecodingBatch(GptModel model)
     {
         _model = model;
         _vocabulary = model.Config.ResolvedVocabularySize;
     }
+
+    /// <summary>How many weights this batch has cast to the model's low precision (0 in fp32).</summary>
+    internal int CastWeights => _weights.Count;
 
     /// <summary>The number of rows.</summary>
     public int Rows => _padding.Length;
@@ -147,11 +151,16 @@ internal sealed class DecodingBatch : IDisposable
         _padding = [.. _padding.Select(p => p + shift), .. other._padding.Select(p => p + otherShift)];
     }
 
-    public void Dispose() => _cache?.Dispose();
+    public void Dispose()
+    {
+        _cache?.Dispose();
+        _weights.Dispose();
+    }
 
     private float[] Run(Tensor idx, Tensor? mask, Tensor? positions)
     {
-        using (Autocast.Enable(_model.Precision))   // the model's precision; logits come back in fp32
+        // The model's precision, each weight cast once per batch (not once per token); logits come back in fp32.
+        using (Autocast.Enable(_model.Precision, _weights))
         {
             var logits = _model.forward(idx, _cache!, mask, positions, lastPositionOnly: true)[.., -1, .._vocabulary];   // (B, V)
             var host = logits.to(ScalarType.Float32).cpu().contiguous();

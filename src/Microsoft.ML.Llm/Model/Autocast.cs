@@ -20,6 +20,9 @@ internal static class Autocast
     [ThreadStatic]
     private static ScalarType? computeType;   // null: autocast off, every op in its inputs' dtype
 
+    [ThreadStatic]
+    private static WeightCache? weightCache;  // inference: each weight cast once per cache, not once per forward pass
+
     /// <summary>The low-precision dtype of the enclosing scope, or null outside autocast (or in an fp32 scope).</summary>
     public static ScalarType? ComputeType => computeType;
 
@@ -40,8 +43,21 @@ internal static class Autocast
     public static Scope Enable(ScalarType? computeType)
     {
         var previous = Autocast.computeType;
+        var previousCache = weightCache;
         Autocast.computeType = computeType;
-        return new Scope(previous);
+        return new Scope(previous, previousCache);
+    }
+
+    /// <summary>
+    /// Runs inference in <paramref name="precision"/>, taking each weight's low-precision cast from
+    /// <paramref name="cache"/> (made on first use) instead of casting it again in every forward pass. Only where
+    /// gradients are off and the weights cannot change while the cache lives: a generation call.
+    /// </summary>
+    public static Scope Enable(TrainingPrecision precision, WeightCache cache)
+    {
+        var scope = Enable(ComputeTypeOf(precision));
+        weightCache = cache;
+        return scope;
     }
 
     /// <summary>y = x·Wᵀ + b, in the compute dtype under autocast (input, weight and bias cast), else as given.</summary>
@@ -49,7 +65,7 @@ internal static class Autocast
     {
         if (computeType is not { } t)
             return nn.functional.linear(x, weight, bias);
-        return nn.functional.linear(Cast(x, t), Cast(weight, t), bias is null ? null : Cast(bias, t));
+        return nn.functional.linear(Cast(x, t), CastWeight(weight, t), bias is null ? null : CastWeight(bias, t));
     }
 
     /// <summary>A Linear layer's forward through <see cref="Linear(Tensor, Tensor, Tensor?)"/>.</summary>
@@ -79,9 +95,56 @@ internal static class Autocast
 
     private static Tensor Cast(Tensor x, ScalarType t) => x.dtype == t ? x : x.to(t);
 
+    private static Tensor CastWeight(Tensor weight, ScalarType t) =>
+        weightCache is { } cache && weight.dtype != t && !torch.is_grad_enabled() ? cache.Get(weight, t) : Cast(weight, t);
+
     /// <summary>Restores the enclosing autocast state when disposed.</summary>
-    internal readonly struct Scope(ScalarType? previous) : IDisposable
+    internal readonly struct Scope(ScalarType? previous, WeightCache? previousCache) : IDisposable
     {
-        public void Dispose() => computeType = previous;
+        public void Dispose()
+        {
+            computeType = previous;
+            weightCache = previousCache;
+        }
+    }
+
+    /// <summary>
+    /// Low-precision casts of the weights for the life of one inference call (<see cref="Enable(TrainingPrecision, WeightCache)"/>).
+    /// Why: a decoding step runs one token per row, so autocast's per-pass cast of every weight was the whole cost of a
+    /// bf16 step on the CPU (3-4× slower than fp32); cast once, the weights are read at half fp32's bytes.
+    /// Keyed by where the weight's data lives, not by its handle: TorchSharp hands out a new handle on a module's
+    /// weight at each access for some modules (Embedding, whose weight is the tied output layer's). Owns the casts.
+    /// </summary>
+    internal sealed class WeightCache : IDisposable
+    {
+        private readonly Dictionary<(IntPtr Data, long Offset, long Count), Tensor> _casts = [];
+
+        /// <summary>The number of weights cast so far.</summary>
+        public int Count => _casts.Count;
+
+        internal Tensor Get(Tensor weight, ScalarType t)
+        {
+            var key = (THSStorage_data_ptr(weight.Handle), weight.storage_offset(), weight.numel());
+            if (!_casts.TryGetValue(key, out var cast) || cast.dtype != t)
+            {
+                cast?.Dispose();
+                using var noGrad = torch.no_grad();
+                cast = weight.to(t).DetachFromDisposeScope();
+                _casts[key] = cast;
+            }
+
+            return cast;
+        }
+
+        // LibTorchSharp's export behind TorchSharp's (internal) storage pointer: the address of the tensor's storage.
+        [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
+        private static extern IntPtr THSStorage_data_ptr(IntPtr tensor);
+
+        public void Dispose()
+        {
+            foreach (var cast in _casts.Values)
+                cast.Dispose();
+            _casts.Clear();
+        }
     }
 }

@@ -30,6 +30,52 @@ public class DecodingTests
     }
 
     [Theory]
+    [InlineData(GptStyle.Gpt2, TrainingPrecision.Bf16Mixed)]
+    [InlineData(GptStyle.Modern, TrainingPrecision.Bf16Mixed)]
+    [InlineData(GptStyle.Gpt2, TrainingPrecision.Fp16Mixed)]
+    public void LowPrecisionDecodingWithWeightsCastOnceEqualsCastingThemInEveryPass(GptStyle style, TrainingPrecision precision)
+    {
+        using var model = GenerationTestModel.Create(style, contextLength: 48);
+        model.Precision = precision;
+        var rows = Prompts.Select(Encode).ToArray();
+        int longest = rows.Max(r => r.Length);
+        using var batch = new DecodingBatch(model);
+        float[] logits = batch.Prefill(rows.Select(r => (ReadOnlyMemory<int>)r).ToArray());
+
+        // The reference: the same cached forward passes, autocast casting every weight in each of them (no weight cache).
+        using var cache = new KvCache(model);
+        var valid = new bool[rows.Length * longest];
+        for (int r = 0; r < rows.Length; r++)
+            valid.AsSpan(r * longest + longest - rows[r].Length, rows[r].Length).Fill(true);
+        var ids = rows.SelectMany(r => Enumerable.Repeat(0L, longest - r.Length).Concat(r.Select(t => (long)t))).ToArray();
+        var positions = rows.SelectMany(r => Enumerable.Range(0, longest).Select(i => (long)Math.Max(0, i - (longest - r.Length)))).ToArray();
+        float[] Reference(Tensor idx, Tensor mask, Tensor position)
+        {
+            using var scope = NewDisposeScope();
+            using var cast = Autocast.Enable(precision);
+            var last = model.forward(idx, cache, mask, position, lastPositionOnly: true)[.., -1, ..batch.Vocabulary];
+            return last.to(ScalarType.Float32).contiguous().data<float>().ToArray();
+        }
+
+        Assert.Equal(Reference(tensor(ids, rows.Length, longest), tensor(valid, rows.Length, longest), tensor(positions, rows.Length, longest)), logits);
+        for (int step = 0; step < 5; step++)
+        {
+            var next = rows.Select((_, r) => (r * 7 + step * 3) % batch.Vocabulary).ToArray();
+            logits = batch.Step(next);
+            int length = longest + step + 1;
+            var stepValid = new bool[rows.Length * length];
+            for (int r = 0; r < rows.Length; r++)
+                stepValid.AsSpan(r * length + longest - rows[r].Length, length - (longest - rows[r].Length)).Fill(true);
+            var stepPositions = rows.Select(r => (long)(r.Length + step)).ToArray();
+            Assert.Equal(Reference(tensor(next.Select(t => (long)t).ToArray(), rows.Length, 1), tensor(stepValid, rows.Length, length), tensor(stepPositions, rows.Length, 1)), logits);
+        }
+
+        Assert.True(batch.CastWeights > 0, "the batch cast no weight: the cache was not used");
+        batch.Dispose();
+        Assert.Equal(0, batch.CastWeights);   // the casts go with the batch
+    }
+
+    [Theory]
     [InlineData(GptStyle.Gpt2)]
     [InlineData(GptStyle.Modern)]
     public void PaddedBatchLogitsEqualEachRowAloneWithoutCache(GptStyle style)
