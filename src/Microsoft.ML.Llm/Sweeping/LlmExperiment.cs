@@ -402,26 +402,12 @@ public sealed class LlmExperiment
             TimeSpan? timeLeft = _timeBudget - (before + clock.Elapsed);
             long? tokensLeft = _maxTotalTokens - _trials.Sum(t => t.Tokens);
             string? checkpoint = Directory.Exists(best.TrialSettings.CheckpointDirectory) ? Checkpoint.List(best.TrialSettings.CheckpointDirectory).LastOrDefault() : null;
-            var (_, baseTokens, baseSeconds) = checkpoint is null ? (0L, 0L, 0.0) : Checkpoint.ReadProgress(checkpoint);
-            long? extraTokens = tokensLeft;
-            TimeSpan? trainerBudget = null;
-            if (timeLeft is { } left)
-            {
-                // The time left, less the pipeline's set-up before the trainer starts (as long as the best trial's was).
-                double setup = Math.Max(0, best.Duration.TotalSeconds - baseSeconds);
-                double seconds = left.TotalSeconds - setup;
-                if (seconds <= 0)
-                    return best;
-                trainerBudget = TimeSpan.FromSeconds(baseSeconds + seconds);
-                if (baseSeconds > 0 && baseTokens > 0)
-                {
-                    long reachable = (long)(baseTokens / baseSeconds * seconds);
-                    extraTokens = extraTokens is { } t ? Math.Min(t, reachable) : reachable;
-                }
-            }
-
-            if (extraTokens is <= 0)
+            var (_, baseTokens, baseSeconds, history) = checkpoint is null ? (0L, 0L, 0.0, []) : Checkpoint.ReadProgress(checkpoint);
+            // Nothing to train when the tokens are spent, or when the time left would not even cover the pipeline's
+            // set-up before the trainer starts (taken as long as the best trial's was).
+            if (tokensLeft is <= 0 || (timeLeft is { } tl && tl.TotalSeconds <= Math.Max(0, best.Duration.TotalSeconds - baseSeconds)))
                 return best;
+            var finalClock = Stopwatch.StartNew();
             if (Directory.Exists(directory))
                 Directory.Delete(directory, recursive: true);   // a final phase that never ended: start it again
             Directory.CreateDirectory(directory);
@@ -429,7 +415,7 @@ public sealed class LlmExperiment
             {
                 TrialId = id,
                 Seed = best.TrialSettings.Seed,
-                MaxTokens = baseTokens + extraTokens,
+                MaxTokens = baseTokens + tokensLeft,
                 Directory = directory,
                 Parameter = best.Parameter,
                 ContinuesTrial = best.TrialId,
@@ -437,11 +423,22 @@ public sealed class LlmExperiment
             var result = RunTrial(settings, early: null, best, before + clock.Elapsed, clock, before, tokensLeft: null, CancellationToken.None, cancellationToken,
                 o =>
                 {
+                    // Sized when the trainer is about to start, the pipeline's transforms fitted: under a time budget,
+                    // the tokens the best trial's own step and evaluation times reach in the time left, and that time
+                    // as the trainer's budget too.
                     o.ResumeFrom = checkpoint;
-                    o.MaxTokens = settings.MaxTokens;
                     o.MaxSteps = null;
                     o.MaxEpochs = null;
-                    o.TimeBudget = trainerBudget;
+                    long? extra = tokensLeft;
+                    if (timeLeft is { } left)
+                    {
+                        double seconds = Math.Max(1e-3, left.TotalSeconds - finalClock.Elapsed.TotalSeconds);
+                        o.TimeBudget = TimeSpan.FromSeconds(baseSeconds + seconds);
+                        if (ReachableTokens(history, seconds, o.EvaluationInterval) is { } reach)
+                            extra = extra is { } t ? Math.Min(t, reach) : reach;
+                    }
+
+                    o.MaxTokens = extra is { } e ? baseTokens + Math.Max(1, e) : null;
                 });
             final = new TrialResult
             {
@@ -473,6 +470,39 @@ public sealed class LlmExperiment
         WriteSummary();
         Report(id, final.Status == TrialStatus.Failed ? best : final, before + clock.Elapsed, null, final);
         return final.Status == TrialStatus.Failed || !double.IsFinite(final.Loss) ? best : final;
+    }
+
+    /// <summary>
+    /// The training tokens a run continued from <paramref name="history"/> reaches in <paramref name="seconds"/>: the
+    /// median time of a step without evaluation (the first row, which pays the warm-up, left out), the median extra
+    /// time of a step with one, an evaluation every <paramref name="evaluationInterval"/> steps and one at the end.
+    /// Null when the history has no step to time.
+    /// </summary>
+    internal static long? ReachableTokens(IReadOnlyList<TrainingMetrics> history, double seconds, int evaluationInterval)
+    {
+        var steps = new List<double>();
+        var evaluations = new List<double>();
+        for (int i = 1; i < history.Count; i++)
+        {
+            double dt = history[i].ElapsedSeconds - history[i - 1].ElapsedSeconds;
+            if (dt >= 0 && history[i].Step == history[i - 1].Step + 1)
+                (history[i].ValidationLoss is null ? steps : evaluations).Add(dt);
+        }
+
+        if (steps.Count == 0)
+            return null;
+        double step = Median(steps);
+        double evaluation = evaluations.Count == 0 ? 0 : Math.Max(0, Median(evaluations) - step);
+        long tokensPerStep = history[^1].Tokens / Math.Max(1, history[^1].Step);
+        double reachable = (seconds - evaluation) / (step + evaluation / Math.Max(1, evaluationInterval));
+        return reachable <= 0 ? 0 : (long)Math.Floor(reachable) * tokensPerStep;
+
+        static double Median(List<double> values)
+        {
+            values.Sort();
+            int n = values.Count;
+            return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+        }
     }
 
     private static bool IsBetter(TrialResult candidate, TrialResult? best) =>

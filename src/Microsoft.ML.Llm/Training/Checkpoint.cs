@@ -202,9 +202,9 @@ internal static class Checkpoint
         return version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
     }
 
-    /// <summary>Where a checkpoint's run stood (step, training tokens, training seconds), without loading weights: a
-    /// sweep's final phase sizes the continuation of a trial from it.</summary>
-    public static (long Step, long Tokens, double ElapsedSeconds) ReadProgress(string path)
+    /// <summary>Where a checkpoint's run stood (step, training tokens, training seconds, the metrics history), without
+    /// loading weights: a sweep's final phase sizes the continuation of a trial from it.</summary>
+    public static (long Step, long Tokens, double ElapsedSeconds, List<TrainingMetrics> History) ReadProgress(string path)
     {
         using var r = new BinaryReader(File.OpenRead(path));
         if (r.ReadString() != Magic)
@@ -217,7 +217,11 @@ internal static class Checkpoint
         _ = r.ReadInt64();   // rows consumed
         long tokens = r.ReadInt64();
         double elapsed = r.ReadDouble();
-        return (step, tokens, elapsed);
+        _ = r.ReadDouble();  // best validation loss
+        _ = r.ReadInt64();   // its step
+        _ = r.ReadInt32();   // evaluations without improvement
+        _ = r.ReadInt32();   // seed
+        return (step, tokens, elapsed, TrainingHistory.Read(r));
     }
 
     private static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(BinaryReader r, string path)
