@@ -371,6 +371,51 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task UnderATimeBudgetTheFinalPhaseTrainsTheBestTrialOnTheTimeLeft()
+    {
+        var ml = new MLContext(seed: 1);
+        var experiment = Experiment(ml, _dir, maxTrials: 100)
+            .SetMaxTokens(10 * TokensPerStep)
+            .SetTrainingTimeInSeconds(10)
+            .SetFinalTraining(0.5);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = await experiment.RunAsync();
+        clock.Stop();
+
+        var search = experiment.Result.Trials.Where(t => !t.IsFinalPhase).ToArray();
+        var final = experiment.Result.Trials[^1];
+        Assert.True(final.IsFinalPhase);
+        Assert.Same(final, result);
+        var searchBest = search.Where(t => t.Status != TrialStatus.Failed).MinBy(t => t.Loss)!;
+        Assert.Equal(searchBest.TrialId, final.TrialSettings.ContinuesTrial);
+        // The search stops at 5 s (the running trial is cut at the next step boundary); the final phase trains on the
+        // time left, sized from the trial's step times, so it goes past a trial's 640 tokens and the sweep ends near 10 s.
+        Assert.InRange(search.Sum(t => t.Duration.TotalSeconds), 0, 5 + 2);
+        Assert.True(final.Tokens > 10 * TokensPerStep, $"final phase trained {final.Tokens} tokens");
+        Assert.InRange(clock.Elapsed.TotalSeconds, 5, 10 + 4);
+        var lm = Assert.IsAssignableFrom<IEnumerable<ITransformer>>(result.Model).OfType<CausalLmTransformer>().Single();
+        Assert.Equal(searchBest.Tokens + final.Tokens, lm.History[^1].Tokens);
+    }
+
+    [Fact]
+    public void TheFinalPhaseIsSizedFromTheTrialsStepAndEvaluationTimes()
+    {
+        // Step 1 pays a 2 s warm-up; then 0.1 s a step, and every fifth step evaluates for 0.4 s more; 64 tokens a step.
+        var history = new List<TrainingMetrics>();
+        double elapsed = 0;
+        for (int step = 1; step <= 20; step++)
+        {
+            elapsed += step == 1 ? 2 : step % 5 == 0 ? 0.5 : 0.1;
+            history.Add(new TrainingMetrics(step, 0, step * TokensPerStep, 1, 1e-3, 1, 0, elapsed, step % 5 == 0 ? 2.0 : null, null, null));
+        }
+
+        // (10 s − one final evaluation) / (0.1 s + 0.4 s / 5 per step) = 53.3 → 53 steps.
+        Assert.Equal(53 * TokensPerStep, LlmExperiment.ReachableTokens(history, seconds: 10, evaluationInterval: 5));
+        Assert.Equal(0, LlmExperiment.ReachableTokens(history, seconds: 0.3, evaluationInterval: 5));
+        Assert.Null(LlmExperiment.ReachableTokens(history.Take(1).ToList(), seconds: 10, evaluationInterval: 5));
+    }
+
+    [Fact]
     public async Task TheTimeBudgetStopsTheRunningTrialWhichKeepsItsPartialResult()
     {
         var ml = new MLContext(seed: 1);
