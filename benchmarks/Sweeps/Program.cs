@@ -1,13 +1,16 @@
 // Sweeps on Tiny Shakespeare (character level), issue 8's evidence: for each seed, a sweep of a fixed wall-clock
 // budget with ASHA, with TPE (the model-based tuner) and with random search, and nanoGPT's hand-tuned CPU configuration
 // (4 layers, 4 heads, 128 wide, context 64, batch 12, lr 1e-3 → 1e-4, warmup 100, β2 0.99, 2000 iterations) trained for
-// the same budget. Every method's best model is scored on the whole validation split (the last 10%, nanoGPT's split).
+// the same budget (method hand-budget: past its 2000 iterations at the floor learning rate until the budget is spent). Every method's best model is scored on the whole validation split (the last 10%, nanoGPT's split).
 // With totalTokens > 0 the budget is compute instead of time: each sweep gets totalTokens training tokens over all its
 // trials (SetMaxTotalTokens) and the hand-tuned run trains on as many, so a loaded machine does not skew the comparison
 // (budgetSeconds stays as a cap). Final scores: the first scoreChars characters of the validation split (0 = all).
+// With finalFraction > 0 each sweep keeps that share of its budget for a final phase (LlmExperiment.SetFinalTraining):
+// the best trial continues from its checkpoint on the rest, and that model is the sweep's result.
+// The methods of one seed run back to back (similar machine load); the load average is printed at each one's start and end.
 //
 // dotnet run -c Release --project benchmarks/Sweeps -- [budgetSeconds=600] [seeds=1,2,3] [methods=asha,tpe,random,hand]
-//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0]
+//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -25,6 +28,7 @@ string outDir = args.Length > 4 ? args[4] : Path.Combine(Path.GetTempPath(), "ll
 Directory.CreateDirectory(outDir);
 long totalTokens = args.Length > 5 ? long.Parse(args[5], CultureInfo.InvariantCulture) : 0;
 int scoreChars = args.Length > 6 ? int.Parse(args[6], CultureInfo.InvariantCulture) : 0;
+double finalFraction = args.Length > 7 ? double.Parse(args[7], CultureInfo.InvariantCulture) : 0.5;
 // Evaluations: every 50 steps on 20 batches (nanoGPT's eval_iters for its CPU run); with a small compute budget, every
 // 10 steps on 5 batches so the rungs and the curves have points.
 int evaluationInterval = totalTokens > 0 ? 10 : 50;
@@ -38,7 +42,8 @@ var vocabulary = LmTokenizer.Character([text]);
 Console.WriteLine($"Machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}; load average at start: {LoadAverage()}");
 long rung = totalTokens > 0 ? trialTokens / 3 : trialTokens / 9;
 Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run" + (totalTokens > 0 ? $" (cap), {totalTokens} training tokens per sweep and for the hand-tuned run" : "") +
-    $"; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {rung}·3^k tokens; evaluation every {evaluationInterval} steps on {evaluationBatches} batches; output {outDir}");
+    $"; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {rung}·3^k tokens (evaluated at the first step reaching each); evaluation every {evaluationInterval} steps on {evaluationBatches} batches; " +
+    $"final phase {finalFraction:P0} of each sweep's budget; output {outDir}");
 
 var results = new List<(string Method, int Seed, double Loss, int Trials, int Stopped, string Best)>();
 foreach (int seed in seeds)
@@ -49,16 +54,20 @@ foreach (int seed in seeds)
         var trainText = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[..split]) });
         var validationText = ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..]) });
         var scoreText = scoreChars > 0 ? ml.Data.LoadFromEnumerable(new[] { new TextRow(text[split..Math.Min(text.Length, split + scoreChars)]) }) : validationText;
+        string loadAtStart = LoadAverage();
+        Console.WriteLine($"-- {method}, seed {seed}: start {DateTime.UtcNow:HH:mm:ss} UTC, load average {loadAtStart}");
         var clock = Stopwatch.StartNew();
         ITransformer model;
         int trials = 1;
         int stopped = 0;
         string best;
-        if (method == "hand")
+        if (method is "hand" or "hand-budget")
         {
+            // "hand": nanoGPT's max_iters 2000 (it may end before the budget); "hand-budget": the same schedule, then
+            // on at the floor learning rate (nanoGPT past lr_decay_iters) until the budget is spent.
             var pipeline = Pipeline(ml, new SweepSpace(), new CausalLmTrainerOptions
             {
-                MaxSteps = 2000,
+                MaxSteps = method == "hand" ? 2000 : null,
                 DecaySteps = 2000,                                     // nanoGPT's lr_decay_iters
                 MaxTokens = totalTokens > 0 ? totalTokens : null,
                 TimeBudget = TimeSpan.FromSeconds(budget),
@@ -83,15 +92,18 @@ foreach (int seed in seeds)
                 "asha" => experiment.SetAshaTuner(minTokens: rung, reductionFactor: 3),
                 "tpe" => experiment.SetTreeParzenTuner(startupTrials: 2),
                 "random" => experiment.SetRandomSearchTuner(),
-                _ => throw new ArgumentException($"Unknown method '{method}'; expected asha, tpe, random or hand."),
+                _ => throw new ArgumentException($"Unknown method '{method}'; expected asha, tpe, random, hand or hand-budget."),
             };
             if (totalTokens > 0)
                 experiment.SetMaxTotalTokens(totalTokens);
+            experiment.SetFinalTraining(finalFraction);
             var bestTrial = experiment.RunAsync().GetAwaiter().GetResult();
             model = bestTrial.Model ?? throw new InvalidOperationException("The best trial has no model.");
-            trials = experiment.Result.Trials.Count;
-            stopped = experiment.Result.Trials.Count(t => t.Status == TrialStatus.Stopped);
-            best = $"trial {bestTrial.TrialId}: {bestTrial.Parameter}";
+            trials = experiment.Result.Trials.Count(t => !t.IsFinalPhase);
+            stopped = experiment.Result.Trials.Count(t => t.Status == TrialStatus.Stopped && !t.IsFinalPhase);
+            var finalLm = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
+            best = (bestTrial.IsFinalPhase ? $"final phase: trial {bestTrial.TrialSettings.ContinuesTrial} continued, " : $"trial {bestTrial.TrialId}, ") +
+                $"{finalLm.History[^1].Step} steps, {finalLm.History[^1].Tokens} tokens: {bestTrial.Parameter}";
             Console.WriteLine(experiment.Result.ToTable());
         }
 
@@ -99,7 +111,7 @@ foreach (int seed in seeds)
         var lmOnly = ((IEnumerable<ITransformer>)model).OfType<CausalLmTransformer>().Single();
         var validationBlocks = PrepareValidation(ml, scoreText);
         double loss = ml.Llm().Evaluate(lmOnly, validationBlocks).Loss;
-        Console.WriteLine($"== {method}, seed {seed}: validation loss {loss:F4} ({(scoreChars > 0 ? $"first {scoreChars} characters of the split" : "whole split")}) after {clock.Elapsed.TotalSeconds:F0} s, {trials} trials ({stopped} stopped); {best}; load {LoadAverage()}");
+        Console.WriteLine($"== {method}, seed {seed}: validation loss {loss:F4} ({(scoreChars > 0 ? $"first {scoreChars} characters of the split" : "whole split")}) after {clock.Elapsed.TotalSeconds:F0} s, {trials} trials ({stopped} stopped); {best}; load average {loadAtStart} at start, {LoadAverage()} at end");
         results.Add((method, seed, loss, trials, stopped, best));
         (model as IDisposable)?.Dispose();
     }

@@ -11,10 +11,11 @@ namespace Microsoft.ML.Llm;
 /// come from <c>sampler</c> (random search by default: ASHA decides how long each trial trains, not what it tries).
 /// </summary>
 /// <remarks>
-/// The trainer reports the objective at its evaluations (<see cref="CausalLmTrainerOptions.EvaluationInterval"/>), so
-/// a rung is checked at the first evaluation at or after its budget: make the interval a divisor of the rung budgets
-/// (in steps) for exact rungs. The decision is a pure function of the recorded values, so replaying a sweep directory
-/// gives the same decisions.
+/// The rung budgets are <see cref="DecisionTokens"/>: an <see cref="LlmExperiment"/> asks the trainer for an evaluation
+/// at the first step whose tokens reach each (<see cref="CausalLmTrainerOptions.EvaluateAtTokens"/>), so a trial is
+/// judged at its rung whatever its batch size and <see cref="CausalLmTrainerOptions.EvaluationInterval"/>. (Driven by
+/// hand, a rung is checked at the first report at or after its budget.) The decision is a pure function of the
+/// recorded values, so replaying a sweep directory gives the same decisions.
 /// </remarks>
 public sealed class AshaTuner : IEarlyStoppingTuner
 {
@@ -60,6 +61,17 @@ public sealed class AshaTuner : IEarlyStoppingTuner
 
     /// <inheritdoc/>
     public void Update(TrialResult result) => _sampler.Update(result);
+
+    /// <summary>The rung budgets up to the trial's token budget (<see cref="TrialSettings.MaxTokens"/>; without one,
+    /// the first 32 rungs).</summary>
+    public IReadOnlyList<long> DecisionTokens(TrialSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var rungs = new List<long>();
+        for (int k = 0; k < 32 && RungTokens(k) <= (settings.MaxTokens ?? long.MaxValue) && RungTokens(k) < long.MaxValue; k++)
+            rungs.Add(RungTokens(k));
+        return rungs;
+    }
 
     /// <inheritdoc/>
     public bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason)

@@ -28,6 +28,12 @@ public interface IEarlyStoppingTuner : ITuner
     /// <summary>Whether the trial should stop now, given its objective <paramref name="loss"/> (lower is better) after
     /// <paramref name="tokens"/> training tokens; <paramref name="reason"/> says why when it should.</summary>
     bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason);
+
+    /// <summary>The training-token counts at which this tuner decides about a trial (ASHA's rung budgets): the
+    /// experiment asks the trainer for an evaluation at the first step reaching each
+    /// (<see cref="CausalLmTrainerOptions.EvaluateAtTokens"/>), so the trial is judged there and not at the next
+    /// regular evaluation. Empty (the default): the regular evaluations only.</summary>
+    IReadOnlyList<long> DecisionTokens(TrialSettings settings) => [];
 }
 
 /// <summary>What a trial is given (AutoML's <c>TrialSettings</c>).</summary>
@@ -44,6 +50,10 @@ public sealed class TrialSettings
 
     /// <summary>The trial's token budget (<see cref="LlmExperiment.SetMaxTokens"/>), if any.</summary>
     public long? MaxTokens { get; init; }
+
+    /// <summary>For the sweep's final phase (<see cref="LlmExperiment.SetFinalTraining"/>): the search trial it continues
+    /// from its last checkpoint; null for a search trial.</summary>
+    public int? ContinuesTrial { get; init; }
 
     /// <summary>The trial's directory in the sweep directory (checkpoints/, logs/, result.json).</summary>
     public required string Directory { get; init; }
@@ -112,4 +122,7 @@ public sealed class TrialResult
 
     /// <summary>The trial's parameters.</summary>
     public Parameter Parameter => TrialSettings.Parameter!;
+
+    /// <summary>Whether this is the sweep's final phase (the best trial trained further), not a search trial.</summary>
+    public bool IsFinalPhase => TrialSettings.ContinuesTrial is not null;
 }

@@ -36,6 +36,7 @@ public sealed class LlmExperiment
     private int? _maxTrials;
     private long? _maxTokens;
     private long? _maxTotalTokens;
+    private double _finalFraction;
     private SweepObjective _objective = SweepObjective.ValidationLoss;
     private int? _seed;
     private string? _directory;
@@ -146,6 +147,44 @@ public sealed class LlmExperiment
         return this;
     }
 
+    /// <summary>
+    /// Keeps <paramref name="budgetFraction"/> of the sweep's time budget (<see cref="SetTrainingTimeInSeconds"/>) and
+    /// total token budget (<see cref="SetMaxTotalTokens"/>) for a final phase, the "retrain the incumbent" step of
+    /// practical tuners (Hyperband's last bracket): the search runs on the rest, then the best trial continues from its
+    /// last checkpoint, its token limit raised to use what is left of the budget, and that continuation's validation
+    /// metric is the sweep's result (the model <see cref="RunAsync"/> returns).
+    /// </summary>
+    /// <remarks>
+    /// <para>The continuation resumes exactly (weights, optimizer, data position, the trial's seed) with its step and
+    /// epoch limits lifted and its token limit at the checkpoint's tokens plus what is left: under a total token budget,
+    /// the tokens the search did not use; under a time budget, the tokens the best trial's own throughput reaches in
+    /// the time left (its pipeline set-up time deducted), with the time left as the trainer's
+    /// <see cref="CausalLmTrainerOptions.TimeBudget"/> too. The learning-rate schedule's horizon becomes that new limit
+    /// (unless the trainer options set <see cref="CausalLmTrainerOptions.DecaySteps"/>), so the continuation decays to the
+    /// floor at the end of the budget instead of stopping at the trial's end. It is not judged by an early-stopping tuner.</para>
+    /// <para>It is recorded in the sweep directory like a trial (<c>final/</c>: result.json, checkpoints, logs,
+    /// model.zip), appears in the leaderboard as the phase "final" with the trial it continues, and in
+    /// <c>sweep.png</c> as that trial's curve going on. A resumed sweep replays it and does not run it again; once it has
+    /// started, no further search trial runs.</para>
+    /// <para>Default 0 (off): the sweep returns its best trial as trained, as AutoML's experiment does, and a sweep
+    /// bounded only by <see cref="SetMaxTrials"/> has no budget to split. Turn it on when the sweep's result is the model
+    /// itself and the budget is time or tokens; 0.3–0.5 leaves the search most of the budget while the final model
+    /// trains several times a trial's tokens (benchmarks/README.md, "Sweeps").</para>
+    /// </remarks>
+    /// <param name="budgetFraction">The share of the time and token budgets kept for the final phase: at least 0
+    /// (0 turns it off) and below 1 (the search needs some).</param>
+    public LlmExperiment SetFinalTraining(double budgetFraction)
+    {
+        if (!(budgetFraction >= 0 && budgetFraction < 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(budgetFraction), budgetFraction,
+                $"Parameter 'budgetFraction' (the share of the sweep's budget kept for the final training of the best trial) must be at least 0 (off) and below 1; got {budgetFraction.ToString(CultureInfo.InvariantCulture)}.");
+        }
+
+        _finalFraction = budgetFraction;
+        return this;
+    }
+
     /// <summary>What to optimise (default <see cref="SweepObjective.ValidationLoss"/>).</summary>
     public LlmExperiment SetObjective(SweepObjective objective)
     {
@@ -207,6 +246,11 @@ public sealed class LlmExperiment
         bool finiteTuner = Finite(_tuner) || (_tuner is null && _tunerFactory is not null && Finite(_tunerFactory(_pipeline.SearchSpace, 0)));
         if (_maxTrials is null && _timeBudget is null && _maxTotalTokens is null && !finiteTuner)
             throw new InvalidOperationException("The experiment has no budget: call SetMaxTrials(n), SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t) (a grid search ends by itself).");
+        if (_finalFraction > 0 && _timeBudget is null && _maxTotalTokens is null)
+        {
+            throw new InvalidOperationException(FormattableString.Invariant(
+                $"SetFinalTraining({_finalFraction}) keeps a share of the sweep's time or total token budget for training the best trial further, but neither is set: call SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t), or SetFinalTraining(0) to turn the final phase off."));
+        }
     }
 
     private TrialResult Run(CancellationToken cancellationToken)
@@ -221,6 +265,10 @@ public sealed class LlmExperiment
         Directory.CreateDirectory(_directory);
         _trials = [];
 
+        // With a final phase the search gets (1 − f) of the time and token budgets; the final phase the rest.
+        var searchTime = _timeBudget * (1 - _finalFraction);
+        long? searchTokens = _maxTotalTokens is { } allTokens ? (long)Math.Floor(allTokens * (1 - _finalFraction)) : null;
+        string finalDirectory = SweepFiles.FinalDirectory(_directory);
         var clock = Stopwatch.StartNew();
         TimeSpan before = TimeSpan.Zero;               // time of trials recorded by earlier runs
         using var deadline = new CancellationTokenSource();
@@ -231,11 +279,13 @@ public sealed class LlmExperiment
             if (_maxTrials is { } max && id > max)
                 break;
             var elapsed = before + clock.Elapsed;
-            if (_timeBudget is { } budget && elapsed >= budget)
+            if (searchTime is { } budget && elapsed >= budget)
                 break;
             long spent = _trials.Sum(t => t.Tokens);
-            if (_maxTotalTokens is { } total && spent >= total)
+            if (searchTokens is { } total && spent >= total)
                 break;
+            if (_finalFraction > 0 && Directory.Exists(finalDirectory) && SweepFiles.ReadResult(_directory, id) is null)
+                break;   // the final phase has started: the search is over
 
             var settings = new TrialSettings
             {
@@ -274,10 +324,10 @@ public sealed class LlmExperiment
                 if (Directory.Exists(settings.Directory))
                     Directory.Delete(settings.Directory, recursive: true);   // a trial that never ended: start it again
                 Directory.CreateDirectory(settings.Directory);
-                var remaining = _timeBudget is { } b ? b - (before + clock.Elapsed) : (TimeSpan?)null;
+                var remaining = searchTime is { } b ? b - (before + clock.Elapsed) : (TimeSpan?)null;
                 if (remaining is { } r)
                     deadline.CancelAfter(r > TimeSpan.Zero ? r : TimeSpan.Zero);
-                result = RunTrial(settings, early, best, before + clock.Elapsed, clock, before, _maxTotalTokens - spent, deadline.Token, cancellationToken);
+                result = RunTrial(settings, early, best, before + clock.Elapsed, clock, before, searchTokens - spent, deadline.Token, cancellationToken);
                 SweepFiles.WriteResult(result);
             }
 
@@ -318,8 +368,141 @@ public sealed class LlmExperiment
                   (failure is null ? "." : $"; trial {failure.TrialId} failed: {failure.StopReason}") + $" See {Path.Combine(_directory, "leaderboard.txt")}.");
         }
 
+        if (_finalFraction > 0)
+            best = RunFinalPhase(best, clock, ref before, cancellationToken);
         best.Model ??= LoadOrRefitBest(best);
         return best;
+    }
+
+    /// <summary>
+    /// The final phase (<see cref="SetFinalTraining"/>): the best search trial continued from its newest checkpoint on
+    /// what is left of the budgets, recorded in <c>final/</c> (replayed when a previous run recorded it). Returns the
+    /// continuation, or <paramref name="best"/> when nothing is left to train or the continuation failed.
+    /// </summary>
+    private TrialResult RunFinalPhase(TrialResult best, Stopwatch clock, ref TimeSpan before, CancellationToken cancellationToken)
+    {
+        int id = _trials.Count + 1;
+        string directory = SweepFiles.FinalDirectory(_directory!);
+        TrialResult final;
+        if (SweepFiles.ReadResultIn(directory, id) is { } recorded)
+        {
+            if (recorded.TrialSettings.ContinuesTrial != best.TrialId || !recorded.Parameter.Equals(best.Parameter))
+            {
+                throw new InvalidOperationException(
+                    $"The sweep directory '{_directory}' records a final phase continuing trial {recorded.TrialSettings.ContinuesTrial}, but this sweep's best trial is {best.TrialId}: " +
+                    "it was written by a sweep with other settings. Use another directory, or the same settings to resume it.");
+            }
+
+            final = recorded;
+            before += recorded.Duration;
+        }
+        else
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            TimeSpan? timeLeft = _timeBudget - (before + clock.Elapsed);
+            long? tokensLeft = _maxTotalTokens - _trials.Sum(t => t.Tokens);
+            string? checkpoint = Directory.Exists(best.TrialSettings.CheckpointDirectory) ? Checkpoint.List(best.TrialSettings.CheckpointDirectory).LastOrDefault() : null;
+            var (_, baseTokens, baseSeconds, history) = checkpoint is null ? (0L, 0L, 0.0, []) : Checkpoint.ReadProgress(checkpoint);
+            // Nothing to train when the tokens are spent, or when the time left would not even cover the pipeline's
+            // set-up before the trainer starts (taken as long as the best trial's was).
+            if (tokensLeft is <= 0 || (timeLeft is { } tl && tl.TotalSeconds <= Math.Max(0, best.Duration.TotalSeconds - baseSeconds)))
+                return best;
+            var finalClock = Stopwatch.StartNew();
+            if (Directory.Exists(directory))
+                Directory.Delete(directory, recursive: true);   // a final phase that never ended: start it again
+            Directory.CreateDirectory(directory);
+            var settings = new TrialSettings
+            {
+                TrialId = id,
+                Seed = best.TrialSettings.Seed,
+                MaxTokens = baseTokens + tokensLeft,
+                Directory = directory,
+                Parameter = best.Parameter,
+                ContinuesTrial = best.TrialId,
+            };
+            var result = RunTrial(settings, early: null, best, before + clock.Elapsed, clock, before, tokensLeft: null, CancellationToken.None, cancellationToken,
+                o =>
+                {
+                    // Sized when the trainer is about to start, the pipeline's transforms fitted: under a time budget,
+                    // the tokens the best trial's own step and evaluation times reach in the time left, and that time
+                    // as the trainer's budget too.
+                    o.ResumeFrom = checkpoint;
+                    o.MaxSteps = null;
+                    o.MaxEpochs = null;
+                    long? extra = tokensLeft;
+                    if (timeLeft is { } left)
+                    {
+                        double seconds = Math.Max(1e-3, left.TotalSeconds - finalClock.Elapsed.TotalSeconds);
+                        o.TimeBudget = TimeSpan.FromSeconds(baseSeconds + seconds);
+                        if (ReachableTokens(history, seconds, o.EvaluationInterval) is { } reach)
+                            extra = extra is { } t ? Math.Min(t, reach) : reach;
+                    }
+
+                    o.MaxTokens = extra is { } e ? baseTokens + Math.Max(1, e) : null;
+                });
+            final = new TrialResult
+            {
+                TrialSettings = settings,
+                Status = result.Status,
+                StopReason = result.Status == TrialStatus.Failed
+                    ? result.StopReason
+                    : $"final phase: trial {best.TrialId} continued from {baseTokens} to {baseTokens + Math.Max(0, result.Tokens - baseTokens)} tokens",
+                Metric = result.Metric,
+                Loss = result.Loss,
+                Tokens = Math.Max(0, result.Tokens - baseTokens),
+                Duration = result.Duration,
+                Curve = result.Curve.Where(p => p.Tokens > baseTokens).ToArray(),
+                Model = result.Model,
+            };
+            SweepFiles.WriteResult(final);
+        }
+
+        _trials.Add(final);
+        if (final.Status != TrialStatus.Failed && double.IsFinite(final.Loss))
+        {
+            if (best.Model is IDisposable old)
+                old.Dispose();
+            best.Model = null;
+            if (final.Model is { } model)
+                SaveModel(model, SweepFiles.ModelPath(directory));
+        }
+
+        WriteSummary();
+        Report(id, final.Status == TrialStatus.Failed ? best : final, before + clock.Elapsed, null, final);
+        return final.Status == TrialStatus.Failed || !double.IsFinite(final.Loss) ? best : final;
+    }
+
+    /// <summary>
+    /// The training tokens a run continued from <paramref name="history"/> reaches in <paramref name="seconds"/>: the
+    /// median time of a step without evaluation (the first row, which pays the warm-up, left out), the median extra
+    /// time of a step with one, an evaluation every <paramref name="evaluationInterval"/> steps and one at the end.
+    /// Null when the history has no step to time.
+    /// </summary>
+    internal static long? ReachableTokens(IReadOnlyList<TrainingMetrics> history, double seconds, int evaluationInterval)
+    {
+        var steps = new List<double>();
+        var evaluations = new List<double>();
+        for (int i = 1; i < history.Count; i++)
+        {
+            double dt = history[i].ElapsedSeconds - history[i - 1].ElapsedSeconds;
+            if (dt >= 0 && history[i].Step == history[i - 1].Step + 1)
+                (history[i].ValidationLoss is null ? steps : evaluations).Add(dt);
+        }
+
+        if (steps.Count == 0)
+            return null;
+        double step = Median(steps);
+        double evaluation = evaluations.Count == 0 ? 0 : Math.Max(0, Median(evaluations) - step);
+        long tokensPerStep = history[^1].Tokens / Math.Max(1, history[^1].Step);
+        double reachable = (seconds - evaluation) / (step + evaluation / Math.Max(1, evaluationInterval));
+        return reachable <= 0 ? 0 : (long)Math.Floor(reachable) * tokensPerStep;
+
+        static double Median(List<double> values)
+        {
+            values.Sort();
+            int n = values.Count;
+            return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+        }
     }
 
     private static bool IsBetter(TrialResult candidate, TrialResult? best) =>
@@ -332,7 +515,7 @@ public sealed class LlmExperiment
     private const string TokenBudgetReason = "sweep token budget";
 
     private TrialResult RunTrial(TrialSettings settings, IEarlyStoppingTuner? early, TrialResult? best, TimeSpan elapsedAtStart, Stopwatch clock, TimeSpan before,
-        long? tokensLeft, CancellationToken deadline, CancellationToken caller)
+        long? tokensLeft, CancellationToken deadline, CancellationToken caller, Action<CausalLmTrainerOptions>? adjust = null)
     {
         var started = Stopwatch.StartNew();
         var curve = new List<CurvePoint>();
@@ -374,7 +557,7 @@ public sealed class LlmExperiment
         try
         {
             var estimator = _pipeline!.BuildFromOption(_context, settings.Parameter!);
-            model = Fit(estimator, settings, progress, stop.Token, curve);
+            model = Fit(estimator, settings, progress, stop.Token, curve, early?.DecisionTokens(settings), adjust);
             status = TrialStatus.Completed;
             reason = "completed";
             tokens = Math.Max(tokens, TrainedTokens(model));
@@ -453,7 +636,7 @@ public sealed class LlmExperiment
     /// trainer, and each <see cref="CausalLmTrainer"/> fits a copy of its options carrying the trial's settings.
     /// </summary>
     private TransformerChain<ITransformer> Fit(IEstimator<ITransformer> estimator, TrialSettings settings, IProgress<TrainingProgress> progress,
-        CancellationToken token, List<CurvePoint> curve)
+        CancellationToken token, List<CurvePoint> curve, IReadOnlyList<long>? decisionTokens, Action<CausalLmTrainerOptions>? adjust)
     {
         var steps = HostAccess.FlattenEstimators(estimator).ToList();
         if (!steps.Any(s => s is CausalLmTrainer))
@@ -480,6 +663,9 @@ public sealed class LlmExperiment
                         : token;
                     if (validation is not null)
                         o.ValidationSet = validation;
+                    if (decisionTokens is { Count: > 0 })
+                        o.EvaluateAtTokens = o.EvaluateAtTokens is { } own ? [.. own.Union(decisionTokens).Order()] : decisionTokens;
+                    adjust?.Invoke(o);
                     var lm = trainer.WithOptions(o).Fit(train);
                     AddFinalEvaluation(lm, curve);
                     transformer = lm;

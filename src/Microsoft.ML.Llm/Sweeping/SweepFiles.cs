@@ -7,7 +7,8 @@ namespace Microsoft.ML.Llm;
 /// <summary>
 /// The sweep directory: <c>trials/trial-NNNN/</c> per trial (the trainer's <c>checkpoints/</c> and <c>logs/</c>, and
 /// <c>result.json</c> once the trial has ended; the best completed trial also keeps <c>model.zip</c>), and at the top
-/// <c>leaderboard.csv</c>, <c>leaderboard.txt</c> and <c>sweep.png</c>, rewritten after every trial. Every file is
+/// <c>leaderboard.csv</c>, <c>leaderboard.txt</c> and <c>sweep.png</c>, rewritten after every trial. A final phase
+/// (<see cref="LlmExperiment.SetFinalTraining"/>) is recorded in <c>final/</c> the same way as a trial. Every file is
 /// written under a temporary name and renamed, so a killed sweep leaves only whole files; a trial without
 /// <c>result.json</c> had not ended and runs again.
 /// </summary>
@@ -21,6 +22,8 @@ internal static class SweepFiles
 
     public static string TrialDirectory(string sweepDirectory, int trialId) =>
         Path.Combine(sweepDirectory, "trials", $"trial-{trialId.ToString("D4", CultureInfo.InvariantCulture)}");
+
+    public static string FinalDirectory(string sweepDirectory) => Path.Combine(sweepDirectory, "final");
 
     public static string ResultPath(string trialDirectory) => Path.Combine(trialDirectory, "result.json");
 
@@ -43,6 +46,7 @@ internal static class SweepFiles
             Trial = r.TrialId,
             Seed = r.TrialSettings.Seed,
             MaxTokens = r.TrialSettings.MaxTokens,
+            ContinuesTrial = r.TrialSettings.ContinuesTrial,
             Parameter = r.Parameter.ToString(),
             Status = r.Status.ToString(),
             StopReason = r.StopReason,
@@ -56,9 +60,11 @@ internal static class SweepFiles
     }
 
     /// <summary>The recorded result of trial <paramref name="trialId"/>, or null when it has none (never ran or did not end).</summary>
-    public static TrialResult? ReadResult(string sweepDirectory, int trialId)
+    public static TrialResult? ReadResult(string sweepDirectory, int trialId) => ReadResultIn(TrialDirectory(sweepDirectory, trialId), trialId);
+
+    /// <summary>The result recorded in <paramref name="directory"/> (a trial's, or the final phase's), or null.</summary>
+    public static TrialResult? ReadResultIn(string directory, int trialId)
     {
-        string directory = TrialDirectory(sweepDirectory, trialId);
         string path = ResultPath(directory);
         if (!File.Exists(path))
             return null;
@@ -81,6 +87,7 @@ internal static class SweepFiles
                 TrialId = trialId,
                 Seed = record.Seed,
                 MaxTokens = record.MaxTokens,
+                ContinuesTrial = record.ContinuesTrial,
                 Directory = directory,
                 Parameter = Parameter.FromJson(record.Parameter),
             },
@@ -102,6 +109,8 @@ internal static class SweepFiles
         public int Seed { get; set; }
 
         public long? MaxTokens { get; set; }
+
+        public int? ContinuesTrial { get; set; }
 
         public string? Parameter { get; set; }
 

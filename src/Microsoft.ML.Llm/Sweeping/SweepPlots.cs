@@ -8,7 +8,9 @@ public static class SweepPlots
     /// <summary>
     /// Draws each trial's learning curve (its objective at each evaluation against training tokens) and saves a PNG
     /// (temporary name, then renamed). Completed trials are solid lines, the best one thick; trials stopped early are
-    /// dashed and end in a + where they were cut; failed trials that reported something are dotted.
+    /// dashed and end in a + where they were cut; failed trials that reported something are dotted. A final phase
+    /// (<see cref="LlmExperiment.SetFinalTraining"/>) continues the curve of the trial it trained further, in that
+    /// trial's colour, thick, from the trial's last point.
     /// </summary>
     /// <exception cref="ArgumentException">No trial reported any value.</exception>
     public static void SaveLearningCurves(SweepResult result, string path, int width = TrainingPlots.DefaultWidth, int height = TrainingPlots.DefaultHeight)
@@ -32,12 +34,15 @@ public static class SweepPlots
             foreach (var t in drawn)
             {
                 var points = t.Curve.Where(p => double.IsFinite(p.Value)).ToArray();
-                var color = palette.GetColor(t.TrialId - 1);
+                var color = palette.GetColor((t.TrialSettings.ContinuesTrial ?? t.TrialId) - 1);
+                if (t.TrialSettings.ContinuesTrial is { } from && result.Trials.FirstOrDefault(b => b.TrialId == from) is { Curve.Count: > 0 } continued)
+                    points = [continued.Curve[^1], .. points];   // joined to where the trial's own curve ended
                 var line = plot.Add.Scatter(points.Select(p => (double)p.Tokens).ToArray(), points.Select(p => p.Value).ToArray());
                 line.Color = color;
                 line.MarkerSize = 4;
                 line.LineWidth = t == best ? 3.5f : 1.5f;
-                line.LegendText = $"trial {t.TrialId}" + (t == best ? " (best)" : t.Status == TrialStatus.Completed ? "" : $" ({t.Status.ToString().ToLowerInvariant()})");
+                line.LegendText = (t.TrialSettings.ContinuesTrial is { } f ? $"final phase (trial {f} continued)" : $"trial {t.TrialId}") +
+                    (t == best ? " (best)" : t.Status == TrialStatus.Completed ? "" : $" ({t.Status.ToString().ToLowerInvariant()})");
                 if (t.Status == TrialStatus.Stopped)
                 {
                     line.LinePattern = LinePattern.Dashed;
@@ -52,10 +57,10 @@ public static class SweepPlots
 
             plot.XLabel("training tokens");
             plot.YLabel(result.ObjectiveName);
-            int stopped = result.Trials.Count(t => t.Status == TrialStatus.Stopped);
+            int stopped = result.Trials.Count(t => t.Status == TrialStatus.Stopped && !t.IsFinalPhase);
             int failed = result.Trials.Count(t => t.Status == TrialStatus.Failed);
-            plot.Title($"{result.Trials.Count} trials ({stopped} stopped early, cut at +; {failed} failed)" +
-                (best is null ? "" : FormattableString.Invariant($"; best {best.Metric:G5} (trial {best.TrialId})")));
+            plot.Title($"{result.Trials.Count(t => !t.IsFinalPhase)} trials ({stopped} stopped early, cut at +; {failed} failed)" +
+                (best is null ? "" : FormattableString.Invariant($"; {(best.IsFinalPhase ? "final" : "best")} {best.Metric:G5} (trial {best.TrialSettings.ContinuesTrial ?? best.TrialId}{(best.IsFinalPhase ? " continued" : "")})")));
             plot.ShowLegend(Alignment.UpperRight);
             TrainingPlots.SavePng(plot, path, width, height);
         }

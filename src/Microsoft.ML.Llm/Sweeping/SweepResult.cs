@@ -33,8 +33,11 @@ public sealed class SweepResult
         .ThenBy(t => t.TrialId)
         .ToArray();
 
-    /// <summary>The best trial with a reported objective, or null.</summary>
-    public TrialResult? BestTrial => Leaderboard.FirstOrDefault(t => t.Status != TrialStatus.Failed && double.IsFinite(t.Loss));
+    /// <summary>The sweep's result: its final phase when one ran (<see cref="LlmExperiment.SetFinalTraining"/>),
+    /// else the best trial with a reported objective; null when there is none.</summary>
+    public TrialResult? BestTrial =>
+        Trials.LastOrDefault(t => t.IsFinalPhase && t.Status != TrialStatus.Failed && double.IsFinite(t.Loss))
+        ?? Leaderboard.FirstOrDefault(t => t.Status != TrialStatus.Failed && double.IsFinite(t.Loss));
 
     /// <summary>The parameter columns of the leaderboard: every dotted path found in the trials' parameters, in first-seen order.</summary>
     public IReadOnlyList<string> ParameterNames => Trials
@@ -43,12 +46,14 @@ public sealed class SweepResult
         .Distinct()
         .ToArray();
 
-    /// <summary>The leaderboard as CSV: rank, trial, status, the objective, tokens, seconds, stop reason, then one column per parameter.</summary>
+    /// <summary>The leaderboard as CSV: rank, trial, status, the objective, tokens, seconds, seed, stop reason, phase
+    /// (<c>search</c>, or <c>final</c> for the final phase), the trial a final phase continues (empty for search
+    /// trials), then one column per parameter.</summary>
     public string ToCsv()
     {
         var names = ParameterNames;
         var sb = new StringBuilder();
-        sb.Append("rank,trial,status,").Append(Csv(ObjectiveName)).Append(",tokens,seconds,seed,stop_reason");
+        sb.Append("rank,trial,status,").Append(Csv(ObjectiveName)).Append(",tokens,seconds,seed,stop_reason,phase,continues_trial");
         foreach (var n in names)
             sb.Append(',').Append(Csv(n));
         sb.Append('\n');
@@ -59,7 +64,8 @@ public sealed class SweepResult
             sb.Append(++rank).Append(',').Append(t.TrialId).Append(',').Append(t.Status).Append(',')
               .Append(Number(t.Metric)).Append(',').Append(t.Tokens).Append(',')
               .Append(t.Duration.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture)).Append(',')
-              .Append(t.TrialSettings.Seed).Append(',').Append(Csv(t.StopReason));
+              .Append(t.TrialSettings.Seed).Append(',').Append(Csv(t.StopReason)).Append(',')
+              .Append(t.IsFinalPhase ? "final" : "search").Append(',').Append(t.TrialSettings.ContinuesTrial?.ToString(CultureInfo.InvariantCulture) ?? "");
             foreach (var n in names)
                 sb.Append(',').Append(Csv(values.GetValueOrDefault(n, "")));
             sb.Append('\n');
@@ -79,7 +85,7 @@ public sealed class SweepResult
     public string ToTable()
     {
         var names = ParameterNames;
-        var header = new List<string> { "rank", "trial", "status", ObjectiveName, "tokens", "time", "stop reason" };
+        var header = new List<string> { "rank", "trial", "status", ObjectiveName, "tokens", "time", "stop reason", "phase" };
         header.AddRange(names);
         var rows = new List<List<string>> { header };
         int rank = 0;
@@ -95,6 +101,7 @@ public sealed class SweepResult
                 t.Tokens.ToString(CultureInfo.InvariantCulture),
                 t.Duration.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture) + " s",
                 t.StopReason.Length > 60 ? t.StopReason[..57] + "..." : t.StopReason,
+                t.TrialSettings.ContinuesTrial is { } from ? $"final (trial {from} continued)" : "search",
             };
             row.AddRange(names.Select(n => Short(values.GetValueOrDefault(n, ""))));
             rows.Add(row);

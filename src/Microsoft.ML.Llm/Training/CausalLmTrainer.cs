@@ -233,6 +233,11 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
         if (o.TimeBudget is { } tb && tb <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(o.TimeBudget), tb, $"Option 'TimeBudget' must be positive; got {tb}.");
         PositiveInt(nameof(o.EvaluationInterval), o.EvaluationInterval);
+        if (o.EvaluateAtTokens is { } evaluateAt && evaluateAt.Any(t => t <= 0))
+        {
+            long bad = evaluateAt.First(t => t <= 0);
+            throw new ArgumentOutOfRangeException(nameof(o.EvaluateAtTokens), bad, $"Option 'EvaluateAtTokens' must hold positive token counts; got {bad}.");
+        }
         if (o.EvaluationBatches is { } eb)
             PositiveInt(nameof(o.EvaluationBatches), eb);
         if (o.EarlyStoppingPatience is { } p)

@@ -221,6 +221,14 @@ public sealed class CausalLmTrainerOptions
     /// <summary>Evaluate the validation set every this many steps (and after the last step).</summary>
     public int EvaluationInterval { get; set; } = Defaults.EvaluationInterval;
 
+    /// <summary>
+    /// Also evaluate after the first step whose training tokens reach each of these counts (each count once, a run's
+    /// total tokens including those before a resume), whatever <see cref="EvaluationInterval"/> says; null = none. A
+    /// sweep's early-stopping tuner uses it to judge a trial exactly at its rung budgets (ASHA), not at the next
+    /// regular evaluation. Every count must be positive.
+    /// </summary>
+    public IReadOnlyList<long>? EvaluateAtTokens { get; set; }
+
     /// <summary>Batches of the validation set evaluated each time: a fixed random sample of rows (seeded, the same at
     /// every evaluation), as nanoGPT's <c>eval_iters</c>; null = the whole set.</summary>
     public int? EvaluationBatches { get; set; }

@@ -202,6 +202,28 @@ internal static class Checkpoint
         return version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
     }
 
+    /// <summary>Where a checkpoint's run stood (step, training tokens, training seconds, the metrics history), without
+    /// loading weights: a sweep's final phase sizes the continuation of a trial from it.</summary>
+    public static (long Step, long Tokens, double ElapsedSeconds, List<TrainingMetrics> History) ReadProgress(string path)
+    {
+        using var r = new BinaryReader(File.OpenRead(path));
+        if (r.ReadString() != Magic)
+            throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
+        int version = r.ReadInt32();
+        _ = GptConfig.Load(r);
+        if (version >= FirstPrecisionVersion)
+            _ = ReadPrecision(r, path);
+        long step = r.ReadInt64();
+        _ = r.ReadInt64();   // rows consumed
+        long tokens = r.ReadInt64();
+        double elapsed = r.ReadDouble();
+        _ = r.ReadDouble();  // best validation loss
+        _ = r.ReadInt64();   // its step
+        _ = r.ReadInt32();   // evaluations without improvement
+        _ = r.ReadInt32();   // seed
+        return (step, tokens, elapsed, TrainingHistory.Read(r));
+    }
+
     private static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(BinaryReader r, string path)
     {
         int precision = r.ReadInt32();

@@ -345,7 +345,7 @@ internal sealed class TrainingRun : IDisposable
     {
         var s = State;
         bool last = StopReason() is { } reason && reason != TrainingStopReason.TimeBudget;
-        bool evaluate = s.Step % _o.EvaluationInterval == 0 || last;
+        bool evaluate = s.Step % _o.EvaluationInterval == 0 || last || CrossedEvaluationTokens();
         bool report = s.Step % _o.LogInterval == 0 || evaluate;
         bool checkpoint = s.Step % _o.CheckpointInterval == 0;
         LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
@@ -384,6 +384,21 @@ internal sealed class TrainingRun : IDisposable
 
         if (checkpoint)
             SaveCheckpoint();
+    }
+
+    /// <summary>Whether the step just taken is the first whose tokens reach one of <see cref="CausalLmTrainerOptions.EvaluateAtTokens"/>.</summary>
+    private bool CrossedEvaluationTokens()
+    {
+        if (_o.EvaluateAtTokens is not { Count: > 0 } at)
+            return false;
+        long before = State.TokensSeen - _tokensPerStep;
+        foreach (long t in at)
+        {
+            if (before < t && t <= State.TokensSeen)
+                return true;
+        }
+
+        return false;
     }
 
     /// <summary>Steps whose loss and gradient norm are still on the device (see <see cref="EndStep"/>).</summary>

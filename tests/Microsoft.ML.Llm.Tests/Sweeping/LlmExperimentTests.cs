@@ -106,7 +106,7 @@ public sealed class LlmExperimentTests : IDisposable
 
         // Leaderboard: ranked by the metric, one row per trial, parameters as columns.
         string[] csv = File.ReadAllLines(Path.Combine(_dir, "leaderboard.csv"));
-        Assert.Equal("rank,trial,status,validation_loss,tokens,seconds,seed,stop_reason,LearningRate,VocabularySize,Packing", csv[0]);
+        Assert.Equal("rank,trial,status,validation_loss,tokens,seconds,seed,stop_reason,phase,continues_trial,LearningRate,VocabularySize,Packing", csv[0]);
         Assert.Equal(4, csv.Length);
         var ranked = trials.OrderBy(t => t.Metric).ToArray();
         for (int r = 0; r < 3; r++)
@@ -119,9 +119,10 @@ public sealed class LlmExperimentTests : IDisposable
             Assert.Equal(t.Metric, double.Parse(cells[3], CultureInfo.InvariantCulture));
             Assert.Equal("1280", cells[4]);
             Assert.Equal("completed", cells[7]);
-            Assert.Equal(t.Parameter["LearningRate"].AsType<double>(), double.Parse(cells[8], CultureInfo.InvariantCulture));
-            Assert.Equal(t.Parameter["VocabularySize"].AsType<int>().ToString(CultureInfo.InvariantCulture), cells[9]);
-            Assert.Equal(t.Parameter["Packing"].AsType<string>(), cells[10]);
+            Assert.Equal(("search", ""), (cells[8], cells[9]));
+            Assert.Equal(t.Parameter["LearningRate"].AsType<double>(), double.Parse(cells[10], CultureInfo.InvariantCulture));
+            Assert.Equal(t.Parameter["VocabularySize"].AsType<int>().ToString(CultureInfo.InvariantCulture), cells[11]);
+            Assert.Equal(t.Parameter["Packing"].AsType<string>(), cells[12]);
         }
 
         string table = experiment.Result.ToTable();
@@ -261,6 +262,160 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task AshaJudgesALargeBatchTrialAtTheFirstStepReachingItsRung()
+    {
+        // Batch 12 × context 16 = 192 tokens a step; rungs at 320 and 960 tokens; regular evaluations only every 50
+        // steps, so without rung evaluations the trials would first be judged at their last step.
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new ChoiceOption(3e-3, 1e-6) };
+        var asha = new AshaTuner(space, minTokens: 320, reductionFactor: 3, sampler: new GridSearchTuner(space));
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(Text(ml).Train, Text(ml).Validation)
+            .SetPipeline(space, (ctx, p) =>
+                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
+                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
+                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+                    {
+                        Model = GptConfig.Tiny(contextLength: Context),
+                        BatchSize = 12,
+                        LearningRate = p["LearningRate"].AsType<double>(),
+                        WarmupSteps = 2,
+                        EvaluationInterval = 50,
+                        LogInterval = 50,
+                        CheckpointInterval = 1000,
+                        NumberOfThreads = 1,
+                    })))
+            .SetTuner(asha)
+            .SetMaxTokens(10 * 192)
+            .SetSweepDirectory(_dir);
+        Assert.Equal([320L, 960], asha.DecisionTokens(new TrialSettings { TrialId = 1, Seed = 0, MaxTokens = 10 * 192, Directory = _dir }));
+        await experiment.RunAsync();
+
+        var trials = experiment.Result.Trials;
+        // Trial 1: judged at step 2 (384 ≥ 320) and step 5 (960), then its last step.
+        Assert.Equal(TrialStatus.Completed, trials[0].Status);
+        Assert.Equal([384L, 960, 1920], trials[0].Curve.Select(p => p.Tokens));
+        Assert.Equal([1, 2], asha.RecordedAt(0).Keys.Order());
+        Assert.Equal([1], asha.RecordedAt(1).Keys);
+        // Trial 2 (a learning rate that does not learn) is stopped at step 2, the first step past its rung.
+        Assert.Equal(TrialStatus.Stopped, trials[1].Status);
+        Assert.StartsWith("stopped at rung 0 (320 tokens): ", trials[1].StopReason);
+        Assert.Equal([384L], trials[1].Curve.Select(p => p.Tokens));
+        Assert.Equal(384, trials[1].Tokens);
+    }
+
+    [Fact]
+    public async Task TheFinalPhaseContinuesTheBestTrialOnWhatIsLeftOfTheBudgetAndAResumeDoesNotRepeatIt()
+    {
+        var ml = new MLContext(seed: 1);
+        int built = 0;
+        LlmExperiment Make() => Experiment(ml, _dir, maxTrials: 10, (ctx, p) =>
+            {
+                built++;
+                return Pipeline(ctx, p.AsType<PipelineSpace>());
+            })
+            .SetMaxTotalTokens(60 * TokensPerStep)
+            .SetFinalTraining(0.5);
+        var reports = new List<SweepProgress>();
+        var experiment = Make().SetProgress(new Recorder<SweepProgress>(reports));
+        var result = await experiment.RunAsync();
+
+        // The search gets half of the 3840 tokens: trial 1 trains its 1280, trial 2 is cut at the 640 left.
+        var trials = experiment.Result.Trials;
+        Assert.Equal(3, trials.Count);
+        Assert.Equal((TrialStatus.Completed, 20 * TokensPerStep), (trials[0].Status, trials[0].Tokens));
+        Assert.Equal((TrialStatus.Stopped, "sweep token budget", 10 * TokensPerStep), (trials[1].Status, trials[1].StopReason, trials[1].Tokens));
+        var searchBest = trials.Take(2).MinBy(t => t.Loss)!;
+
+        // The final phase continues the best trial with the other half: 1920 more tokens from its checkpoint.
+        var final = trials[2];
+        Assert.True(final.IsFinalPhase);
+        Assert.Same(final, result);
+        Assert.Same(final, experiment.Result.BestTrial);
+        Assert.Equal((3, searchBest.TrialId), (final.TrialId, final.TrialSettings.ContinuesTrial));
+        Assert.Equal(searchBest.Parameter, final.Parameter);
+        Assert.Equal(searchBest.TrialSettings.Seed, final.TrialSettings.Seed);
+        Assert.Equal(TrialStatus.Completed, final.Status);
+        Assert.Equal(30 * TokensPerStep, final.Tokens);
+        Assert.Equal(60 * TokensPerStep, trials.Sum(t => t.Tokens));                       // the whole budget, not more
+        long end = searchBest.Tokens + 30 * TokensPerStep;
+        Assert.Equal($"final phase: trial {searchBest.TrialId} continued from {searchBest.Tokens} to {end} tokens", final.StopReason);
+        // Its curve goes on from the trial's tokens (evaluations every 5 steps) past the trial budget of 1280 tokens.
+        Assert.Equal(Enumerable.Range(1, 6).Select(i => searchBest.Tokens + i * 5 * TokensPerStep), final.Curve.Select(p => p.Tokens));
+        Assert.True(end > 20 * TokensPerStep);
+        Assert.Equal(final.Curve.Min(p => p.Value), final.Metric);
+        Assert.True(final.Metric < searchBest.Metric, $"final {final.Metric} vs trial {searchBest.Metric}");
+
+        // The returned pipeline is the continued model: its history runs to the end step and it scores at the metric.
+        var lm = Assert.IsAssignableFrom<IEnumerable<ITransformer>>(result.Model).OfType<CausalLmTransformer>().Single();
+        Assert.Equal((end / TokensPerStep, end), (lm.History[^1].Step, lm.History[^1].Tokens));
+        Assert.Equal(result.Metric, ml.Llm().Evaluate(result.Model!, Text(ml).Validation).Loss, 4);
+
+        // Recorded like a trial, marked in the leaderboard.
+        Assert.True(File.Exists(Path.Combine(_dir, "final", "result.json")));
+        Assert.True(File.Exists(Path.Combine(_dir, "final", "model.zip")));
+        string finalRow = File.ReadAllLines(Path.Combine(_dir, "leaderboard.csv")).Single(l => l.Split(',')[1] == "3");
+        Assert.Equal(("final", searchBest.TrialId.ToString(CultureInfo.InvariantCulture)), (finalRow.Split(',')[8], finalRow.Split(',')[9]));
+        Assert.Contains($"final (trial {searchBest.TrialId} continued)", experiment.Result.ToTable());
+        Assert.Equal(3, built);
+        Assert.Contains(reports, r => r.Finished == final);
+
+        // Resumed: the trials and the final phase are replayed, nothing is trained again.
+        var resumed = Make();
+        var again = await resumed.RunAsync();
+        Assert.Equal(3, built);
+        Assert.True(again.IsFinalPhase);
+        Assert.Equal((final.Metric, final.Tokens), (again.Metric, again.Tokens));
+        Assert.Equal(3, resumed.Result.Trials.Count);
+        Assert.Equal(final.Metric, ml.Llm().Evaluate(again.Model!, Text(ml).Validation).Loss, 4);
+    }
+
+    [Fact]
+    public async Task UnderATimeBudgetTheFinalPhaseTrainsTheBestTrialOnTheTimeLeft()
+    {
+        var ml = new MLContext(seed: 1);
+        var experiment = Experiment(ml, _dir, maxTrials: 100)
+            .SetMaxTokens(10 * TokensPerStep)
+            .SetTrainingTimeInSeconds(10)
+            .SetFinalTraining(0.5);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = await experiment.RunAsync();
+        clock.Stop();
+
+        var search = experiment.Result.Trials.Where(t => !t.IsFinalPhase).ToArray();
+        var final = experiment.Result.Trials[^1];
+        Assert.True(final.IsFinalPhase);
+        Assert.Same(final, result);
+        var searchBest = search.Where(t => t.Status != TrialStatus.Failed).MinBy(t => t.Loss)!;
+        Assert.Equal(searchBest.TrialId, final.TrialSettings.ContinuesTrial);
+        // The search stops at 5 s (the running trial is cut at the next step boundary); the final phase trains on the
+        // time left, sized from the trial's step times, so it goes past a trial's 640 tokens and the sweep ends near 10 s.
+        Assert.InRange(search.Sum(t => t.Duration.TotalSeconds), 0, 5 + 2);
+        Assert.True(final.Tokens > 10 * TokensPerStep, $"final phase trained {final.Tokens} tokens");
+        Assert.InRange(clock.Elapsed.TotalSeconds, 5, 10 + 4);
+        var lm = Assert.IsAssignableFrom<IEnumerable<ITransformer>>(result.Model).OfType<CausalLmTransformer>().Single();
+        Assert.Equal(searchBest.Tokens + final.Tokens, lm.History[^1].Tokens);
+    }
+
+    [Fact]
+    public void TheFinalPhaseIsSizedFromTheTrialsStepAndEvaluationTimes()
+    {
+        // Step 1 pays a 2 s warm-up; then 0.1 s a step, and every fifth step evaluates for 0.4 s more; 64 tokens a step.
+        var history = new List<TrainingMetrics>();
+        double elapsed = 0;
+        for (int step = 1; step <= 20; step++)
+        {
+            elapsed += step == 1 ? 2 : step % 5 == 0 ? 0.5 : 0.1;
+            history.Add(new TrainingMetrics(step, 0, step * TokensPerStep, 1, 1e-3, 1, 0, elapsed, step % 5 == 0 ? 2.0 : null, null, null));
+        }
+
+        // (10 s − one final evaluation) / (0.1 s + 0.4 s / 5 per step) = 53.3 → 53 steps.
+        Assert.Equal(53 * TokensPerStep, LlmExperiment.ReachableTokens(history, seconds: 10, evaluationInterval: 5));
+        Assert.Equal(0, LlmExperiment.ReachableTokens(history, seconds: 0.3, evaluationInterval: 5));
+        Assert.Null(LlmExperiment.ReachableTokens(history.Take(1).ToList(), seconds: 10, evaluationInterval: 5));
+    }
+
+    [Fact]
     public async Task TheTimeBudgetStopsTheRunningTrialWhichKeepsItsPartialResult()
     {
         var ml = new MLContext(seed: 1);
@@ -372,6 +527,10 @@ public sealed class LlmExperimentTests : IDisposable
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTokens(0)).Message);
         Assert.StartsWith("The sweep's total token budget must be a positive number of tokens; got -1.",
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTotalTokens(-1)).Message);
+        Assert.Equal("Parameter 'budgetFraction' (the share of the sweep's budget kept for the final training of the best trial) must be at least 0 (off) and below 1; got 1. (Parameter 'budgetFraction')\nActual value was 1.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetFinalTraining(1)).Message.ReplaceLineEndings("\n"));
+        Assert.Contains("must be at least 0 (off) and below 1; got -0.1.", Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetFinalTraining(-0.1)).Message);
+        Assert.Contains("must be at least 0 (off) and below 1; got NaN.", Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetFinalTraining(double.NaN)).Message);
         Assert.Equal("The experiment has no data: call SetDataset(train, validation) before RunAsync.",
             Assert.Throws<InvalidOperationException>(() => { _ = experiment.RunAsync(); }).Message);
 
@@ -380,6 +539,11 @@ public sealed class LlmExperimentTests : IDisposable
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
         Assert.Equal("The experiment has no budget: call SetMaxTrials(n), SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t) (a grid search ends by itself).",
             Assert.Throws<InvalidOperationException>(() => { _ = noBudget.RunAsync(); }).Message);
+        var finalWithoutBudget = ml.Llm().CreateExperiment().SetDataset(train, validation).SetMaxTrials(2).SetFinalTraining(0.25)
+            .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
+        Assert.Equal("SetFinalTraining(0.25) keeps a share of the sweep's time or total token budget for training the best trial further, but neither is set: " +
+            "call SetTrainingTimeInSeconds(s) or SetMaxTotalTokens(t), or SetFinalTraining(0) to turn the final phase off.",
+            Assert.Throws<InvalidOperationException>(() => { _ = finalWithoutBudget.RunAsync(); }).Message);
         var noValidation = ml.Llm().CreateExperiment().SetDataset(train, null).SetMaxTrials(1)
             .SetPipeline(new SearchSpace<PipelineSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<PipelineSpace>()));
         Assert.StartsWith("The objective 'validation_loss' is measured on validation data, but SetDataset was given none",

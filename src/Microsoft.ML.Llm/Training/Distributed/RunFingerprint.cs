@@ -51,6 +51,7 @@ internal sealed class RunFingerprint
         f.Real("option 'MaxEpochs'", o.MaxEpochs ?? -1);
         f.Real("option 'TimeBudget' (seconds)", o.TimeBudget?.TotalSeconds ?? -1);
         f.Integer("option 'EvaluationInterval'", o.EvaluationInterval);
+        f.Digest("option 'EvaluateAtTokens'", o.EvaluateAtTokens is null ? "" : string.Join(',', o.EvaluateAtTokens));
         f.Integer("option 'EvaluationBatches'", o.EvaluationBatches ?? -1);
         f.Integer("option 'EarlyStoppingPatience'", o.EarlyStoppingPatience ?? -1);
         f.Integer("option 'CheckpointInterval'", o.CheckpointInterval);
