@@ -117,9 +117,9 @@ internal sealed class TrainingRun : IDisposable
         torch.manual_seed(seed);
 
         // The model's own precision drives validation and the returned model's scoring and generation. With the
-        // per-device default on the CPU that is fp32 even when training runs in bf16: autocast casts every weight on
-        // every forward pass, once per generated token, which made bf16 decoding 3-4× slower than fp32 there
-        // (benchmarks/README.md, "Mixed precision"); validation runs in it too, so the returned model evaluates to the
+        // per-device default on the CPU that is fp32 even when training runs in bf16: small models decode faster in
+        // fp32 there (Tiny Shakespeare: bf16 0.7× fp32's tokens/s even with the weights cast once per generation call;
+        // GPT-2 124M: 1.4×; benchmarks/README.md, "Mixed precision"); validation runs in it too, so the returned model evaluates to the
         // validation losses the history records. An explicit Precision is used for both.
         var inference = options.Precision is null && device.type == DeviceType.CPU ? TrainingPrecision.Fp32 : precision;
         if (inference != precision)
