@@ -141,22 +141,7 @@ internal static class Checkpoint
                 nameof(CausalLmTrainerOptions.Precision));
         }
 
-        var state = new TrainingState
-        {
-            Precision = savedPrecision,
-            LossScaler = scaler,
-            Step = r.ReadInt64(),
-            RowsConsumed = r.ReadInt64(),
-            TokensSeen = r.ReadInt64(),
-            ElapsedSeconds = r.ReadDouble(),
-            BestValidationLoss = r.ReadDouble(),
-            BestStep = r.ReadInt64(),
-            EvaluationsWithoutImprovement = r.ReadInt32(),
-            Seed = r.ReadInt32(),
-            History = TrainingHistory.Read(r),
-        };
-        if (version >= FirstFusedOptimizerVersion)
-            TrainingHistory.ReadThroughput(r, state.History);
+        var state = ReadState(r, version, savedPrecision, scaler);
         using (var rng = torch.random.get_rng_state())
         {
             rng.Load(r);
@@ -195,11 +180,8 @@ internal static class Checkpoint
     public static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(string path)
     {
         using var r = new BinaryReader(File.OpenRead(path));
-        if (r.ReadString() != Magic)
-            throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
-        int version = r.ReadInt32();
-        _ = GptConfig.Load(r);
-        return version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
+        var (_, precision, scaler) = ReadHeader(r, path);
+        return (precision, scaler);
     }
 
     /// <summary>Where a checkpoint's run stood (step, training tokens, training seconds, the metrics history), without
@@ -207,21 +189,43 @@ internal static class Checkpoint
     public static (long Step, long Tokens, double ElapsedSeconds, List<TrainingMetrics> History) ReadProgress(string path)
     {
         using var r = new BinaryReader(File.OpenRead(path));
+        var (version, precision, scaler) = ReadHeader(r, path);
+        using var state = ReadState(r, version, precision, scaler);
+        return (state.Step, state.TokensSeen, state.ElapsedSeconds, state.History);
+    }
+
+    /// <summary>The fields before the run's state, for the readers that load no weights (no checksum check): the format
+    /// version, and the precision and loss-scale state (Fp32 and the initial scale before format 3).</summary>
+    private static (int Version, TrainingPrecision Precision, GradScaler Scaler) ReadHeader(BinaryReader r, string path)
+    {
         if (r.ReadString() != Magic)
             throw new FormatException($"'{path}' is not a Microsoft.ML.Llm checkpoint.");
         int version = r.ReadInt32();
         _ = GptConfig.Load(r);
-        if (version >= FirstPrecisionVersion)
-            _ = ReadPrecision(r, path);
-        long step = r.ReadInt64();
-        _ = r.ReadInt64();   // rows consumed
-        long tokens = r.ReadInt64();
-        double elapsed = r.ReadDouble();
-        _ = r.ReadDouble();  // best validation loss
-        _ = r.ReadInt64();   // its step
-        _ = r.ReadInt32();   // evaluations without improvement
-        _ = r.ReadInt32();   // seed
-        return (step, tokens, elapsed, TrainingHistory.Read(r));
+        var (precision, scaler) = version >= FirstPrecisionVersion ? ReadPrecision(r, path) : (TrainingPrecision.Fp32, new GradScaler());
+        return (version, precision, scaler);
+    }
+
+    /// <summary>The run's state after the header: counters, best-loss bookkeeping, seed and the metrics history.</summary>
+    private static TrainingState ReadState(BinaryReader r, int version, TrainingPrecision precision, GradScaler scaler)
+    {
+        var state = new TrainingState
+        {
+            Precision = precision,
+            LossScaler = scaler,
+            Step = r.ReadInt64(),
+            RowsConsumed = r.ReadInt64(),
+            TokensSeen = r.ReadInt64(),
+            ElapsedSeconds = r.ReadDouble(),
+            BestValidationLoss = r.ReadDouble(),
+            BestStep = r.ReadInt64(),
+            EvaluationsWithoutImprovement = r.ReadInt32(),
+            Seed = r.ReadInt32(),
+            History = TrainingHistory.Read(r),
+        };
+        if (version >= FirstFusedOptimizerVersion)
+            TrainingHistory.ReadThroughput(r, state.History);
+        return state;
     }
 
     private static (TrainingPrecision Precision, GradScaler Scaler) ReadPrecision(BinaryReader r, string path)
