@@ -107,7 +107,7 @@ public class MixedPrecisionTests
         Assert.Equal(NativeHeap.IsSupported ? holdersWhileTraining : 0, seen);
         Assert.Equal(0, NativeHeap.Holders);                                     // restored when the run ends
         seen = null;
-        Assert.Equal(losses, Train(retain is null ? !(holdersWhileTraining == 1) : !retain));   // the other setting: same losses
+        Assert.Equal(losses, Train(!(retain ?? holdersWhileTraining == 1)));   // the other setting: same losses
         Assert.Equal(0, NativeHeap.Holders);
     }
 
