@@ -7,10 +7,13 @@
 // (budgetSeconds stays as a cap). Final scores: the first scoreChars characters of the validation split (0 = all).
 // With finalFraction > 0 each sweep keeps that share of its budget for a final phase (LlmExperiment.SetFinalTraining):
 // the best trial continues from its checkpoint on the rest, and that model is the sweep's result.
+// With trialSeconds > 0 every search trial gets that training time (LlmExperiment.SetTrialTimeInSeconds) and ASHA's
+// rungs are in training time (trialSeconds/9 · 3^k), so configurations are compared after the same wall time, which is
+// what the sweep's time budget rewards; trialTokens = 0 then lifts the token cap.
 // The methods of one seed run back to back (similar machine load); the load average is printed at each one's start and end.
 //
 // dotnet run -c Release --project benchmarks/Sweeps -- [budgetSeconds=600] [seeds=1,2,3] [methods=asha,tpe,random,hand]
-//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5]
+//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5] [trialSeconds=0]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -29,6 +32,7 @@ Directory.CreateDirectory(outDir);
 long totalTokens = args.Length > 5 ? long.Parse(args[5], CultureInfo.InvariantCulture) : 0;
 int scoreChars = args.Length > 6 ? int.Parse(args[6], CultureInfo.InvariantCulture) : 0;
 double finalFraction = args.Length > 7 ? double.Parse(args[7], CultureInfo.InvariantCulture) : 0.5;
+double trialSeconds = args.Length > 8 ? double.Parse(args[8], CultureInfo.InvariantCulture) : 0;
 // Evaluations: every 50 steps on 20 batches (nanoGPT's eval_iters for its CPU run); with a small compute budget, every
 // 10 steps on 5 batches so the rungs and the curves have points.
 int evaluationInterval = totalTokens > 0 ? 10 : 50;
@@ -41,8 +45,10 @@ int split = (int)(text.Length * 0.9);
 var vocabulary = LmTokenizer.Character([text]);
 Console.WriteLine($"Machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}; load average at start: {LoadAverage()}");
 long rung = totalTokens > 0 ? trialTokens / 3 : trialTokens / 9;
+var rungTime = TimeSpan.FromSeconds(trialSeconds / 9);
 Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run" + (totalTokens > 0 ? $" (cap), {totalTokens} training tokens per sweep and for the hand-tuned run" : "") +
-    $"; seeds {string.Join(",", seeds)}; trial budget {trialTokens} tokens; ASHA rungs at {rung}·3^k tokens (evaluated at the first step reaching each); evaluation every {evaluationInterval} steps on {evaluationBatches} batches; " +
+    $"; seeds {string.Join(",", seeds)}; trial budget " + (trialTokens > 0 ? $"{trialTokens} tokens" : "no token cap") + (trialSeconds > 0 ? $", {trialSeconds} s of training" : "") +
+    (trialSeconds > 0 ? $"; ASHA rungs at {rungTime.TotalSeconds:0.##} s·3^k of training time" : $"; ASHA rungs at {rung}·3^k tokens") + $" (evaluated at the first step reaching each); evaluation every {evaluationInterval} steps on {evaluationBatches} batches; " +
     $"final phase {finalFraction:P0} of each sweep's budget; output {outDir}");
 
 var results = new List<(string Method, int Seed, double Loss, int Trials, int Stopped, string Best)>();
@@ -83,17 +89,20 @@ foreach (int seed in seeds)
                 .SetDataset(trainText, validationText)
                 .SetPipeline(new SearchSpace<SweepSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<SweepSpace>(), new CausalLmTrainerOptions(), null))
                 .SetTrainingTimeInSeconds(budget)
-                .SetMaxTokens(trialTokens)
                 .SetSeed(seed)
                 .SetSweepDirectory(Path.Combine(outDir, $"{method}-seed{seed}"))
                 .SetProgress(new ConsoleProgress());
             experiment = method switch
             {
-                "asha" => experiment.SetAshaTuner(minTokens: rung, reductionFactor: 3),
+                "asha" => trialSeconds > 0 ? experiment.SetAshaTuner(rungTime, reductionFactor: 3) : experiment.SetAshaTuner(minTokens: rung, reductionFactor: 3),
                 "tpe" => experiment.SetTreeParzenTuner(startupTrials: 2),
                 "random" => experiment.SetRandomSearchTuner(),
                 _ => throw new ArgumentException($"Unknown method '{method}'; expected asha, tpe, random, hand or hand-budget."),
             };
+            if (trialTokens > 0)
+                experiment.SetMaxTokens(trialTokens);
+            if (trialSeconds > 0)
+                experiment.SetTrialTimeInSeconds(trialSeconds);
             if (totalTokens > 0)
                 experiment.SetMaxTotalTokens(totalTokens);
             experiment.SetFinalTraining(finalFraction);

@@ -26,14 +26,19 @@ public interface ITuner
 public interface IEarlyStoppingTuner : ITuner
 {
     /// <summary>Whether the trial should stop now, given its objective <paramref name="loss"/> (lower is better) after
-    /// <paramref name="tokens"/> training tokens; <paramref name="reason"/> says why when it should.</summary>
-    bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason);
+    /// <paramref name="tokens"/> training tokens and <paramref name="elapsed"/> training wall time (the trainer's
+    /// <see cref="TrainingProgress.Elapsed"/>); <paramref name="reason"/> says why when it should.</summary>
+    bool ShouldStop(TrialSettings settings, long tokens, TimeSpan elapsed, double loss, out string? reason);
 
     /// <summary>The training-token counts at which this tuner decides about a trial (ASHA's rung budgets): the
     /// experiment asks the trainer for an evaluation at the first step reaching each
     /// (<see cref="CausalLmTrainerOptions.EvaluateAtTokens"/>), so the trial is judged there and not at the next
     /// regular evaluation. Empty (the default): the regular evaluations only.</summary>
     IReadOnlyList<long> DecisionTokens(TrialSettings settings) => [];
+
+    /// <summary>The training times at which this tuner decides about a trial (ASHA's rungs measured in time), asked of
+    /// the trainer as <see cref="CausalLmTrainerOptions.EvaluateAtTimes"/>. Empty (the default): none.</summary>
+    IReadOnlyList<TimeSpan> DecisionTimes(TrialSettings settings) => [];
 }
 
 /// <summary>What a trial is given (AutoML's <c>TrialSettings</c>).</summary>
@@ -50,6 +55,10 @@ public sealed class TrialSettings
 
     /// <summary>The trial's token budget (<see cref="LlmExperiment.SetMaxTokens"/>), if any.</summary>
     public long? MaxTokens { get; init; }
+
+    /// <summary>The trial's training-time budget (<see cref="LlmExperiment.SetTrialTimeInSeconds"/>), if any: the
+    /// trainer's <see cref="CausalLmTrainerOptions.TimeBudget"/>.</summary>
+    public TimeSpan? MaxTime { get; init; }
 
     /// <summary>For the sweep's final phase (<see cref="LlmExperiment.SetFinalTraining"/>): the search trial it continues
     /// from its last checkpoint; null for a search trial.</summary>
@@ -81,7 +90,9 @@ public enum TrialStatus
 /// <summary>One point of a trial's learning curve: the objective after some training tokens.</summary>
 /// <param name="Tokens">Training tokens seen.</param>
 /// <param name="Value">The objective's value (in its own direction, e.g. a validation loss).</param>
-public readonly record struct CurvePoint(long Tokens, double Value);
+/// <param name="Elapsed">The trainer's wall time at that point (<see cref="TrainingProgress.Elapsed"/>); zero in
+/// records written before it was kept.</param>
+public readonly record struct CurvePoint(long Tokens, double Value, TimeSpan Elapsed = default);
 
 /// <summary>The result of one trial (AutoML's <c>TrialResult</c>).</summary>
 public sealed class TrialResult

@@ -35,6 +35,7 @@ public sealed class LlmExperiment
     private TimeSpan? _timeBudget;
     private int? _maxTrials;
     private long? _maxTokens;
+    private TimeSpan? _trialTime;
     private long? _maxTotalTokens;
     private double _finalFraction;
     private SweepObjective _objective = SweepObjective.ValidationLoss;
@@ -99,6 +100,18 @@ public sealed class LlmExperiment
         return SetTunerFactory((space, seed) => new AshaTuner(space, minTokens, reductionFactor, seed));
     }
 
+    /// <summary>ASHA with rungs at <paramref name="minTime"/> · η^k of each trial's training wall time over random
+    /// configurations: under a time budget, trials are compared after the same time rather than the same tokens (see
+    /// <see cref="AshaTuner"/>'s remarks); pair it with <see cref="SetTrialTimeInSeconds"/>.</summary>
+    public LlmExperiment SetAshaTuner(TimeSpan minTime, int reductionFactor = 3)
+    {
+        if (minTime <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(minTime), minTime, $"Parameter 'minTime' (the first rung's budget) must be a positive time; got {minTime}.");
+        if (reductionFactor < 2)
+            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
+        return SetTunerFactory((space, seed) => new AshaTuner(space, minTime, reductionFactor, seed));
+    }
+
     /// <summary>TPE, the model-based tuner, after <paramref name="startupTrials"/> random trials.</summary>
     public LlmExperiment SetTreeParzenTuner(int startupTrials = 10)
     {
@@ -131,6 +144,23 @@ public sealed class LlmExperiment
         if (maxTokens <= 0)
             throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, $"Each trial's token budget must be a positive number of tokens; got {maxTokens}.");
         _maxTokens = maxTokens;
+        return this;
+    }
+
+    /// <summary>
+    /// Each search trial's training-time budget (the trainer's <see cref="CausalLmTrainerOptions.TimeBudget"/>, or the
+    /// smaller of the two when the options set one): under a sweep time budget, every configuration is then ranked by
+    /// what it reaches in the same wall time, the quantity the budget rewards, rather than in the same tokens. With no
+    /// token limit the trainer's decay horizon is unknown, so a time-limited trial trains at its peak learning rate
+    /// after the warm-up (set <see cref="CausalLmTrainerOptions.DecaySteps"/> in the pipeline to decay anyway); the
+    /// final phase (<see cref="SetFinalTraining"/>) then decays it over the rest of the budget. Not applied to the
+    /// final phase.
+    /// </summary>
+    public LlmExperiment SetTrialTimeInSeconds(double seconds)
+    {
+        if (!(seconds > 0) || double.IsInfinity(seconds))
+            throw new ArgumentOutOfRangeException(nameof(seconds), seconds, $"Each trial's training time must be a positive number of seconds; got {seconds.ToString(CultureInfo.InvariantCulture)}.");
+        _trialTime = TimeSpan.FromSeconds(seconds);
         return this;
     }
 
@@ -292,6 +322,7 @@ public sealed class LlmExperiment
                 TrialId = id,
                 Seed = TrialSeed(seed, id),
                 MaxTokens = _maxTokens,
+                MaxTime = _trialTime,
                 Directory = SweepFiles.TrialDirectory(_directory, id),
             };
             var parameter = tuner.Propose(settings);
@@ -313,7 +344,7 @@ public sealed class LlmExperiment
                 if (early is not null)
                 {
                     foreach (var p in recorded.Curve)
-                        early.ShouldStop(recorded.TrialSettings, p.Tokens, _objective.ToLoss(p.Value), out _);
+                        early.ShouldStop(recorded.TrialSettings, p.Tokens, p.Elapsed, _objective.ToLoss(p.Value), out _);
                 }
 
                 result = recorded;
@@ -533,8 +564,8 @@ public sealed class LlmExperiment
                 double value = read(v);
                 if (!double.IsNaN(value))
                 {
-                    curve.Add(new CurvePoint(p.Tokens, value));
-                    if (stopReason is null && early is not null && early.ShouldStop(settings, p.Tokens, _objective.ToLoss(value), out var why))
+                    curve.Add(new CurvePoint(p.Tokens, value, p.Elapsed));
+                    if (stopReason is null && early is not null && early.ShouldStop(settings, p.Tokens, p.Elapsed, _objective.ToLoss(value), out var why))
                     {
                         stopReason = why ?? "stopped by the tuner";
                         stop.Cancel();
@@ -557,7 +588,7 @@ public sealed class LlmExperiment
         try
         {
             var estimator = _pipeline!.BuildFromOption(_context, settings.Parameter!);
-            model = Fit(estimator, settings, progress, stop.Token, curve, early?.DecisionTokens(settings), adjust);
+            model = Fit(estimator, settings, progress, stop.Token, curve, early?.DecisionTokens(settings), early?.DecisionTimes(settings), adjust);
             status = TrialStatus.Completed;
             reason = "completed";
             tokens = Math.Max(tokens, TrainedTokens(model));
@@ -636,7 +667,7 @@ public sealed class LlmExperiment
     /// trainer, and each <see cref="CausalLmTrainer"/> fits a copy of its options carrying the trial's settings.
     /// </summary>
     private TransformerChain<ITransformer> Fit(IEstimator<ITransformer> estimator, TrialSettings settings, IProgress<TrainingProgress> progress,
-        CancellationToken token, List<CurvePoint> curve, IReadOnlyList<long>? decisionTokens, Action<CausalLmTrainerOptions>? adjust)
+        CancellationToken token, List<CurvePoint> curve, IReadOnlyList<long>? decisionTokens, IReadOnlyList<TimeSpan>? decisionTimes, Action<CausalLmTrainerOptions>? adjust)
     {
         var steps = HostAccess.FlattenEstimators(estimator).ToList();
         if (!steps.Any(s => s is CausalLmTrainer))
@@ -655,6 +686,8 @@ public sealed class LlmExperiment
                     o.Seed = settings.Seed;
                     if (settings.MaxTokens is { } budget)
                         o.MaxTokens = o.MaxTokens is { } own ? Math.Min(own, budget) : budget;
+                    if (settings.MaxTime is { } time)
+                        o.TimeBudget = o.TimeBudget is { } ownTime && ownTime < time ? ownTime : time;
                     o.CheckpointDirectory = settings.CheckpointDirectory;
                     o.LogDirectory = settings.LogDirectory;
                     o.Progress = o.Progress is { } user ? new SyncProgress<TrainingProgress>(p => { user.Report(p); progress.Report(p); }) : progress;
@@ -665,6 +698,8 @@ public sealed class LlmExperiment
                         o.ValidationSet = validation;
                     if (decisionTokens is { Count: > 0 })
                         o.EvaluateAtTokens = o.EvaluateAtTokens is { } own ? [.. own.Union(decisionTokens).Order()] : decisionTokens;
+                    if (decisionTimes is { Count: > 0 })
+                        o.EvaluateAtTimes = o.EvaluateAtTimes is { } ownTimes ? [.. ownTimes.Union(decisionTimes).Order()] : decisionTimes;
                     adjust?.Invoke(o);
                     var lm = trainer.WithOptions(o).Fit(train);
                     AddFinalEvaluation(lm, curve);
@@ -704,7 +739,7 @@ public sealed class LlmExperiment
             return;
         double value = read(new LanguageModelMetrics(loss, last.ValidationPerplexity ?? Math.Exp(loss), last.ValidationBitsPerByte ?? double.NaN, 0));
         if (!double.IsNaN(value))
-            curve.Add(new CurvePoint(last.Tokens, value));
+            curve.Add(new CurvePoint(last.Tokens, value, TimeSpan.FromSeconds(last.ElapsedSeconds)));
     }
 
     private static long TrainedTokens(ITransformer model) =>

@@ -46,6 +46,7 @@ internal static class SweepFiles
             Trial = r.TrialId,
             Seed = r.TrialSettings.Seed,
             MaxTokens = r.TrialSettings.MaxTokens,
+            MaxSeconds = r.TrialSettings.MaxTime?.TotalSeconds,
             ContinuesTrial = r.TrialSettings.ContinuesTrial,
             Parameter = r.Parameter.ToString(),
             Status = r.Status.ToString(),
@@ -54,7 +55,7 @@ internal static class SweepFiles
             Loss = r.Loss,
             Tokens = r.Tokens,
             Seconds = r.Duration.TotalSeconds,
-            Curve = r.Curve.Select(p => new[] { p.Tokens, p.Value }).ToArray(),
+            Curve = r.Curve.Select(p => new[] { p.Tokens, p.Value, p.Elapsed.TotalSeconds }).ToArray(),
         };
         WriteAllTextAtomic(ResultPath(r.TrialSettings.Directory), JsonSerializer.Serialize(record, s_json));
     }
@@ -87,6 +88,7 @@ internal static class SweepFiles
                 TrialId = trialId,
                 Seed = record.Seed,
                 MaxTokens = record.MaxTokens,
+                MaxTime = record.MaxSeconds is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
                 ContinuesTrial = record.ContinuesTrial,
                 Directory = directory,
                 Parameter = Parameter.FromJson(record.Parameter),
@@ -97,7 +99,7 @@ internal static class SweepFiles
             Loss = record.Loss,
             Tokens = record.Tokens,
             Duration = TimeSpan.FromSeconds(record.Seconds),
-            Curve = (record.Curve ?? []).Select(p => new CurvePoint((long)p[0], p[1])).ToArray(),
+            Curve = (record.Curve ?? []).Select(p => new CurvePoint((long)p[0], p[1], p.Length > 2 ? TimeSpan.FromSeconds(p[2]) : TimeSpan.Zero)).ToArray(),
         };
     }
 
@@ -109,6 +111,8 @@ internal static class SweepFiles
         public int Seed { get; set; }
 
         public long? MaxTokens { get; set; }
+
+        public double? MaxSeconds { get; set; }
 
         public int? ContinuesTrial { get; set; }
 

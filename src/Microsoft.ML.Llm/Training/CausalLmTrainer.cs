@@ -238,6 +238,11 @@ public sealed class CausalLmTrainer : IEstimator<CausalLmTransformer>
             long bad = evaluateAt.First(t => t <= 0);
             throw new ArgumentOutOfRangeException(nameof(o.EvaluateAtTokens), bad, $"Option 'EvaluateAtTokens' must hold positive token counts; got {bad}.");
         }
+        if (o.EvaluateAtTimes is { } evaluateAtTimes && evaluateAtTimes.Any(t => t <= TimeSpan.Zero))
+        {
+            var bad = evaluateAtTimes.First(t => t <= TimeSpan.Zero);
+            throw new ArgumentOutOfRangeException(nameof(o.EvaluateAtTimes), bad, $"Option 'EvaluateAtTimes' must hold positive times; got {bad}.");
+        }
         if (o.EvaluationBatches is { } eb)
             PositiveInt(nameof(o.EvaluationBatches), eb);
         if (o.EarlyStoppingPatience is { } p)

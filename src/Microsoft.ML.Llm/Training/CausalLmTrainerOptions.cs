@@ -230,6 +230,15 @@ public sealed class CausalLmTrainerOptions
     /// </summary>
     public IReadOnlyList<long>? EvaluateAtTokens { get; set; }
 
+    /// <summary>
+    /// Also evaluate after the first step whose training wall time (<see cref="TrainingProgress.Elapsed"/>, a run's
+    /// total including the time before a resume) reaches each of these times, whatever <see cref="EvaluationInterval"/>
+    /// says; null = none. The wall-clock counterpart of <see cref="EvaluateAtTokens"/>: a sweep whose ASHA rungs are
+    /// measured in training time (<see cref="AshaTuner(Sweeping.SearchSpace, TimeSpan, int, int, ITuner?)"/>) judges
+    /// each trial there. Every time must be positive.
+    /// </summary>
+    public IReadOnlyList<TimeSpan>? EvaluateAtTimes { get; set; }
+
     /// <summary>Batches of the validation set evaluated each time: a fixed random sample of rows (seeded, the same at
     /// every evaluation), as nanoGPT's <c>eval_iters</c>; null = the whole set.</summary>
     public int? EvaluationBatches { get; set; }

@@ -345,7 +345,7 @@ internal sealed class TrainingRun : IDisposable
     {
         var s = State;
         bool last = StopReason() is { } reason && reason != TrainingStopReason.TimeBudget;
-        bool evaluate = s.Step % _o.EvaluationInterval == 0 || last || CrossedEvaluationTokens();
+        bool evaluate = s.Step % _o.EvaluationInterval == 0 || last || CrossedEvaluationTokens() || CrossedEvaluationTime();
         bool report = s.Step % _o.LogInterval == 0 || evaluate;
         bool checkpoint = s.Step % _o.CheckpointInterval == 0;
         LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
@@ -395,6 +395,23 @@ internal sealed class TrainingRun : IDisposable
         foreach (long t in at)
         {
             if (before < t && t <= State.TokensSeen)
+                return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Whether the step just taken is the first whose wall time reaches one of <see cref="CausalLmTrainerOptions.EvaluateAtTimes"/>
+    /// (the time recorded after the previous step against the clock now, before this step's evaluation).</summary>
+    private bool CrossedEvaluationTime()
+    {
+        if (_o.EvaluateAtTimes is not { Count: > 0 } at)
+            return false;
+        var before = TimeSpan.FromSeconds(State.ElapsedSeconds);
+        var now = Elapsed();
+        foreach (var t in at)
+        {
+            if (before < t && t <= now)
                 return true;
         }
 

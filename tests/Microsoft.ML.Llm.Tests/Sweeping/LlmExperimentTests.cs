@@ -305,6 +305,57 @@ public sealed class LlmExperimentTests : IDisposable
     }
 
     [Fact]
+    public async Task AshaInTimeJudgesEachTrialAfterTheSameTrainingTimeAndTrialsEndAtTheirTimeBudget()
+    {
+        var ml = new MLContext(seed: 1);
+        var space = new Sweeping.SearchSpace { ["LearningRate"] = new ChoiceOption(3e-3, 1e-6) };
+        var asha = new AshaTuner(space, minTime: TimeSpan.FromSeconds(0.5), reductionFactor: 3, sampler: new GridSearchTuner(space));
+        var experiment = ml.Llm().CreateExperiment()
+            .SetDataset(Text(ml).Train, Text(ml).Validation)
+            .SetPipeline(space, (ctx, p) =>
+                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
+                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
+                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
+                    {
+                        Model = GptConfig.Tiny(contextLength: Context),
+                        BatchSize = BatchSize,
+                        LearningRate = p["LearningRate"].AsType<double>(),
+                        WarmupSteps = 2,
+                        MaxSteps = 1_000_000,                // the trial's time budget ends it
+                        EvaluationInterval = 1_000_000,      // only the rung evaluations and the last one
+                        CheckpointInterval = 1_000_000,
+                        NumberOfThreads = 1,
+                    })))
+            .SetTuner(asha)
+            .SetTrialTimeInSeconds(2)
+            .SetSweepDirectory(_dir);
+        await experiment.RunAsync();
+
+        var trials = experiment.Result.Trials;
+        // Trial 1 is judged at 0.5 s and continues to its 2 s budget (rung 1 at 1.5 s, rung 2 at 4.5 s is past it).
+        Assert.Equal(TrialStatus.Completed, trials[0].Status);
+        Assert.Equal(TimeSpan.FromSeconds(2), trials[0].TrialSettings.MaxTime);
+        Assert.All(trials[0].Curve.Take(2).Zip([0.5, 1.5]), x => Assert.InRange(x.First.Elapsed.TotalSeconds, x.Second, x.Second + 1.0));
+        Assert.InRange(trials[0].Curve[^1].Elapsed.TotalSeconds, 2.0, 3.0);
+        // Trial 2 does not learn: stopped at its first rung, after 0.5 s of training whatever its tokens.
+        Assert.Equal(TrialStatus.Stopped, trials[1].Status);
+        Assert.StartsWith("stopped at rung 0 (0.5 s): ", trials[1].StopReason);
+        Assert.InRange(Assert.Single(trials[1].Curve).Elapsed.TotalSeconds, 0.5, 1.5);
+
+        // The recorded times are replayed on resume: the same decisions, nothing retrained.
+        var replay = new AshaTuner(space, minTime: TimeSpan.FromSeconds(0.5), reductionFactor: 3, sampler: new GridSearchTuner(space));
+        var again = ml.Llm().CreateExperiment()
+            .SetDataset(Text(ml).Train, Text(ml).Validation)
+            .SetPipeline(space, (ctx, p) => throw new InvalidOperationException("a finished trial was built again"))
+            .SetTuner(replay)
+            .SetTrialTimeInSeconds(2)
+            .SetSweepDirectory(_dir);
+        await again.RunAsync();
+        Assert.Equal(trials.Select(t => t.Curve.Select(p => p.Elapsed)), again.Result.Trials.Select(t => t.Curve.Select(p => p.Elapsed)));
+        Assert.Equal(asha.RecordedAt(0), replay.RecordedAt(0));
+    }
+
+    [Fact]
     public async Task TheFinalPhaseContinuesTheBestTrialOnWhatIsLeftOfTheBudgetAndAResumeDoesNotRepeatIt()
     {
         var ml = new MLContext(seed: 1);
@@ -487,7 +538,7 @@ public sealed class LlmExperimentTests : IDisposable
 
         public void Update(TrialResult result) => Updated.Add(result.TrialId);
 
-        public bool ShouldStop(TrialSettings settings, long tokens, double loss, out string? reason)
+        public bool ShouldStop(TrialSettings settings, long tokens, TimeSpan elapsed, double loss, out string? reason)
         {
             int n = _reports[settings.TrialId] = _reports.GetValueOrDefault(settings.TrialId) + 1;
             reason = n >= 2 ? "second evaluation" : null;
@@ -525,6 +576,10 @@ public sealed class LlmExperimentTests : IDisposable
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetTrainingTimeInSeconds(0)).Message);
         Assert.StartsWith("Each trial's token budget must be a positive number of tokens; got 0.",
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTokens(0)).Message);
+        Assert.StartsWith("Each trial's training time must be a positive number of seconds; got -1.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetTrialTimeInSeconds(-1)).Message);
+        Assert.StartsWith("Parameter 'minTime' (the first rung's budget) must be a positive time; got 00:00:00.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetAshaTuner(TimeSpan.Zero)).Message);
         Assert.StartsWith("The sweep's total token budget must be a positive number of tokens; got -1.",
             Assert.Throws<ArgumentOutOfRangeException>(() => experiment.SetMaxTotalTokens(-1)).Message);
         Assert.Equal("Parameter 'budgetFraction' (the share of the sweep's budget kept for the final training of the best trial) must be at least 0 (off) and below 1; got 1. (Parameter 'budgetFraction')\nActual value was 1.",

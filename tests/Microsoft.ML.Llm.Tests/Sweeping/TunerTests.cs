@@ -79,27 +79,56 @@ public class TunerTests
         Assert.Equal([100, 300, 900], Enumerable.Range(0, 3).Select(asha.RungTokens));
 
         // Trial 1 is alone at every rung: it continues.
-        Assert.False(asha.ShouldStop(Settings(1), 50, 3.0, out _));        // below the first rung: nothing recorded
+        Assert.False(asha.ShouldStop(Settings(1), 50, TimeSpan.Zero, 3.0, out _));        // below the first rung: nothing recorded
         Assert.Empty(asha.RecordedAt(0));
-        Assert.False(asha.ShouldStop(Settings(1), 100, 2.0, out _));
-        Assert.False(asha.ShouldStop(Settings(1), 300, 1.5, out _));
+        Assert.False(asha.ShouldStop(Settings(1), 100, TimeSpan.Zero, 2.0, out _));
+        Assert.False(asha.ShouldStop(Settings(1), 300, TimeSpan.Zero, 1.5, out _));
 
         // Trial 2 is worse than trial 1 at rung 0: of 2 values the best ⌊2/3⌋ → 1 continues, so it stops.
-        Assert.True(asha.ShouldStop(Settings(2), 100, 2.5, out var reason));
+        Assert.True(asha.ShouldStop(Settings(2), 100, TimeSpan.Zero, 2.5, out var reason));
         Assert.Equal("stopped at rung 0 (100 tokens): 2.5 is not among the best 1 of 2 (cutoff 2)", reason);
 
         // Trial 3 is better than both at rung 0, continues; at rung 1 it is worse than trial 1 and stops there.
-        Assert.False(asha.ShouldStop(Settings(3), 100, 1.8, out _));
-        Assert.True(asha.ShouldStop(Settings(3), 300, 1.6, out reason));
+        Assert.False(asha.ShouldStop(Settings(3), 100, TimeSpan.Zero, 1.8, out _));
+        Assert.True(asha.ShouldStop(Settings(3), 300, TimeSpan.Zero, 1.6, out reason));
         Assert.StartsWith("stopped at rung 1 (300 tokens)", reason);
         Assert.Equal(new Dictionary<int, double> { [1] = 2.0, [2] = 2.5, [3] = 1.8 }, asha.RecordedAt(0));
 
         // With six values at rung 0 the best two continue: 1.8 (trial 3) and 2.0 (trial 1); 1.9 would be second.
-        Assert.True(asha.ShouldStop(Settings(4), 100, 2.2, out _));
-        Assert.True(asha.ShouldStop(Settings(5), 100, 2.1, out _));
-        Assert.False(asha.ShouldStop(Settings(6), 120, 1.9, out _));       // first report past the rung counts
-        Assert.False(asha.ShouldStop(Settings(6), 150, 5.0, out _));       // rung 0 already decided for trial 6
+        Assert.True(asha.ShouldStop(Settings(4), 100, TimeSpan.Zero, 2.2, out _));
+        Assert.True(asha.ShouldStop(Settings(5), 100, TimeSpan.Zero, 2.1, out _));
+        Assert.False(asha.ShouldStop(Settings(6), 120, TimeSpan.Zero, 1.9, out _));       // first report past the rung counts
+        Assert.False(asha.ShouldStop(Settings(6), 150, TimeSpan.Zero, 5.0, out _));       // rung 0 already decided for trial 6
         Assert.Throws<ArgumentOutOfRangeException>(() => new AshaTuner(Space(), minTokens: 0));
+    }
+
+    [Fact]
+    public void AshaWithRungsInTimeJudgesTrialsAfterTheSameTrainingTime()
+    {
+        // η = 3, rungs at 2, 6, 18 s of each trial's training time; tokens play no part.
+        var asha = new AshaTuner(Space(), minTime: TimeSpan.FromSeconds(2), reductionFactor: 3, seed: 1);
+        Assert.Equal([2.0, 6, 18], Enumerable.Range(0, 3).Select(k => asha.RungTime(k).TotalSeconds));
+        Assert.Null(asha.MinTokens);
+        Assert.Equal("This AshaTuner's rungs are in training time (MinTime); use RungTime.",
+            Assert.Throws<InvalidOperationException>(() => asha.RungTokens(0)).Message);
+        var settings = new TrialSettings { TrialId = 1, Seed = 0, MaxTime = TimeSpan.FromSeconds(10), MaxTokens = 1000, Directory = "t" };
+        Assert.Equal([TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(6)], asha.DecisionTimes(settings));
+        Assert.Empty(asha.DecisionTokens(settings));
+        Assert.Empty(new AshaTuner(Space(), minTokens: 100).DecisionTimes(settings));
+
+        // A slow trial with many tokens is not judged before its time: 1.9 s is below the first rung.
+        Assert.False(asha.ShouldStop(Settings(1), 1_000_000, TimeSpan.FromSeconds(1.9), 3.0, out _));
+        Assert.Empty(asha.RecordedAt(0));
+        Assert.False(asha.ShouldStop(Settings(1), 500, TimeSpan.FromSeconds(2.1), 2.0, out _));
+        // Trial 2 reached fewer tokens in the same time and a worse loss: stopped at rung 0.
+        Assert.True(asha.ShouldStop(Settings(2), 200, TimeSpan.FromSeconds(2.0), 2.4, out var reason));
+        Assert.Equal("stopped at rung 0 (2 s): 2.4 is not among the best 1 of 2 (cutoff 2)", reason);
+        // Trial 3 is better at rung 0 and continues; one report past two rungs records both.
+        Assert.False(asha.ShouldStop(Settings(3), 900, TimeSpan.FromSeconds(6.5), 1.5, out _));
+        Assert.Equal([1, 2, 3], asha.RecordedAt(0).Keys.Order());
+        Assert.Equal([3], asha.RecordedAt(1).Keys);
+        Assert.StartsWith("Parameter 'minTime' (the first rung's budget) must be a positive time; got 00:00:00.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => new AshaTuner(Space(), minTime: TimeSpan.Zero)).Message);
     }
 
     [Fact]
