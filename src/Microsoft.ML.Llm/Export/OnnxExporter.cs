@@ -567,6 +567,12 @@ public static class OnnxExporter
                 string gate = _g.Op("Mul", [gateAndUp[0], _g.Op("Sigmoid", [gateAndUp[0]])]);   // SiLU
                 hidden = _g.Op("Mul", [gate, gateAndUp[1]]);
             }
+            else if (_config.GeluApproximation == GeluApproximation.None)
+            {
+                // Exact GELU: 0.5·x·(1 + erf(x/√2)).
+                string erf = _g.Op("Erf", [_g.Op("Mul", [hidden, _g.FloatScalar(1f / MathF.Sqrt(2f))])]);
+                hidden = _g.Op("Mul", [_g.Op("Mul", [hidden, _g.FloatScalar(0.5f)]), _g.Op("Add", [erf, _g.FloatScalar(1f)])]);
+            }
             else
             {
                 // GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).

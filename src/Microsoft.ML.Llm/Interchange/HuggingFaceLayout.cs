@@ -56,8 +56,13 @@ internal static class HuggingFaceLayout
     private static GptConfig ReadGpt2(JsonObject json, string path)
     {
         string activation = Get<string>(json, "activation_function", path) ?? "gelu_new";
-        if (activation is not ("gelu_new" or "gelu_pytorch_tanh"))
-            throw Unsupported(path, "activation_function", activation, "\"gelu_new\" (GELU, tanh approximation), as GPT-2");
+        // gelu_new, gelu_pytorch_tanh: GPT-2's tanh approximation; gelu: the exact GELU (nanoGPT's nn.GELU()).
+        GeluApproximation gelu = activation switch
+        {
+            "gelu_new" or "gelu_pytorch_tanh" => GeluApproximation.Tanh,
+            "gelu" => GeluApproximation.None,
+            _ => throw Unsupported(path, "activation_function", activation, "\"gelu_new\" (GELU, tanh approximation), as GPT-2, or \"gelu\" (exact GELU)"),
+        };
         if (Get<bool?>(json, "scale_attn_by_inverse_layer_idx", path) == true)
             throw Unsupported(path, "scale_attn_by_inverse_layer_idx", "true", "false");
         if (Get<bool?>(json, "scale_attn_weights", path) == false)
@@ -77,6 +82,7 @@ internal static class HuggingFaceLayout
             NormEpsilon = Get<double?>(json, "layer_norm_epsilon", path) ?? 1e-5,
             Dropout = Get<double?>(json, "resid_pdrop", path) ?? 0.1,
             TiedEmbeddings = Get<bool?>(json, "tie_word_embeddings", path) ?? true,
+            GeluApproximation = gelu,
         };
     }
 
@@ -158,7 +164,7 @@ internal static class HuggingFaceLayout
                 ["n_layer"] = config.LayerCount,
                 ["n_head"] = config.HeadCount,
                 ["n_inner"] = config.MlpHiddenSize,   // null: 4·n_embd, our default too
-                ["activation_function"] = "gelu_new",
+                ["activation_function"] = config.GeluApproximation == GeluApproximation.Tanh ? "gelu_new" : "gelu",
                 ["layer_norm_epsilon"] = config.NormEpsilon,
                 ["resid_pdrop"] = config.Dropout,
                 ["embd_pdrop"] = config.Dropout,

@@ -130,12 +130,13 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
     [InlineData(GptStyle.Gpt2, null, true)]
     [InlineData(GptStyle.Modern, 1, false)]
     [InlineData(GptStyle.Modern, null, true)]
-    public void OurModelsExportAndReimportWithTheSameLogits(GptStyle style, int? kvHeads, bool tied)
+    [InlineData(GptStyle.Gpt2, null, true, GeluApproximation.None)]   // nanoGPT's exact GELU: activation_function "gelu"
+    public void OurModelsExportAndReimportWithTheSameLogits(GptStyle style, int? kvHeads, bool tied, GeluApproximation gelu = GeluApproximation.Tanh)
     {
         using var scope = NewDisposeScope();
         torch.manual_seed(5);
         // Vocabulary 259 padded to 320 rows: the export drops the padding, the import has exactly 259 rows.
-        var config = GptConfig.Tiny(259) with { Style = style, KeyValueHeadCount = kvHeads, TiedEmbeddings = tied, Bias = style == GptStyle.Gpt2 ? false : null };
+        var config = GptConfig.Tiny(259) with { Style = style, KeyValueHeadCount = kvHeads, TiedEmbeddings = tied, Bias = style == GptStyle.Gpt2 ? false : null, GeluApproximation = gelu };
         using var model = new GptModel(config);
         model.eval();
         var tokenizer = LmTokenizer.Bytes(padToken: "<|pad|>");
@@ -146,6 +147,9 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         Assert.Equal(0.0, (Logits(model, ids) - Logits(reloaded, ids)).abs().max().item<float>(), 6);
         Assert.Equal(kvHeads, reloaded.Config.KeyValueHeadCount);
         Assert.Equal(tied, reloaded.Config.TiedEmbeddings);
+        Assert.Equal(gelu, reloaded.Config.GeluApproximation);
+        if (style == GptStyle.Gpt2)
+            Assert.Equal(gelu == GeluApproximation.Tanh ? "gelu_new" : "gelu", JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json")))!["activation_function"]!.GetValue<string>());
         var hfTokenizer = HuggingFaceCheckpoint.LoadTokenizer(folder, reloaded);
         string text = "héllo, wörld 😀 the end";
         Assert.Equal(tokenizer.Encode(text), hfTokenizer.Encode(text));
@@ -155,7 +159,7 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         // there for tests/fixture-makers/check_hf_export.py, which loads them with Python (transformers when installed).
         if (Environment.GetEnvironmentVariable("LLM_HF_EXPORT_DIR") is { Length: > 0 } exportDir)
         {
-            string keep = Path.Combine(exportDir, $"{style}-kv{kvHeads?.ToString() ?? "all"}-{(tied ? "tied" : "untied")}");
+            string keep = Path.Combine(exportDir, $"{style}-kv{kvHeads?.ToString() ?? "all"}-{(tied ? "tied" : "untied")}{(gelu == GeluApproximation.Tanh ? "" : "-gelu")}");
             if (Directory.Exists(keep))
                 Directory.Delete(keep, recursive: true);
             HuggingFaceCheckpoint.Save(model, tokenizer, keep);
@@ -206,7 +210,7 @@ public sealed class HuggingFaceCheckpointTests : IDisposable
         json["activation_function"] = "relu";
         File.WriteAllText(config, json.ToJsonString());
         var activation = Assert.Throws<NotSupportedException>(() => HuggingFaceCheckpoint.LoadModel(folder));
-        Assert.Equal($"The config file '{config}' has \"activation_function\": relu; this library supports \"gelu_new\" (GELU, tanh approximation), as GPT-2.", activation.Message);
+        Assert.Equal($"The config file '{config}' has \"activation_function\": relu; this library supports \"gelu_new\" (GELU, tanh approximation), as GPT-2, or \"gelu\" (exact GELU).", activation.Message);
 
         json["activation_function"] = "gelu_new";
         json["n_embd"] = 48;

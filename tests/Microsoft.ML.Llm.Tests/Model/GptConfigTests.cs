@@ -137,7 +137,7 @@ public class GptConfigTests
 
         stream.Position = 0;
         var ex = Assert.Throws<InvalidDataException>(() => GptConfig.Load(new BinaryReader(stream)));
-        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads versions 1 to 3.", ex.Message);
+        Assert.Equal("GptConfig was saved in format version 99; this version of Microsoft.ML.Llm reads versions 1 to 4.", ex.Message);
 
         using var bad = new MemoryStream();
         using (var writer = new BinaryWriter(bad, System.Text.Encoding.UTF8, leaveOpen: true))
@@ -148,5 +148,28 @@ public class GptConfigTests
         bad.Position = 0;
         var rangeEx = Assert.Throws<ArgumentOutOfRangeException>(() => GptConfig.Load(new BinaryReader(bad)));
         Assert.Equal("LayerCount", rangeEx.ParamName);
+
+        var gelu = Assert.Throws<ArgumentOutOfRangeException>(() => (GptConfig.Tiny(65) with { GeluApproximation = (GeluApproximation)7 }).Validate());
+        Assert.StartsWith("GptConfig.GeluApproximation is 7; expected Tanh or None.", gelu.Message);
+    }
+
+    [Fact]
+    public void AVersion3FileLoadsWithGpt2sTanhGeluAndShakespeareCharUsesNanoGptsExactGelu()
+    {
+        Assert.Equal(GeluApproximation.None, GptConfig.ShakespeareChar().GeluApproximation);
+        Assert.Equal(GeluApproximation.Tanh, GptConfig.Gpt2Small().GeluApproximation);
+
+        // A version-3 file is a version-4 file without the last int32 (the GELU) and with 3 in front.
+        var config = GptConfig.ShakespeareChar(65);
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            config.Save(writer);
+        }
+
+        byte[] v3 = stream.ToArray()[..^4];
+        BitConverter.GetBytes(3).CopyTo(v3, 0);
+        var loaded = GptConfig.Load(new BinaryReader(new MemoryStream(v3)));
+        Assert.Equal(config with { GeluApproximation = GeluApproximation.Tanh }, loaded);
     }
 }
