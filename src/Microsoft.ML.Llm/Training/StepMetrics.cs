@@ -132,15 +132,54 @@ internal static class MatmulPeak
 
 /// <summary>Peak memory: the process's peak resident set (VmHWM) on the CPU.</summary>
 /// <remarks>
+/// <para>
+/// On Linux it is <c>getrusage(RUSAGE_SELF).ru_maxrss</c>, one system call: the trainer reads it after every step, and
+/// <see cref="Process.PeakWorkingSet64"/> (a new <see cref="Process"/> that parses <c>/proc/self/status</c>) cost
+/// 230-320 µs a call on the 2-core machine, 1% of a 28 ms Tiny Shakespeare step. Elsewhere, or if the call fails, it is
+/// <see cref="Process.PeakWorkingSet64"/>.
+/// </para>
+/// <para>
 /// On CUDA, PyTorch reports <c>torch.cuda.max_memory_allocated()</c>; TorchSharp 0.107 exposes no CUDA allocator
 /// statistics, so there too this is the process's peak resident set (host memory), not device memory.
+/// </para>
 /// </remarks>
 internal static class PeakMemory
 {
+    private const int RusageSelf = 0;
+    private static bool s_getrusageWorks = OperatingSystem.IsLinux();
+
     /// <summary>Peak bytes so far.</summary>
     public static long Bytes()
     {
+        if (s_getrusageWorks)
+        {
+            try
+            {
+                if (getrusage(RusageSelf, out var usage) == 0)
+                    return usage.MaxResidentSetKilobytes * 1024;   // Linux reports kilobytes
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+            }
+
+            s_getrusageWorks = false;
+        }
+
         using var process = Process.GetCurrentProcess();
         return process.PeakWorkingSet64;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", ExactSpelling = true)]
+    private static extern int getrusage(int who, out RUsage usage);
+
+    /// <summary>Linux x86-64/arm64 <c>struct rusage</c>: two <c>timeval</c>s, then 14 longs, ru_maxrss first.</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential, Size = 144)]
+    private struct RUsage
+    {
+        public long UserSeconds;
+        public long UserMicroseconds;
+        public long SystemSeconds;
+        public long SystemMicroseconds;
+        public long MaxResidentSetKilobytes;
     }
 }

@@ -423,4 +423,16 @@ public class DeviceConsistencyTests
         };
         Assert.All(errors, e => Assert.StartsWith("aten::index_select: attempted to run this operator with Meta tensors", e));
     }
+
+    [Fact]
+    public void PeakMemoryIsTheProcesssPeakResidentSet()
+    {
+        // getrusage's ru_maxrss on Linux, Process.PeakWorkingSet64 (VmHWM) elsewhere: the same quantity, read two ways.
+        long ours = PeakMemory.Bytes();
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        long proc = process.PeakWorkingSet64;
+        Assert.True(ours > 50L << 20, $"peak {ours} bytes: the test host with libtorch loaded is above 50 MB");
+        Assert.True(Math.Abs(ours - proc) <= 16L << 20, $"getrusage says {ours}, /proc/self/status says {proc}");
+        Assert.True(PeakMemory.Bytes() >= ours, "a peak never goes down");
+    }
 }
