@@ -350,7 +350,7 @@ internal sealed class TrainingRun : IDisposable
         bool checkpoint = s.Step % _o.CheckpointInterval == 0;
         LanguageModelMetrics? validation = evaluate ? Evaluate() : null;
         var elapsed = Elapsed();
-        if (_o.TimeBudget is not null && _replicas.WorldSize > 1)   // every rank must stop at the same step
+        if (_replicas.WorldSize > 1 && (_o.TimeBudget is not null || _o.EvaluateAtTimes is { Count: > 0 }))   // every rank must stop (and evaluate) at the same step
             elapsed = TimeSpan.FromSeconds(_replicas.Max(elapsed.TotalSeconds, $"time-budget agreement after step {s.Step}"));
         s.ElapsedSeconds = elapsed.TotalSeconds;
         double now = _clock.Elapsed.TotalSeconds;
@@ -407,8 +407,12 @@ internal sealed class TrainingRun : IDisposable
     {
         if (_o.EvaluateAtTimes is not { Count: > 0 } at)
             return false;
+        // With several ranks both times are agreed (the slowest rank's), so every rank evaluates at the same step:
+        // an evaluation reduces across ranks.
         var before = TimeSpan.FromSeconds(State.ElapsedSeconds);
         var now = Elapsed();
+        if (_replicas.WorldSize > 1)
+            now = TimeSpan.FromSeconds(_replicas.Max(now.TotalSeconds, $"evaluation-time agreement after step {State.Step}"));
         foreach (var t in at)
         {
             if (before < t && t <= now)

@@ -52,6 +52,7 @@ internal sealed class RunFingerprint
         f.Real("option 'TimeBudget' (seconds)", o.TimeBudget?.TotalSeconds ?? -1);
         f.Integer("option 'EvaluationInterval'", o.EvaluationInterval);
         f.Digest("option 'EvaluateAtTokens'", o.EvaluateAtTokens is null ? "" : string.Join(',', o.EvaluateAtTokens));
+        f.Digest("option 'EvaluateAtTimes'", o.EvaluateAtTimes is null ? "" : string.Join(',', o.EvaluateAtTimes.Select(t => t.Ticks.ToString(System.Globalization.CultureInfo.InvariantCulture))));
         f.Integer("option 'EvaluationBatches'", o.EvaluationBatches ?? -1);
         f.Integer("option 'EarlyStoppingPatience'", o.EarlyStoppingPatience ?? -1);
         f.Integer("option 'CheckpointInterval'", o.CheckpointInterval);
