@@ -46,8 +46,7 @@ public sealed class AshaTuner : IEarlyStoppingTuner
     public AshaTuner(Sweeping.SearchSpace searchSpace, long minTokens, int reductionFactor = 3, int seed = 0, ITuner? sampler = null)
         : this(searchSpace, reductionFactor, seed, sampler)
     {
-        if (minTokens <= 0)
-            throw new ArgumentOutOfRangeException(nameof(minTokens), minTokens, $"Parameter 'minTokens' (the first rung's budget) must be a positive number of tokens; got {minTokens}.");
+        CheckMinTokens(minTokens);
         MinTokens = minTokens;
     }
 
@@ -60,8 +59,7 @@ public sealed class AshaTuner : IEarlyStoppingTuner
     public AshaTuner(Sweeping.SearchSpace searchSpace, TimeSpan minTime, int reductionFactor = 3, int seed = 0, ITuner? sampler = null)
         : this(searchSpace, reductionFactor, seed, sampler)
     {
-        if (minTime <= TimeSpan.Zero)
-            throw new ArgumentOutOfRangeException(nameof(minTime), minTime, $"Parameter 'minTime' (the first rung's budget) must be a positive time; got {minTime}.");
+        CheckMinTime(minTime);
         MinTime = minTime;
     }
 
@@ -69,10 +67,29 @@ public sealed class AshaTuner : IEarlyStoppingTuner
     {
         ArgumentNullException.ThrowIfNull(searchSpace);
         searchSpace.CheckNotEmpty(nameof(AshaTuner));
-        if (reductionFactor < 2)
-            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
+        CheckReductionFactor(reductionFactor);
         ReductionFactor = reductionFactor;
         _sampler = sampler ?? new RandomSearchTuner(searchSpace, seed);
+    }
+
+    // The checks of the constructors' arguments, also made when an LlmExperiment is given them (SetAshaTuner), before
+    // the tuner is built.
+    internal static void CheckMinTokens(long minTokens)
+    {
+        if (minTokens <= 0)
+            throw new ArgumentOutOfRangeException(nameof(minTokens), minTokens, $"Parameter 'minTokens' (the first rung's budget) must be a positive number of tokens; got {minTokens}.");
+    }
+
+    internal static void CheckMinTime(TimeSpan minTime)
+    {
+        if (minTime <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(minTime), minTime, $"Parameter 'minTime' (the first rung's budget) must be a positive time; got {minTime}.");
+    }
+
+    internal static void CheckReductionFactor(int reductionFactor)
+    {
+        if (reductionFactor < 2)
+            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
     }
 
     /// <summary>The tuner that proposes the configurations.</summary>

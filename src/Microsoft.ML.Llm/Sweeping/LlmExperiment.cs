@@ -93,10 +93,8 @@ public sealed class LlmExperiment
     /// <summary>ASHA with rungs at <paramref name="minTokens"/> · η^k tokens over random configurations.</summary>
     public LlmExperiment SetAshaTuner(long minTokens, int reductionFactor = 3)
     {
-        if (minTokens <= 0)
-            throw new ArgumentOutOfRangeException(nameof(minTokens), minTokens, $"Parameter 'minTokens' (the first rung's budget) must be a positive number of tokens; got {minTokens}.");
-        if (reductionFactor < 2)
-            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
+        AshaTuner.CheckMinTokens(minTokens);
+        AshaTuner.CheckReductionFactor(reductionFactor);
         return SetTunerFactory((space, seed) => new AshaTuner(space, minTokens, reductionFactor, seed));
     }
 
@@ -105,10 +103,8 @@ public sealed class LlmExperiment
     /// <see cref="AshaTuner"/>'s remarks); pair it with <see cref="SetTrialTimeInSeconds"/>.</summary>
     public LlmExperiment SetAshaTuner(TimeSpan minTime, int reductionFactor = 3)
     {
-        if (minTime <= TimeSpan.Zero)
-            throw new ArgumentOutOfRangeException(nameof(minTime), minTime, $"Parameter 'minTime' (the first rung's budget) must be a positive time; got {minTime}.");
-        if (reductionFactor < 2)
-            throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, $"Parameter 'reductionFactor' (η) must be at least 2; got {reductionFactor}.");
+        AshaTuner.CheckMinTime(minTime);
+        AshaTuner.CheckReductionFactor(reductionFactor);
         return SetTunerFactory((space, seed) => new AshaTuner(space, minTime, reductionFactor, seed));
     }
 
