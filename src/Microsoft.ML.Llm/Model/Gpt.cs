@@ -185,7 +185,7 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
 internal sealed class GptMlp : nn.Module<Tensor, Tensor>
 {
     private readonly bool swiGlu;
-    private readonly bool tanhGelu;
+    private readonly GELU.Approximate gelu;   // GPT-2 style only: GPT-2's tanh form or nanoGPT's exact GELU
 
     // For SwiGLU, c_fc computes the gate and the up projection in one matmul (C → 2H), split after; litgpt names
     // the two halves fc_1 and fc_2. One matmul of twice the width is faster on CPU than two.
@@ -198,7 +198,7 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
     public GptMlp(GptConfig config) : base("mlp")
     {
         swiGlu = config.Style == GptStyle.Modern;
-        tanhGelu = config.GeluApproximation == GeluApproximation.Tanh;
+        gelu = config.GeluApproximation == GeluApproximation.Tanh ? GELU.Approximate.tanh : GELU.Approximate.none;
         int hidden = config.IntermediateSize;
         c_fc = nn.Linear(config.EmbeddingSize, swiGlu ? 2 * hidden : hidden, hasBias: config.UseBias);
         c_proj = nn.Linear(hidden, config.EmbeddingSize, hasBias: config.UseBias);
@@ -245,7 +245,7 @@ internal sealed class GptMlp : nn.Module<Tensor, Tensor>
         {
             // GPT-2 used the tanh approximation of GELU; keeping it makes GPT-2 checkpoints compute the same function.
             // nanoGPT's exact GELU (erf) is about 3× cheaper on the CPU (GeluApproximation's remarks).
-            hidden = nn.functional.gelu(Up(x), tanhGelu ? GELU.Approximate.tanh : GELU.Approximate.none); // (B, T, H)
+            hidden = nn.functional.gelu(Up(x), gelu); // (B, T, H)
         }
 
         return dropout.call(c_proj_lora is null ? Autocast.Linear(hidden, c_proj) : c_proj_lora.call(hidden));   // (B, T, C)
