@@ -42,19 +42,28 @@ public sealed class LlmExperimentTests : IDisposable
 
     /// <summary>Tokenizer (vocabulary size searched), packing (mode searched) and a tiny GPT (learning rate searched).</summary>
     private static IEstimator<ITransformer> Pipeline(MLContext ml, PipelineSpace o, double? learningRate = null) =>
-        ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = o.VocabularySize })
-            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context, Mode = o.Packing }))
-            .Append(ml.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
-            {
-                Model = GptConfig.Tiny(contextLength: Context),
-                BatchSize = BatchSize,
-                LearningRate = learningRate ?? o.LearningRate,
-                WarmupSteps = 2,
-                EvaluationInterval = 5,
-                LogInterval = 5,
-                CheckpointInterval = 1000,
-                NumberOfThreads = 1,
-            }));
+        Pipeline(ml, new CausalLmTrainerOptions
+        {
+            Model = GptConfig.Tiny(contextLength: Context),
+            BatchSize = BatchSize,
+            LearningRate = learningRate ?? o.LearningRate,
+            WarmupSteps = 2,
+            EvaluationInterval = 5,
+            LogInterval = 5,
+            CheckpointInterval = 1000,
+            NumberOfThreads = 1,
+        }, o.VocabularySize, o.Packing);
+
+    /// <summary>Tokenizer, packing into blocks of <see cref="Context"/> and a GPT trained with <paramref name="options"/>.</summary>
+    private static IEstimator<ITransformer> Pipeline(MLContext ml, CausalLmTrainerOptions options, int vocabularySize = 280, PackingMode? packing = null)
+    {
+        var packer = new TokenPackerOptions { ContextLength = Context };
+        if (packing is { } mode)
+            packer.Mode = mode;
+        return ml.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = vocabularySize })
+            .Append(ml.Transforms.Text.PackTokens("Tokens", "Ids", packer))
+            .Append(ml.Llm().Trainers.CausalLm(options));
+    }
 
     private LlmExperiment Experiment(MLContext ml, string directory, int maxTrials, Func<MLContext, Parameter, IEstimator<ITransformer>>? factory = null)
     {
@@ -271,20 +280,17 @@ public sealed class LlmExperimentTests : IDisposable
         var asha = new AshaTuner(space, minTokens: 320, reductionFactor: 3, sampler: new GridSearchTuner(space));
         var experiment = ml.Llm().CreateExperiment()
             .SetDataset(Text(ml).Train, Text(ml).Validation)
-            .SetPipeline(space, (ctx, p) =>
-                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
-                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
-                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
-                    {
-                        Model = GptConfig.Tiny(contextLength: Context),
-                        BatchSize = 12,
-                        LearningRate = p["LearningRate"].AsType<double>(),
-                        WarmupSteps = 2,
-                        EvaluationInterval = 50,
-                        LogInterval = 50,
-                        CheckpointInterval = 1000,
-                        NumberOfThreads = 1,
-                    })))
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new CausalLmTrainerOptions
+            {
+                Model = GptConfig.Tiny(contextLength: Context),
+                BatchSize = 12,
+                LearningRate = p["LearningRate"].AsType<double>(),
+                WarmupSteps = 2,
+                EvaluationInterval = 50,
+                LogInterval = 50,
+                CheckpointInterval = 1000,
+                NumberOfThreads = 1,
+            }))
             .SetTuner(asha)
             .SetMaxTokens(10 * 192)
             .SetSweepDirectory(_dir);
@@ -312,20 +318,17 @@ public sealed class LlmExperimentTests : IDisposable
         var asha = new AshaTuner(space, minTime: TimeSpan.FromSeconds(0.5), reductionFactor: 3, sampler: new GridSearchTuner(space));
         var experiment = ml.Llm().CreateExperiment()
             .SetDataset(Text(ml).Train, Text(ml).Validation)
-            .SetPipeline(space, (ctx, p) =>
-                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
-                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
-                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
-                    {
-                        Model = GptConfig.Tiny(contextLength: Context),
-                        BatchSize = BatchSize,
-                        LearningRate = p["LearningRate"].AsType<double>(),
-                        WarmupSteps = 2,
-                        MaxSteps = 1_000_000,                // the trial's time budget ends it
-                        EvaluationInterval = 1_000_000,      // only the rung evaluations and the last one
-                        CheckpointInterval = 1_000_000,
-                        NumberOfThreads = 1,
-                    })))
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new CausalLmTrainerOptions
+            {
+                Model = GptConfig.Tiny(contextLength: Context),
+                BatchSize = BatchSize,
+                LearningRate = p["LearningRate"].AsType<double>(),
+                WarmupSteps = 2,
+                MaxSteps = 1_000_000,                // the trial's time budget ends it
+                EvaluationInterval = 1_000_000,      // only the rung evaluations and the last one
+                CheckpointInterval = 1_000_000,
+                NumberOfThreads = 1,
+            }))
             .SetTuner(asha)
             .SetTrialTimeInSeconds(2)
             .SetSweepDirectory(_dir);
@@ -474,18 +477,15 @@ public sealed class LlmExperimentTests : IDisposable
         var (train, validation) = Text(ml);
         var experiment = ml.Llm().CreateExperiment()
             .SetDataset(train, validation)
-            .SetPipeline(space, (ctx, p) =>
-                ctx.Transforms.Text.TokenizeForLm("Ids", "Text", new LmTokenizerOptions { VocabularySize = 280 })
-                    .Append(ctx.Transforms.Text.PackTokens("Tokens", "Ids", new TokenPackerOptions { ContextLength = Context }))
-                    .Append(ctx.Llm().Trainers.CausalLm(new CausalLmTrainerOptions
-                    {
-                        Model = GptConfig.Tiny(contextLength: Context),
-                        BatchSize = BatchSize,
-                        LearningRate = p["LearningRate"].AsType<double>(),
-                        MaxSteps = 1_000_000,                // far more than the budget allows
-                        EvaluationInterval = 1,
-                        NumberOfThreads = 1,
-                    })))
+            .SetPipeline(space, (ctx, p) => Pipeline(ctx, new CausalLmTrainerOptions
+            {
+                Model = GptConfig.Tiny(contextLength: Context),
+                BatchSize = BatchSize,
+                LearningRate = p["LearningRate"].AsType<double>(),
+                MaxSteps = 1_000_000,                // far more than the budget allows
+                EvaluationInterval = 1,
+                NumberOfThreads = 1,
+            }))
             .SetTrainingTimeInSeconds(6)
             .SetSweepDirectory(_dir);
         var best = await experiment.RunAsync();
