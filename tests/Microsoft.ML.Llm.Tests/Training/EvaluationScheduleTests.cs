@@ -41,12 +41,16 @@ public class EvaluationScheduleTests
         var h = ml.Llm().Trainers.CausalLm(o).Fit(data).History;
         Assert.Equal([1L, 6], h.Where(r => r.ValidationLoss is not null).Select(r => r.Step));
 
-        // A time reached mid-run: the evaluation lands on the first step whose recorded time is at or past it.
+        // A time reached mid-run: the evaluation lands on the first step whose recorded time is at or past it. The time is
+        // the first run's third step; this run has 40 steps, so the time falls long before its last step (where the
+        // crossing's evaluation and the last step's would be one) even when this run is several times faster.
         double third = h[2].ElapsedSeconds;
         o.EvaluateAtTimes = [TimeSpan.FromSeconds(third)];
+        o.MaxSteps = 40;
         var timed = ml.Llm().Trainers.CausalLm(o).Fit(data).History.ToList();
         var evaluated = timed.Where(r => r.ValidationLoss is not null).ToList();
         Assert.Equal(2, evaluated.Count);
+        Assert.Equal(40, evaluated[1].Step);
         Assert.True(evaluated[0].ElapsedSeconds >= third, $"evaluated at {evaluated[0].ElapsedSeconds} s, before {third} s");
         int at = timed.IndexOf(evaluated[0]);
         Assert.True(at == 0 || timed[at - 1].ElapsedSeconds < third, "the evaluation came later than the first step past the time");
