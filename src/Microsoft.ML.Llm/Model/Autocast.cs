@@ -80,12 +80,54 @@ internal static class Autocast
             q = Cast(q, t);
             k = Cast(k, t);
             v = Cast(v, t);
+            if (mask is null && isCausal && UseExplicitAttention(q, k))
+                return ExplicitCausalAttention(q, k, v, dropout);
         }
 
         // TorchSharp 0.107 spells the flag is_casual; the flag and a mask together are rejected by libtorch.
         return mask is null
             ? nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: isCausal)
             : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask, p: dropout, is_casual: false);
+    }
+
+    /// <summary>The longest context trained through <see cref="ExplicitCausalAttention"/> instead of the fused kernel.</summary>
+    internal const int ExplicitAttentionMaxContext = 256;
+
+    /// <summary>
+    /// Whether a bf16 causal attention runs as explicit matmuls: on the CPU, for a full causal block (training,
+    /// evaluation, a prompt's prefill; not a decode step against a cache) of at most
+    /// <see cref="ExplicitAttentionMaxContext"/> positions. With or without gradients alike, so that activation
+    /// checkpointing's no-grad forward and its recomputation take the same path (same numbers, same dropout draws).
+    /// Why: libtorch's CPU flash-attention backward calls a small bf16 GEMM per (batch, head, query block), and each
+    /// pays oneDNN's set-up; forward + backward of the Tiny Shakespeare model's attention (B 12, nh 4, T 64, hs 32)
+    /// took 9.9 ms in bf16 against 3.8 ms for the explicit form, which makes one batched matmul per product; at
+    /// GPT-2's shape (nh 12, hs 64) 10.0 against 4.1 ms at T = 64 and 77 against 60 ms at T = 256, and at T = 512 the
+    /// fused kernel is faster (one thread; benchmarks/README.md, "Attention at short contexts"). Forward alone (no
+    /// gradients) the explicit form is faster too at these shapes: 0.45 against 1.4 ms at GPT-2's T = 64, 5.8 against
+    /// 12.5 ms at T = 256, while at T = 512 it is 11× slower. The explicit form
+    /// keeps the (B, nh, T, T) scores for backward, 24 bytes per score, which the cap bounds. CUDA keeps the fused
+    /// kernels, which are the fast path there; fp32 keeps them too (no gain measured), and fp16, whose unscaled
+    /// q·kᵀ could overflow where the fused kernel scales first.
+    /// </summary>
+    internal static bool UseExplicitAttention(Tensor q, Tensor k) =>
+        q.dtype == ScalarType.BFloat16 && q.device_type == DeviceType.CPU
+        && q.shape[2] == k.shape[2] && q.shape[2] <= ExplicitAttentionMaxContext;
+
+    /// <summary>
+    /// softmax(q·kᵀ/√hs + causal)·v as nanoGPT's non-flash path writes it, with autocast's dtypes: both products in
+    /// the low precision, the scaled scores, the mask and the softmax in fp32 (PyTorch's fp32 op list), dropout on
+    /// the attention weights. q, k, v: (B, nh, T, hs) → (B, nh, T, hs).
+    /// </summary>
+    private static Tensor ExplicitCausalAttention(Tensor q, Tensor k, Tensor v, double dropout)
+    {
+        long T = q.shape[2];
+        double scale = 1.0 / Math.Sqrt(q.shape[3]);
+        var scores = q.matmul(k.transpose(-2, -1));                                        // (B, nh, T, T), low precision
+        var causal = full(T, T, float.NegativeInfinity, ScalarType.Float32, q.device).triu(1);   // (T, T): −∞ above the diagonal
+        var att = nn.functional.softmax(causal.add(scores, alpha: scale), -1);            // (B, nh, T, T), fp32: one op scales, masks and upcasts
+        if (dropout > 0)
+            att = nn.functional.dropout(att, dropout);
+        return att.to(q.dtype).matmul(v);                                                 // (B, nh, T, hs)
     }
 
     /// <summary>Under autocast, <paramref name="x"/> in fp32 (the fp32 op list: norms, logits for the loss); outside,

@@ -69,7 +69,8 @@ internal sealed class GptNorm : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// Multi-head causal self-attention through libtorch's fused <c>scaled_dot_product_attention</c>
-/// (flash/memory-efficient kernels where available; never materialises (T, T) scores in managed code).
+/// (flash/memory-efficient kernels where available). One exception, for speed: bf16 on the CPU at contexts
+/// up to 256 runs the same softmax(q·kᵀ/√hs)·v as two batched matmuls (see <c>Autocast.UseExplicitAttention</c>).
 /// </summary>
 internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
 {

@@ -49,6 +49,70 @@ public class MixedPrecisionTests
         Assert.Equal(ScalarType.Float32, Autocast.Linear(x, w, b).dtype);
     }
 
+    [Fact]
+    public void Bf16TrainingAttentionAtShortContextsMatchesTheFusedKernelInValueAndGradient()
+    {
+        using var scope = NewDisposeScope();
+        torch.manual_seed(3);
+        var q0 = randn(2, 3, 24, 8);   // (B, nh, T, hs)
+        var k0 = randn(2, 3, 24, 8);
+        var v0 = randn(2, 3, 24, 8);
+        var dy = randn(2, 3, 24, 8);
+
+        (Tensor Y, Tensor Dq, Tensor Dk, Tensor Dv) Run(Func<Tensor, Tensor, Tensor, Tensor> attention)
+        {
+            var q = q0.clone().requires_grad_();
+            var k = k0.clone().requires_grad_();
+            var v = v0.clone().requires_grad_();
+            var y = attention(q, k, v);
+            (y.to(ScalarType.Float32) * dy).sum().backward();
+            return (y.detach().to(ScalarType.Float32), q.grad!, k.grad!, v.grad!);
+        }
+
+        Tensor explicitPath(Tensor q, Tensor k, Tensor v)
+        {
+            using var _ = Autocast.Enable(TrainingPrecision.Bf16Mixed);
+            return Autocast.Attention(q, k, v, mask: null, dropout: 0, isCausal: true);
+        }
+        // The references: the fused kernel on the same bf16 operands, and the exact fp32 attention.
+        Tensor fusedBf16(Tensor q, Tensor k, Tensor v) => nn.functional.scaled_dot_product_attention(
+            q.to(ScalarType.BFloat16), k.to(ScalarType.BFloat16), v.to(ScalarType.BFloat16), is_casual: true);
+        Tensor fp32(Tensor q, Tensor k, Tensor v) => nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+
+        var got = Run(explicitPath);
+        var fused = Run(fusedBf16);
+        var exact = Run(fp32);
+        Assert.Equal(ScalarType.BFloat16, explicitPath(q0, k0, v0).dtype);
+        Assert.Equal(ScalarType.Float32, got.Dq.dtype);   // gradients reach the fp32 inputs in fp32
+        foreach (var (a, b, c) in new[] { (got.Y, fused.Y, exact.Y), (got.Dq, fused.Dq, exact.Dq), (got.Dk, fused.Dk, exact.Dk), (got.Dv, fused.Dv, exact.Dv) })
+        {
+            // Within bf16 rounding of both references (8 mantissa bits: ~0.4% relative per rounding).
+            double scale = c.abs().max().item<float>();
+            Assert.InRange((a - c).abs().max().item<float>() / scale, 0, 0.03);
+            Assert.InRange((a - b).abs().max().item<float>() / scale, 0, 0.03);
+        }
+        // The first query attends to the first key only: its output is v's first row, as causal masking requires.
+        Assert.True(got.Y[.., .., 0].allclose(v0.to(ScalarType.BFloat16).to(ScalarType.Float32)[.., .., 0], rtol: 1e-2, atol: 1e-2));
+
+        // The explicit form serves bf16 on the CPU at contexts up to 256 only; everything else keeps the kernel.
+        Tensor Bf16(long t) => zeros(1, 1, t, 8, dtype: ScalarType.BFloat16);
+        Assert.True(Autocast.UseExplicitAttention(Bf16(Autocast.ExplicitAttentionMaxContext), Bf16(Autocast.ExplicitAttentionMaxContext)));
+        Assert.False(Autocast.UseExplicitAttention(Bf16(Autocast.ExplicitAttentionMaxContext + 1), Bf16(Autocast.ExplicitAttentionMaxContext + 1)));
+        Assert.False(Autocast.UseExplicitAttention(Bf16(1), Bf16(24)));   // a decode step against a cache
+        Assert.False(Autocast.UseExplicitAttention(zeros(1, 1, 24, 8), zeros(1, 1, 24, 8)));
+        Assert.False(Autocast.UseExplicitAttention(Bf16(24).half(), Bf16(24).half()));
+        using (no_grad())   // evaluation and checkpointing's first forward take the training path too
+            Assert.True(Autocast.UseExplicitAttention(Bf16(24), Bf16(24)));
+
+        // Dropout on the attention weights: training output differs from the dropout-free one, and stays finite.
+        using (Autocast.Enable(TrainingPrecision.Bf16Mixed))
+        {
+            var dropped = Autocast.Attention(q0, k0, v0, mask: null, dropout: 0.5, isCausal: true).to(ScalarType.Float32);
+            Assert.True(dropped.isfinite().all().item<bool>());
+            Assert.False(dropped.allclose(got.Y, rtol: 1e-2, atol: 1e-2));
+        }
+    }
+
     [Theory]
     [InlineData(TrainingPrecision.Bf16Mixed)]
     [InlineData(TrainingPrecision.Fp16Mixed)]
