@@ -148,6 +148,11 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         if (context.Cache is not null)
         {
             (k, v) = context.Cache.Append(layerIndex, k, v);        // (B, nkv, Tk, hs): cached keys then the new ones
+            if (T == 1 && DecodeAttention.TryAttend(q, k, v, context.Mask) is { } one)
+            {
+                // A decoding step in fp32 on the CPU: a vectorised loop, cheaper than the fused kernel for one query.
+                return Merge(one, B, T, C);
+            }
         }
 
         if (keyValueHeadCount != headCount)
@@ -163,8 +168,13 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
         // masking the block-diagonal causal mask replaces it. Under autocast it runs in the low precision.
         double p = training ? dropout : 0.0;
         var y = Autocast.Attention(q, k, v, context.Mask, p, context.IsCausal);     // (B, nh, T, hs)
+        return Merge(y, B, T, C);
+    }
 
-        y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C): heads side by side again
+    /// <summary>The heads side by side again, then the output projection.</summary>
+    private Tensor Merge(Tensor y, long B, long T, long C)
+    {
+        y = y.transpose(1, 2).contiguous().view(B, T, C);            // (B, T, C)
         return resid_dropout.call(c_proj_lora is null ? Autocast.Linear(y, c_proj) : c_proj_lora.call(y));
     }
 
