@@ -11,9 +11,12 @@
 // rungs are in training time (trialSeconds/9 · 3^k), so configurations are compared after the same wall time, which is
 // what the sweep's time budget rewards; trialTokens = 0 then lifts the token cap.
 // The methods of one seed run back to back (similar machine load); the load average is printed at each one's start and end.
+// space: narrow (default) searches 6 parameters (learning rate, warm-up, batch, layers, width, β2); wide adds the other
+// trainer parameters issue 8 names that keep the character vocabulary and the 64-token blocks (gradient accumulation,
+// heads, dropout, weight decay, precision) and wider layer and width choices, so most of its configurations are poor.
 //
 // dotnet run -c Release --project benchmarks/Sweeps -- [budgetSeconds=600] [seeds=1,2,3] [methods=asha,tpe,random,hand]
-//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5] [trialSeconds=0]
+//     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5] [trialSeconds=0] [space=narrow]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -33,6 +36,12 @@ long totalTokens = args.Length > 5 ? long.Parse(args[5], CultureInfo.InvariantCu
 int scoreChars = args.Length > 6 ? int.Parse(args[6], CultureInfo.InvariantCulture) : 0;
 double finalFraction = args.Length > 7 ? double.Parse(args[7], CultureInfo.InvariantCulture) : 0.5;
 double trialSeconds = args.Length > 8 ? double.Parse(args[8], CultureInfo.InvariantCulture) : 0;
+bool wide = (args.Length > 9 ? args[9] : "narrow") switch
+{
+    "narrow" => false,
+    "wide" => true,
+    var other => throw new ArgumentException($"Unknown space '{other}'; expected narrow or wide."),
+};
 // Evaluations: every 50 steps on 20 batches (nanoGPT's eval_iters for its CPU run); with a small compute budget, every
 // 10 steps on 5 batches so the rungs and the curves have points.
 int evaluationInterval = totalTokens > 0 ? 10 : 50;
@@ -49,7 +58,7 @@ var rungTime = TimeSpan.FromSeconds(trialSeconds / 9);
 Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run" + (totalTokens > 0 ? $" (cap), {totalTokens} training tokens per sweep and for the hand-tuned run" : "") +
     $"; seeds {string.Join(",", seeds)}; trial budget " + (trialTokens > 0 ? $"{trialTokens} tokens" : "no token cap") + (trialSeconds > 0 ? $", {trialSeconds} s of training" : "") +
     (trialSeconds > 0 ? $"; ASHA rungs at {rungTime.TotalSeconds:0.##} s·3^k of training time" : $"; ASHA rungs at {rung}·3^k tokens") + $" (evaluated at the first step reaching each); evaluation every {evaluationInterval} steps on {evaluationBatches} batches; " +
-    $"final phase {finalFraction:P0} of each sweep's budget; output {outDir}");
+    $"final phase {finalFraction:P0} of each sweep's budget; {(wide ? "wide" : "narrow")} search space; output {outDir}");
 
 var results = new List<(string Method, int Seed, double Loss, int Trials, int Stopped, string Best)>();
 foreach (int seed in seeds)
@@ -71,7 +80,7 @@ foreach (int seed in seeds)
         {
             // "hand": nanoGPT's max_iters 2000 (it may end before the budget); "hand-budget": the same schedule, then
             // on at the floor learning rate (nanoGPT past lr_decay_iters) until the budget is spent.
-            var pipeline = Pipeline(ml, new SweepSpace(), new CausalLmTrainerOptions
+            var pipeline = Pipeline(ml, Trial.From(new SweepSpace()), new CausalLmTrainerOptions
             {
                 MaxSteps = method == "hand" ? 2000 : null,
                 DecaySteps = 2000,                                     // nanoGPT's lr_decay_iters
@@ -87,7 +96,8 @@ foreach (int seed in seeds)
         {
             var experiment = ml.Llm().CreateExperiment()
                 .SetDataset(trainText, validationText)
-                .SetPipeline(new SearchSpace<SweepSpace>(), (ctx, p) => Pipeline(ctx, p.AsType<SweepSpace>(), new CausalLmTrainerOptions(), null))
+                .SetPipeline(wide ? new SearchSpace<WideSweepSpace>() : new SearchSpace<SweepSpace>(),
+                    (ctx, p) => Pipeline(ctx, wide ? Trial.From(p.AsType<WideSweepSpace>()) : Trial.From(p.AsType<SweepSpace>()), new CausalLmTrainerOptions(), null))
                 .SetTrainingTimeInSeconds(budget)
                 .SetSeed(seed)
                 .SetSweepDirectory(Path.Combine(outDir, $"{method}-seed{seed}"))
@@ -141,14 +151,18 @@ Console.WriteLine($"Load average at end: {LoadAverage()}");
 
 // The pipeline: character tokenizer (the fixed vocabulary) → packing into consecutive blocks of 64 + 1 → GPT. Inside a
 // sweep the validation text goes through the same fitted transforms; outside, validationBlocks are given.
-IEstimator<ITransformer> Pipeline(MLContext ml, SweepSpace o, CausalLmTrainerOptions options, IDataView? validationBlocks)
+IEstimator<ITransformer> Pipeline(MLContext ml, Trial o, CausalLmTrainerOptions options, IDataView? validationBlocks)
 {
-    options.Model = GptConfig.ShakespeareChar() with { LayerCount = o.Layers, EmbeddingSize = o.EmbeddingSize, HeadCount = 4 };
+    options.Model = GptConfig.ShakespeareChar() with { LayerCount = o.Layers, EmbeddingSize = o.EmbeddingSize, HeadCount = o.Heads, Dropout = o.Dropout };
     options.BatchSize = o.BatchSize;
+    options.GradientAccumulationSteps = o.GradientAccumulationSteps;
     options.LearningRate = o.LearningRate;
     options.MinLearningRate = o.LearningRate / 10;
     options.WarmupSteps = o.WarmupSteps;
     options.Beta2 = o.Beta2;
+    options.WeightDecay = o.WeightDecay;
+    if (o.Precision is { } precision)
+        options.Precision = precision;
     options.EvaluationInterval = evaluationInterval;
     options.EvaluationBatches = evaluationBatches;
     options.LogInterval = evaluationInterval;
@@ -190,6 +204,57 @@ public sealed class SweepSpace
 
     [Choice(new object[] { 0.95, 0.99 }, 0.99)]
     public double Beta2 { get; set; } = 0.99;
+}
+
+/// <summary>
+/// The wide search space: the narrow one's parameters with wider layer and width choices, plus gradient accumulation,
+/// heads, dropout, weight decay and precision. Its initial values are nanoGPT's configuration too.
+/// </summary>
+public sealed class WideSweepSpace
+{
+    [Range(2e-4, 1e-2, init: 1e-3, logBase: true)]
+    public double LearningRate { get; set; } = 1e-3;
+
+    [Choice(new object[] { 0, 20, 100 }, 100)]
+    public int WarmupSteps { get; set; } = 100;
+
+    [Choice(new object[] { 8, 12, 16, 32 }, 12)]
+    public int BatchSize { get; set; } = 12;
+
+    [Choice(new object[] { 1, 2, 4 }, 1)]
+    public int GradientAccumulationSteps { get; set; } = 1;
+
+    [Choice(new object[] { 2, 4, 6 }, 4)]
+    public int Layers { get; set; } = 4;
+
+    [Choice(new object[] { 64, 128, 256 }, 128)]
+    public int EmbeddingSize { get; set; } = 128;
+
+    [Choice(new object[] { 2, 4, 8 }, 4)]
+    public int Heads { get; set; } = 4;
+
+    [Range(0.0, 0.2, init: 0.0)]
+    public double Dropout { get; set; }
+
+    [Range(1e-3, 0.3, init: 0.1, logBase: true)]
+    public double WeightDecay { get; set; } = 0.1;
+
+    [Choice(new object[] { 0.95, 0.99 }, 0.99)]
+    public double Beta2 { get; set; } = 0.99;
+
+    [Choice(new object[] { TrainingPrecision.Fp32, TrainingPrecision.Bf16Mixed }, TrainingPrecision.Bf16Mixed)]
+    public TrainingPrecision Precision { get; set; } = TrainingPrecision.Bf16Mixed;
+}
+
+/// <summary>One trial's settings, from either space (the narrow one leaves the rest at the trainer's defaults).</summary>
+internal sealed record Trial(double LearningRate, int WarmupSteps, int BatchSize, int Layers, int EmbeddingSize, double Beta2,
+    int GradientAccumulationSteps = 1, int Heads = 4, double Dropout = 0, double WeightDecay = CausalLmTrainerOptions.Defaults.WeightDecay,
+    TrainingPrecision? Precision = null)
+{
+    public static Trial From(SweepSpace o) => new(o.LearningRate, o.WarmupSteps, o.BatchSize, o.Layers, o.EmbeddingSize, o.Beta2);
+
+    public static Trial From(WideSweepSpace o) => new(o.LearningRate, o.WarmupSteps, o.BatchSize, o.Layers, o.EmbeddingSize, o.Beta2,
+        o.GradientAccumulationSteps, o.Heads, o.Dropout, o.WeightDecay, o.Precision);
 }
 
 internal sealed record TextRow(string Text);

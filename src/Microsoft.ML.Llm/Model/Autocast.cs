@@ -121,7 +121,9 @@ internal static class Autocast
     private static Tensor ExplicitCausalAttention(Tensor q, Tensor k, Tensor v, double dropout)
     {
         long T = q.shape[2];
-        double scale = 1.0 / Math.Sqrt(q.shape[3]);
+        // Held to the end of the call: an implicit double → Scalar conversion is left to the garbage collector, whose
+        // finalizer may free it while libtorch reads it (FusedAdamW.Step says more).
+        using var scale = (1.0 / Math.Sqrt(q.shape[3])).ToScalar();
         var scores = q.matmul(k.transpose(-2, -1));                                        // (B, nh, T, T), low precision
         var causal = full(T, T, float.NegativeInfinity, ScalarType.Float32, q.device).triu(1);   // (T, T): −∞ above the diagonal
         var att = nn.functional.softmax(causal.add(scores, alpha: scale), -1);            // (B, nh, T, T), fp32: one op scales, masks and upcasts

@@ -75,8 +75,9 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
+        using var alpha = sign.ToScalar();   // held: see FusedAdamW.Step on implicit Scalars
         foreach (var adapter in Adapters)
-            weight.narrow(0, adapter.Offset, adapter.Size).add_(adapter.DeltaWeight().to(weight.dtype), alpha: sign);
+            weight.narrow(0, adapter.Offset, adapter.Size).add_(adapter.DeltaWeight().to(weight.dtype), alpha: alpha);
     }
 
     /// <summary>Holds the base layer without registering it (it is registered in its own parent already).</summary>

@@ -214,6 +214,17 @@ internal sealed class FusedAdamW : IDisposable
         double lr = LearningRate;
         double biasCorrection1 = 1 - Math.Pow(_beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(_beta2, StepCount);
+        // The update's constants as Scalars held to the end of the step. TorchSharp's implicit double → Scalar
+        // conversions are left to the garbage collector, and a finalizer may free one while libtorch still reads it
+        // (a sweep's final phase failed so after 282 s: "Expected false to be true … toFloat"; dotnet/TorchSharp#1434).
+        using var decay = (1 - lr * _weightDecay).ToScalar();
+        using var beta1 = _beta1.ToScalar();
+        using var oneMinusBeta1 = (1 - _beta1).ToScalar();
+        using var beta2 = _beta2.ToScalar();
+        using var oneMinusBeta2 = (1 - _beta2).ToScalar();
+        using var correction2 = Math.Sqrt(biasCorrection2).ToScalar();
+        using var eps = _eps.ToScalar();
+        using var stepSize = (-lr / biasCorrection1).ToScalar();
 
         long total = _params.numel();
         for (long start = 0; start < total; start += ChunkElements)
@@ -223,7 +234,7 @@ internal sealed class FusedAdamW : IDisposable
 
             // Decoupled weight decay (Loshchilov and Hutter), on the decayed range only.
             if (start < _decayElements && _weightDecay != 0)
-                p.narrow(0, 0, Math.Min(n, _decayElements - start)).mul_(1 - lr * _weightDecay);
+                p.narrow(0, 0, Math.Min(n, _decayElements - start)).mul_(decay);
 
             var g = _grads.narrow(0, start, n);
             if (_pendingClip is not null)
@@ -231,10 +242,10 @@ internal sealed class FusedAdamW : IDisposable
             var m = _expAvg.narrow(0, start, n);
             var v = _expAvgSq.narrow(0, start, n);
             var denominator = _scratch.narrow(0, 0, n);
-            m.mul_(_beta1).add_(g, alpha: 1 - _beta1);
-            v.mul_(_beta2).addcmul_(g, g, value: 1 - _beta2);
-            denominator.copy_(v).sqrt_().div_(Math.Sqrt(biasCorrection2)).add_(_eps);
-            p.addcdiv_(m, denominator, value: -lr / biasCorrection1);
+            m.mul_(beta1).add_(g, alpha: oneMinusBeta1);
+            v.mul_(beta2).addcmul_(g, g, value: oneMinusBeta2);
+            denominator.copy_(v).sqrt_().div_(correction2).add_(eps);
+            p.addcdiv_(m, denominator, value: stepSize);
             g.zero_();
         }
 
