@@ -45,7 +45,7 @@ internal static unsafe class DecodeAttention
     {
         if (!Fma.IsSupported || !Avx.IsSupported
             || q.dtype != ScalarType.Float32 || k.dtype != ScalarType.Float32 || v.dtype != ScalarType.Float32
-            || q.device_type != DeviceType.CPU || q.requires_grad || is_grad_enabled())
+            || q.device_type != DeviceType.CPU || is_grad_enabled())
         {
             return null;
         }
