@@ -3,11 +3,12 @@
 // (12L, 12H, 768, vocabulary 50257, context 1024). Greedy decoding, no end-of-sequence id, so every run generates
 // exactly the tokens asked for. Weights are random: speed does not depend on what they say.
 //   dotnet run -c Release --project benchmarks/GenerationBenchmarks [-- --only shakespeare|gpt2] [--threads N]
-//   (--beams: milliseconds per step of beam search against beam sampling, 4 beams, both models)
+//   (--beams: milliseconds per step of beam search against beam sampling, 4 beams, both models;
+//    --libtorch-linear: linear layers through libtorch's linear (MKL) instead of DecodeLinear, to compare the two)
 // Printed per model:
 //   - time to first token: Generate with MaxNewTokens = 1 after a 256-token prompt (prefill + one step);
 //   - tokens/s for 1 prompt and for 8 prompts in one batch (32-token prompts; 128 new tokens, GPT-2 48), end to end and
-//     decode only (without the prefill, timed on its own); Shakespeare: the median of 7 alternating runs of each;
+//     decode only (without the prefill, timed on its own); the median of 21 alternating runs of each (GPT-2: 3);
 //   - 256 new tokens after a 256-token prompt with the KV cache (TextGenerator) vs without (a full forward pass of
 //     the whole sequence per token, as generation without a cache does). For GPT-2 the uncached run is estimated from
 //     8 timed full passes at evenly spaced lengths (trapezoid sum over the 256 lengths): all 256 would take minutes;
@@ -23,8 +24,13 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string? only = Option("--only");
 int threads = int.Parse(Option("--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 torch.set_num_threads(threads);
+if (args.Contains("--libtorch-linear"))
+{
+    DecodeLinear.Enabled = false;   // every linear layer through libtorch (MKL), as before DecodeLinear: for side-by-side runs
+}
+
 Console.WriteLine($"Machine: {CpuModel()}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}, libtorch {torch.__version__}");
-Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; load average at start: {LoadAverage()}");
+Console.WriteLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; torch threads: {threads}; linear layers: {(DecodeLinear.Enabled ? "DecodeLinear up to 32 rows" : "libtorch")}; load average at start: {LoadAverage()}");
 if (args.Contains("--batch-steps"))
 {
     // The cached step of GPT-2 124M for 1 and for 8 rows: what batching can gain once the prompts are in the cache.
@@ -96,9 +102,9 @@ static void Run(string name, GptConfig config, bool exactUncached)
     int newTokens = exactUncached ? 128 : 48;
     var prompts = Enumerable.Range(0, 8).Select(_ => Prompt(32)).ToArray();
     // One prompt and the batch of 8 alternate, and each takes the median of its runs: a single timing of a 50 ms call
-    // moved by ±30% with the shared machine's load (2.6-3.9× for the same code in one afternoon). GPT-2's calls take
-    // seconds, so one run each.
-    int runs = exactUncached ? 7 : 1;
+    // moved by ±30% with the shared machine's load (2.6-3.9× for the same code in one afternoon; with 7 runs the median
+    // still moved by ±15% between processes). GPT-2's calls take seconds, so 3 runs each.
+    int runs = exactUncached ? 21 : 3;
     var singles = new List<double>();
     var batches = new List<double>();
     for (int run = 0; run < runs; run++)

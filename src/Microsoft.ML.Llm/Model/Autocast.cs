@@ -64,7 +64,7 @@ internal static class Autocast
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
         if (computeType is not { } t)
-            return nn.functional.linear(x, weight, bias);
+            return DecodeLinear.TryLinear(x, weight, bias) ?? nn.functional.linear(x, weight, bias);   // a few fp32 rows: no MKL packing
         return nn.functional.linear(Cast(x, t), CastWeight(weight, t), bias is null ? null : CastWeight(bias, t));
     }
 

@@ -74,12 +74,12 @@ internal static unsafe class DecodeAttention
             }
 
             maskRow = mask.stride(0);
-            maskData = (bool*)THSTensor_data(mask.Handle);
+            maskData = TensorMemory.Bools(mask);
         }
 
         var y = empty([B, nh, 1, hs], ScalarType.Float32);                                   // (B, nh, 1, hs)
-        float* qData = (float*)THSTensor_data(q.Handle), kData = (float*)THSTensor_data(k.Handle);
-        float* vData = (float*)THSTensor_data(v.Handle), yData = (float*)THSTensor_data(y.Handle);
+        float* qData = TensorMemory.Floats(q), kData = TensorMemory.Floats(k);
+        float* vData = TensorMemory.Floats(v), yData = TensorMemory.Floats(y);
         float scale = 1f / MathF.Sqrt(hs);
         long group = nh / nkv;
         float[]? rented = Tk > StackScores ? ArrayPool<float>.Shared.Rent((int)Tk) : null;
@@ -191,9 +191,4 @@ internal static unsafe class DecodeAttention
             (o * scale).Store(y + d);
         }
     }
-
-    // LibTorchSharp's export behind TorchSharp's (internal) data pointer: the address of the tensor's first element,
-    // its storage offset included.
-    [DllImport("LibTorchSharp")]
-    private static extern IntPtr THSTensor_data(IntPtr tensor);
 }

@@ -186,7 +186,7 @@ internal sealed class GptAttention : nn.Module<Tensor, AttentionContext, Tensor>
     {
         var halves = x.chunk(2, dim: -1);                            // 2 × (B, nh, T, hs/2)
         var rotated = cat([-halves[1], halves[0]], dim: -1);         // (B, nh, T, hs)
-        return x * cos + rotated * sin;
+        return HeldScalar.Add(x * cos, rotated * sin);
     }
 }
 
@@ -289,8 +289,8 @@ internal sealed class GptBlock : nn.Module<Tensor, AttentionContext, Tensor>
 
     public override Tensor forward(Tensor x, AttentionContext context)
     {
-        x = x + attn.call(ln_1.call(x), context);                   // (B, T, C)
-        x = x + mlp.call(ln_2.call(x));                             // (B, T, C)
+        x = HeldScalar.Add(x, attn.call(ln_1.call(x), context));    // (B, T, C); a held alpha: see HeldScalar
+        x = HeldScalar.Add(x, mlp.call(ln_2.call(x)));              // (B, T, C)
         return x;
     }
 }
@@ -545,7 +545,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
-            x = x + wpe.call(positions);                            // + (T, C) or (B, T, C) position embeddings
+            x = HeldScalar.Add(x, wpe.call(positions));             // + (T, C) or (B, T, C) position embeddings
         }
         else
         {
@@ -582,7 +582,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
-            x = x + wpe.call(positions);
+            x = HeldScalar.Add(x, wpe.call(positions));
         }
         else
         {
@@ -635,7 +635,7 @@ public sealed partial class GptModel : nn.Module<Tensor, Tensor>
         Tensor? cos = null, sin = null;
         if (wpe is not null)
         {
-            x = x + wpe.call(positions);                            // + (T, C) or (B, T, C)
+            x = HeldScalar.Add(x, wpe.call(positions));             // + (T, C) or (B, T, C)
         }
         else
         {

@@ -46,7 +46,7 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
             var delta = adapter.call(x);                                    // (…, size)
             if (adapter.Size != outFeatures)
                 delta = nn.functional.pad(delta, [adapter.Offset, outFeatures - adapter.Offset - adapter.Size]);   // zeros around the rows
-            y = y + delta.to(y.dtype);
+            y = HeldScalar.Add(y, delta.to(y.dtype));
         }
 
         return y;

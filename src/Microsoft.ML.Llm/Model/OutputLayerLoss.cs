@@ -62,7 +62,7 @@ internal sealed class OutputLayerLoss : autograd.SingleTensorFunction<OutputLaye
         var logits = nn.functional.linear(low is { } t2 ? x.to(t2) : x, weightLow);
         if (logits.dtype != ScalarType.Float32)
             logits = logits.to(ScalarType.Float32);                          // (N, V): the loss in fp32
-        var ignored = targets.eq(-1);                                        // (N) bool: not a target
+        var ignored = targets.eq(HeldScalar.MinusOne);                                        // (N) bool: not a target
         var index = targets.clamp_min(0).unsqueeze(1);                      // (N, 1): −1 → 0, masked out below
         var picked = logits.gather(1, index).squeeze(1);                     // (N) the targets' logits
 
@@ -71,13 +71,13 @@ internal sealed class OutputLayerLoss : autograd.SingleTensorFunction<OutputLaye
         var max = logits.amax([1], keepdim: true);                           // (N, 1)
         var grad = logits.sub_(max).exp_();                                  // (N, V) exp(logit − max)
         var total = grad.sum([1], keepdim: true);                            // (N, 1)
-        var lse = (max + total.log()).squeeze(1);                            // (N)
-        var loss = (lse - picked).masked_fill_(ignored, 0).sum();            // Σ −log softmax(target)
+        var lse = HeldScalar.Add(max, total.log()).squeeze(1);                            // (N)
+        var loss = (lse - picked).masked_fill_(ignored, HeldScalar.Zero).sum();          // Σ −log softmax(target)
 
         // d loss / d logits = softmax − one-hot, still in the same buffer; rows that are not targets get zero.
         grad.div_(total);                                                    // (N, V) softmax
-        grad.scatter_add_(1, index, full([x.shape[0], 1], -1.0f, dtype: grad.dtype, device: grad.device));
-        grad.masked_fill_(ignored.unsqueeze(1), 0);
+        grad.scatter_add_(1, index, full([x.shape[0], 1], HeldScalar.MinusOne, dtype: grad.dtype, device: grad.device));
+        grad.masked_fill_(ignored.unsqueeze(1), HeldScalar.Zero);
 
         // The function's own tensors travel to backward as data: tensors made here would be gone by the time
         // save_for_backward commits (after apply returns, when this scope has disposed them). Backward disposes them.
@@ -110,7 +110,7 @@ internal sealed class OutputLayerLoss : autograd.SingleTensorFunction<OutputLaye
             var gradLow = grad.to(weightLow.dtype);
             dx = gradLow.matmul(weightLow).to(x.dtype);                      // (N, C)
             if (weight.requires_grad)
-                WeightGradient(weight).add_(gradLow.t().matmul(x.to(weightLow.dtype)));   // fp32 += low-precision product, one pass
+                WeightGradient(weight).add_(gradLow.t().matmul(x.to(weightLow.dtype)), HeldScalar.One);   // fp32 += low-precision product, one pass
         }
 
         return [dx.MoveToOuterDisposeScope(), null!, null!];

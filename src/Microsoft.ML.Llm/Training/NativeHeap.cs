@@ -4,8 +4,9 @@ namespace Microsoft.ML.Llm;
 
 /// <summary>
 /// Keeps the memory libtorch frees inside the process while a training run lasts (<see
-/// cref="CausalLmTrainerOptions.RetainNativeMemory"/>), instead of glibc returning it to the operating system after every
-/// step and taking it back, page fault by page fault, in the next.
+/// cref="CausalLmTrainerOptions.RetainNativeMemory"/>) or a generation batch decodes (<see cref="DecodingBatch"/>), instead
+/// of glibc returning it to the operating system after every step or call and taking it back, page fault by page fault,
+/// in the next.
 /// </summary>
 /// <remarks>
 /// <para>

@@ -297,8 +297,9 @@ internal sealed class TrainingRun : IDisposable
                 }
 
                 // Scale so the accumulated gradient is the mean over all micro-batches (nanoGPT train.py).
-                _precision.Backward(microLoss / microSteps);
-                loss.add_(microLoss.detach().to(ScalarType.Float64) / microSteps);
+                using var steps = microSteps.ToScalar();                  // held: see HeldScalar
+                _precision.Backward(microLoss.div(steps));
+                loss.add_(microLoss.detach().to(ScalarType.Float64).div(steps), HeldScalar.One);
             }
 
             _gradients.Synchronize(_optimizer.Gradients, loss, s.Step);

@@ -109,7 +109,11 @@ internal sealed class GradScaler
     public int GoodSteps { get; set; }
 
     /// <summary>The loss times the scale, for backward.</summary>
-    public Tensor ScaleLoss(Tensor loss) => loss * Scale;
+    public Tensor ScaleLoss(Tensor loss)
+    {
+        using var scale = Scale.ToScalar();   // held: see HeldScalar
+        return loss.mul(scale);
+    }
 
     /// <summary>
     /// Divides every gradient by the scale in place, then updates the scale: ×0.5 when some gradient is not finite
@@ -119,7 +123,7 @@ internal sealed class GradScaler
     public bool UnscaleAndUpdate(IReadOnlyList<Parameter> parameters)
     {
         using var scope = NewDisposeScope();
-        double inverse = 1.0 / Scale;
+        using var inverse = (1.0 / Scale).ToScalar();   // held: see HeldScalar
         var finite = new List<Tensor>(parameters.Count);
         foreach (var p in parameters)
         {
