@@ -14,9 +14,12 @@
 // space: narrow (default) searches 6 parameters (learning rate, warm-up, batch, layers, width, β2); wide adds the other
 // trainer parameters issue 8 names that keep the character vocabulary and the 64-token blocks (gradient accumulation,
 // heads, dropout, weight decay, precision) and wider layer and width choices, so most of its configurations are poor.
+// ashaTrialSeconds gives ASHA a larger maximum resource than the other tuners' trial time (Hyperband's R): it stops most
+// trials at the first rungs, so it can afford to train its survivors longer, which random search cannot.
 //
 // dotnet run -c Release --project benchmarks/Sweeps -- [budgetSeconds=600] [seeds=1,2,3] [methods=asha,tpe,random,hand]
 //     [trialTokens=budget·2000] [outDir] [totalTokens=0] [scoreChars=0] [finalFraction=0.5] [trialSeconds=0] [space=narrow]
+//     [ashaTrialSeconds=trialSeconds]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
@@ -42,6 +45,9 @@ bool wide = (args.Length > 9 ? args[9] : "narrow") switch
     "wide" => true,
     var other => throw new ArgumentException($"Unknown space '{other}'; expected narrow or wide."),
 };
+// ASHA's largest resource R (its trials' time budget), when it differs from the other tuners' trial time: rungs stay at
+// trialSeconds/9 · 3^k, and the trials that keep winning train up to ashaTrialSeconds (60 = a fourth rung).
+double ashaTrialSeconds = args.Length > 10 ? double.Parse(args[10], CultureInfo.InvariantCulture) : trialSeconds;
 // Evaluations: every 50 steps on 20 batches (nanoGPT's eval_iters for its CPU run); with a small compute budget, every
 // 10 steps on 5 batches so the rungs and the curves have points.
 int evaluationInterval = totalTokens > 0 ? 10 : 50;
@@ -58,7 +64,8 @@ var rungTime = TimeSpan.FromSeconds(trialSeconds / 9);
 Console.WriteLine($"Budget {budget} s per sweep and for the hand-tuned run" + (totalTokens > 0 ? $" (cap), {totalTokens} training tokens per sweep and for the hand-tuned run" : "") +
     $"; seeds {string.Join(",", seeds)}; trial budget " + (trialTokens > 0 ? $"{trialTokens} tokens" : "no token cap") + (trialSeconds > 0 ? $", {trialSeconds} s of training" : "") +
     (trialSeconds > 0 ? $"; ASHA rungs at {rungTime.TotalSeconds:0.##} s·3^k of training time" : $"; ASHA rungs at {rung}·3^k tokens") + $" (evaluated at the first step reaching each); evaluation every {evaluationInterval} steps on {evaluationBatches} batches; " +
-    $"final phase {finalFraction:P0} of each sweep's budget; {(wide ? "wide" : "narrow")} search space; output {outDir}");
+    $"final phase {finalFraction:P0} of each sweep's budget; {(wide ? "wide" : "narrow")} search space" +
+    (ashaTrialSeconds != trialSeconds ? $"; ASHA's trials up to {ashaTrialSeconds} s" : "") + $"; output {outDir}");
 
 var results = new List<(string Method, int Seed, double Loss, int Trials, int Stopped, string Best)>();
 foreach (int seed in seeds)
@@ -112,7 +119,7 @@ foreach (int seed in seeds)
             if (trialTokens > 0)
                 experiment.SetMaxTokens(trialTokens);
             if (trialSeconds > 0)
-                experiment.SetTrialTimeInSeconds(trialSeconds);
+                experiment.SetTrialTimeInSeconds(method == "asha" ? ashaTrialSeconds : trialSeconds);
             if (totalTokens > 0)
                 experiment.SetMaxTotalTokens(totalTokens);
             experiment.SetFinalTraining(finalFraction);

@@ -14,7 +14,6 @@
 // that row alone: batched greedy decoding equals one prompt at a time exactly, at least through the linear layers.
 
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using static TorchSharp.torch;
