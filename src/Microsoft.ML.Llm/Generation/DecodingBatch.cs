@@ -118,6 +118,8 @@ internal sealed class DecodingBatch : IDisposable
             position = ModelInputs.Int64(positions, rows, 1, device);
         }
 
+        // libtorch on one thread for the step; DecodeLinear splits its layers over the torch thread count instead.
+        using var serial = DecodeThreads.Serial();
         return Run(idx, mask, position);
     }
 

@@ -54,7 +54,7 @@ internal static unsafe class DecodeAttention
         long B = qShape[0], nh = qShape[1], hs = qShape[3], nkv = kShape[1], Tk = kShape[2];
         if (qShape[2] != 1 || hs % 8 != 0 || nkv == 0 || nh % nkv != 0 || kShape[0] != B || kShape[3] != hs || !v.shape.SequenceEqual(kShape))
             return null;
-        if (B * nh * Tk * hs > ParallelThreshold && get_num_threads() > 1)
+        if (B * nh * Tk * hs > ParallelThreshold && get_num_threads() > 1)   // libtorch's kernel runs heads in parallel
             return null;
         var qStride = q.stride();
         var kStride = k.stride();

@@ -94,7 +94,7 @@ internal static unsafe class DecodeLinear
         };
 
         int blocks = (args.N + Features - 1) / Features;
-        int threads = M * N * K >= ParallelThreshold ? Math.Min(get_num_threads(), blocks) : 1;
+        int threads = M * N * K >= ParallelThreshold ? Math.Min(DecodeThreads.Count, blocks) : 1;
         if (threads <= 1)
         {
             Run(args, 0, blocks);

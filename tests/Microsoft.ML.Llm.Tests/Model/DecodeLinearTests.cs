@@ -152,4 +152,42 @@ public class DecodeLinearTests
             return model.forward(tensor(new long[] { 1, 2, 3 }).view(3, 1), cache);        // (3, 1, V)
         }
     }
+    [Fact]
+    public void DecodingStepsRunLibtorchOnOneThreadAndRestoreIt()
+    {
+        int threads = get_num_threads();
+        try
+        {
+            set_num_threads(2);
+            using (var first = DecodeThreads.Serial())
+            {
+                Assert.Equal(1, get_num_threads());
+                Assert.Equal(2, DecodeThreads.Count);                 // the kernels still split over two
+                using (var second = DecodeThreads.Serial())          // another step in flight
+                    Assert.Equal(1, get_num_threads());
+                Assert.Equal(1, get_num_threads());                   // the first still holds it
+            }
+
+            Assert.Equal(2, get_num_threads());
+            Assert.Equal(2, DecodeThreads.Count);
+
+            // Generation on two threads gives the tokens it gives on one.
+            torch.manual_seed(3);
+            using var model = new GptModel(GptConfig.ShakespeareChar(65) with { LayerCount = 2 });
+            model.eval();
+            var generator = new TextGenerator(model, LmTokenizer.Bytes());
+            var prompts = new[] { new[] { 1, 2, 3, 4 }, new[] { 5, 6 }, new[] { 7, 8, 9 } };
+            var options = new GenerationOptions { DoSample = false, MaxNewTokens = 12 };
+            var two = generator.GenerateTokens(prompts, options);
+            Assert.Equal(2, get_num_threads());
+            set_num_threads(1);
+            Assert.Equal(generator.GenerateTokens(prompts, options), two);
+            set_num_threads(1);
+            Assert.Null(DecodeThreads.Serial());                        // one thread: nothing to switch
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
+    }
 }
