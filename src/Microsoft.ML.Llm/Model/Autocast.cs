@@ -122,7 +122,7 @@ internal static class Autocast
     {
         long T = q.shape[2];
         // Held to the end of the call: an implicit double → Scalar conversion is left to the garbage collector, whose
-        // finalizer may free it while libtorch reads it (FusedAdamW.Step says more).
+        // finalizer may free it while libtorch reads it (HeldScalar says more).
         using var scale = (1.0 / Math.Sqrt(q.shape[3])).ToScalar();
         var scores = q.matmul(k.transpose(-2, -1));                                        // (B, nh, T, T), low precision
         var causal = full(T, T, float.NegativeInfinity, ScalarType.Float32, q.device).triu(1);   // (T, T): −∞ above the diagonal

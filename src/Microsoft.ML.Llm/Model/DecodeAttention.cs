@@ -8,7 +8,8 @@
 // A row's attention is cheap here once the call is made (about 0.4 µs per head at 97 keys, where the fused kernel
 // takes 0.9), while the call's checks and output tensor cost a fixed few µs: so batched decoding gains most. Large
 // products with several threads (8 rows × 12 heads × 500 keys: 347 µs there against 754 here) keep libtorch's kernel,
-// which spreads the heads over its threads.
+// which spreads the heads over its threads; inside a generation step libtorch has one thread (DecodeThreads), so this
+// kernel takes those too.
 
 using System.Buffers;
 using System.Numerics.Tensors;

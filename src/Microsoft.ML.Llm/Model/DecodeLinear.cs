@@ -280,5 +280,4 @@ internal static unsafe class DecodeLinear
         for (int i = 0; i < valid; i++)
             y[i] = sums.GetElement(i);
     }
-
 }

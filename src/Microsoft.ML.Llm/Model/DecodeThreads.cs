@@ -3,8 +3,9 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Llm;
 
 /// <summary>
-/// Runs libtorch on one thread while decoding steps are in flight, and gives the torch thread count to the decoding
-/// kernels (<see cref="DecodeLinear"/>, <see cref="DecodeAttention"/>) instead.
+/// Runs libtorch on one thread while decoding steps are in flight, and gives the torch thread count to
+/// <see cref="DecodeLinear"/> instead. (<see cref="DecodeAttention"/> asks libtorch's count, so during a step it keeps
+/// every product: libtorch's kernel would run it on one thread too.)
 /// </summary>
 /// <remarks>
 /// A decoding step's libtorch operations are tiny (a few rows), yet several of them open an OpenMP region, after which
@@ -17,9 +18,23 @@ namespace Microsoft.ML.Llm;
 /// </remarks>
 internal static class DecodeThreads
 {
-    private static readonly object Gate = new();
-    private static int holders;
-    private static int saved;
+    private static int saved;   // the thread count before the first step in flight lowered it; 0 when none is
+
+    private static readonly SharedSetting OneThread = new(
+        () =>
+        {
+            int threads = get_num_threads();
+            if (threads <= 1)
+                return false;                          // one thread already: nothing to switch
+            Volatile.Write(ref saved, threads);
+            set_num_threads(1);
+            return true;
+        },
+        () =>
+        {
+            set_num_threads(saved);
+            Volatile.Write(ref saved, 0);
+        });
 
     /// <summary>The torch thread count for the decoding kernels: the count set before the steps began, or the current one.</summary>
     public static int Count
@@ -31,46 +46,7 @@ internal static class DecodeThreads
         }
     }
 
-    /// <summary>Puts libtorch on one thread until the returned handle is disposed (nothing happens with one thread).</summary>
-    public static IDisposable? Serial()
-    {
-        lock (Gate)
-        {
-            if (holders == 0)
-            {
-                int threads = get_num_threads();
-                if (threads <= 1)
-                    return null;
-                Volatile.Write(ref saved, threads);
-                set_num_threads(1);
-            }
-
-            holders++;
-        }
-
-        return new Handle();
-    }
-
-    private static void Release()
-    {
-        lock (Gate)
-        {
-            if (--holders == 0)
-            {
-                set_num_threads(saved);
-                Volatile.Write(ref saved, 0);
-            }
-        }
-    }
-
-    private sealed class Handle : IDisposable
-    {
-        private int _disposed;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) == 0)
-                Release();
-        }
-    }
+    /// <summary>Puts libtorch on one thread until the returned handle is disposed (null, and nothing changed, with one
+    /// thread).</summary>
+    public static IDisposable? Serial() => OneThread.Hold();
 }

@@ -75,7 +75,7 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        using var alpha = sign.ToScalar();   // held: see FusedAdamW.Step on implicit Scalars
+        using var alpha = sign.ToScalar();   // held: see HeldScalar
         foreach (var adapter in Adapters)
             weight.narrow(0, adapter.Offset, adapter.Size).add_(adapter.DeltaWeight().to(weight.dtype), alpha: alpha);
     }

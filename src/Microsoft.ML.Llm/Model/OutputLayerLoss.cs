@@ -62,7 +62,7 @@ internal sealed class OutputLayerLoss : autograd.SingleTensorFunction<OutputLaye
         var logits = nn.functional.linear(low is { } t2 ? x.to(t2) : x, weightLow);
         if (logits.dtype != ScalarType.Float32)
             logits = logits.to(ScalarType.Float32);                          // (N, V): the loss in fp32
-        var ignored = targets.eq(HeldScalar.MinusOne);                                        // (N) bool: not a target
+        var ignored = targets.eq(HeldScalar.MinusOne);                       // (N) bool: not a target
         var index = targets.clamp_min(0).unsqueeze(1);                      // (N, 1): −1 → 0, masked out below
         var picked = logits.gather(1, index).squeeze(1);                     // (N) the targets' logits
 
@@ -71,8 +71,8 @@ internal sealed class OutputLayerLoss : autograd.SingleTensorFunction<OutputLaye
         var max = logits.amax([1], keepdim: true);                           // (N, 1)
         var grad = logits.sub_(max).exp_();                                  // (N, V) exp(logit − max)
         var total = grad.sum([1], keepdim: true);                            // (N, 1)
-        var lse = HeldScalar.Add(max, total.log()).squeeze(1);                            // (N)
-        var loss = (lse - picked).masked_fill_(ignored, HeldScalar.Zero).sum();          // Σ −log softmax(target)
+        var lse = HeldScalar.Add(max, total.log()).squeeze(1);               // (N)
+        var loss = (lse - picked).masked_fill_(ignored, HeldScalar.Zero).sum();   // Σ −log softmax(target)
 
         // d loss / d logits = softmax − one-hot, still in the same buffer; rows that are not targets get zero.
         grad.div_(total);                                                    // (N, V) softmax

@@ -214,9 +214,8 @@ internal sealed class FusedAdamW : IDisposable
         double lr = LearningRate;
         double biasCorrection1 = 1 - Math.Pow(_beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(_beta2, StepCount);
-        // The update's constants as Scalars held to the end of the step. TorchSharp's implicit double → Scalar
-        // conversions are left to the garbage collector, and a finalizer may free one while libtorch still reads it
-        // (a sweep's final phase failed so after 282 s: "Expected false to be true … toFloat"; dotnet/TorchSharp#1434).
+        // The update's constants as Scalars held to the end of the step, not TorchSharp's implicit conversions, which
+        // the garbage collector may free while libtorch reads them (HeldScalar says more; a sweep's final phase failed so).
         using var decay = (1 - lr * _weightDecay).ToScalar();
         using var beta1 = _beta1.ToScalar();
         using var oneMinusBeta1 = (1 - _beta1).ToScalar();

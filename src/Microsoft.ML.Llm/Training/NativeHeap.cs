@@ -35,52 +35,30 @@ internal static class NativeHeap
     private const int DefaultMmapMax = 65536;                 // glibc's DEFAULT_MMAP_MAX
     private const int RestoredTrimThreshold = 64 << 20;       // 2 × DEFAULT_MMAP_THRESHOLD_MAX, where glibc's dynamic threshold ends up
 
-    private static readonly object Gate = new();
     private static readonly Lazy<bool> Glibc = new(IsGlibc);
-    private static int holders;
+
+    private static readonly SharedSetting Kept = new(
+        () =>
+        {
+            _ = mallopt(MMmapMax, 0);
+            _ = mallopt(MTrimThreshold, int.MaxValue);
+            return true;
+        },
+        () =>
+        {
+            _ = mallopt(MMmapMax, DefaultMmapMax);
+            _ = mallopt(MTrimThreshold, RestoredTrimThreshold);
+        });
 
     /// <summary>Whether this process's allocator is glibc's (Linux): the only one <see cref="Retain"/> changes.</summary>
     public static bool IsSupported => Glibc.Value;
 
     /// <summary>Runs that currently keep the heap (for tests).</summary>
-    internal static int Holders
-    {
-        get
-        {
-            lock (Gate)
-                return holders;
-        }
-    }
+    internal static int Holders => Kept.Holders;
 
     /// <summary>Keeps freed memory in the process until the returned handle is disposed; null where the allocator is
     /// not glibc's.</summary>
-    public static IDisposable? Retain()
-    {
-        if (!IsSupported)
-            return null;
-        lock (Gate)
-        {
-            if (holders++ == 0)
-            {
-                _ = mallopt(MMmapMax, 0);
-                _ = mallopt(MTrimThreshold, int.MaxValue);
-            }
-        }
-
-        return new Handle();
-    }
-
-    private static void Release()
-    {
-        lock (Gate)
-        {
-            if (--holders == 0)
-            {
-                _ = mallopt(MMmapMax, DefaultMmapMax);
-                _ = mallopt(MTrimThreshold, RestoredTrimThreshold);
-            }
-        }
-    }
+    public static IDisposable? Retain() => IsSupported ? Kept.Hold() : null;
 
     private static bool IsGlibc()
     {
@@ -101,15 +79,4 @@ internal static class NativeHeap
 
     [DllImport("libc", ExactSpelling = true)]
     private static extern IntPtr gnu_get_libc_version();
-
-    private sealed class Handle : IDisposable
-    {
-        private int _disposed;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) == 0)
-                Release();
-        }
-    }
 }
